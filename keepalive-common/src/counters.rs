@@ -1,0 +1,162 @@
+//! Layout of the global per-CPU counter array. Totals live here, not in the flow map,
+//! so they never go backwards when a connection ends or is evicted.
+
+use crate::{Direction, Family, classify::Verdict};
+
+/// Why keepalive reset a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ResetReason {
+    /// This host's keepalive timer gave up and reset the connection.
+    Timeout = 0,
+    /// A probe this host sent was answered with RST.
+    PeerReset = 1,
+    /// A probe this host received was answered with RST by this host.
+    LocalReset = 2,
+}
+
+impl ResetReason {
+    pub const ALL: [ResetReason; 3] =
+        [ResetReason::Timeout, ResetReason::PeerReset, ResetReason::LocalReset];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            ResetReason::Timeout => "timeout",
+            ResetReason::PeerReset => "peer_reset",
+            ResetReason::LocalReset => "local_reset",
+        }
+    }
+}
+
+/// Errors and losses the kernel programs count (exported with `kind` labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum KernelError {
+    /// A frame announced IP/TCP but ended inside a header.
+    Truncated = 0,
+    /// IP/TCP header fields contradicted each other.
+    Malformed = 1,
+    /// A new connection could not be added to the flow map.
+    FlowInsertFailed = 2,
+    /// bpf_probe_read_kernel failed in a socket hook.
+    KernelReadFailed = 3,
+}
+
+impl KernelError {
+    pub const ALL: [KernelError; 4] = [
+        KernelError::Truncated,
+        KernelError::Malformed,
+        KernelError::FlowInsertFailed,
+        KernelError::KernelReadFailed,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            KernelError::Truncated => "truncated_frame",
+            KernelError::Malformed => "malformed_frame",
+            KernelError::FlowInsertFailed => "flow_insert_failed",
+            KernelError::KernelReadFailed => "kernel_read_failed",
+        }
+    }
+}
+
+const PROBES: u32 = 0; // direction x family x payload_bytes: 8 slots
+const PROBE_ACKS: u32 = 8; // direction x family: 4
+const ZERO_WINDOW: u32 = 12; // direction x family: 4
+const RESETS: u32 = 16; // reason x family: 6
+pub const TIMER_PROBES: u32 = 22;
+const ERRORS: u32 = 23; // KernelError: 4
+/// Entries in the counter array; room is left for growth.
+pub const COUNTER_SLOTS: u32 = 32;
+
+#[inline(always)]
+pub const fn probes(dir: Direction, family: Family, payload_bytes: u32) -> u32 {
+    PROBES + (dir as u32) * 4 + (family as u32) * 2 + (payload_bytes & 1)
+}
+
+#[inline(always)]
+pub const fn probe_acks(probe_dir: Direction, family: Family) -> u32 {
+    PROBE_ACKS + (probe_dir as u32) * 2 + family as u32
+}
+
+#[inline(always)]
+pub const fn zero_window_probes(dir: Direction, family: Family) -> u32 {
+    ZERO_WINDOW + (dir as u32) * 2 + family as u32
+}
+
+#[inline(always)]
+pub const fn resets(reason: ResetReason, family: Family) -> u32 {
+    RESETS + (reason as u32) * 2 + family as u32
+}
+
+#[inline(always)]
+pub const fn error(kind: KernelError) -> u32 {
+    ERRORS + kind as u32
+}
+
+/// The counter a verdict for a segment travelling in `dir` increments, if any.
+#[inline(always)]
+pub const fn for_verdict(v: Verdict, dir: Direction, family: Family) -> Option<u32> {
+    match v {
+        Verdict::Nothing => None,
+        Verdict::Probe { payload_bytes } => Some(probes(dir, family, payload_bytes)),
+        Verdict::ZeroWindowProbe => Some(zero_window_probes(dir, family)),
+        // An answer travels against the probe: the probe's direction is the opposite.
+        Verdict::ProbeAck => Some(probe_acks(dir.opposite(), family)),
+        Verdict::ProbeReset => Some(resets(
+            match dir {
+                Direction::Received => ResetReason::PeerReset,
+                Direction::Sent => ResetReason::LocalReset,
+            },
+            family,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (metric, labels) combination has its own slot, inside the array.
+    #[test]
+    fn slots_are_distinct_and_in_range() {
+        let mut seen = [false; COUNTER_SLOTS as usize];
+        let mut mark = |i: u32| {
+            assert!(i < COUNTER_SLOTS, "slot {i} out of range");
+            assert!(!seen[i as usize], "slot {i} used twice");
+            seen[i as usize] = true;
+        };
+        for d in Direction::ALL {
+            for f in Family::ALL {
+                mark(probes(d, f, 0));
+                mark(probes(d, f, 1));
+                mark(probe_acks(d, f));
+                mark(zero_window_probes(d, f));
+            }
+        }
+        for r in ResetReason::ALL {
+            for f in Family::ALL {
+                mark(resets(r, f));
+            }
+        }
+        mark(TIMER_PROBES);
+        for e in KernelError::ALL {
+            mark(error(e));
+        }
+    }
+
+    #[test]
+    fn answers_count_against_the_probe_direction() {
+        let f = Family::Ipv6;
+        assert_eq!(for_verdict(Verdict::ProbeAck, Direction::Received, f), Some(probe_acks(Direction::Sent, f)));
+        assert_eq!(
+            for_verdict(Verdict::ProbeReset, Direction::Received, f),
+            Some(resets(ResetReason::PeerReset, f))
+        );
+        assert_eq!(
+            for_verdict(Verdict::ProbeReset, Direction::Sent, f),
+            Some(resets(ResetReason::LocalReset, f))
+        );
+        assert_eq!(for_verdict(Verdict::Nothing, Direction::Sent, f), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Configuration of the socket-level hooks (keepalive timer, keepalive resets).
+//!
+//! Rust eBPF has no CO-RE relocations, so the daemon reads kernel struct offsets from
+//! /sys/kernel/btf/vmlinux and tracepoint field offsets from tracefs, and hands them to
+//! the programs in one global, [`SockConfig`].
+
+/// `SockConfig::flags` bits.
+pub mod config_flags {
+    /// Count only sockets whose network namespace inode is `netns_inum`.
+    pub const FILTER_NETNS: u32 = 1 << 0;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockConfig {
+    /// Address of tcp_keepalive_timer() (from /proc/kallsyms): timer:timer_expire_entry
+    /// fires for every kernel timer, this picks out the keepalive timer.
+    pub keepalive_timer_fn: u64,
+    /// offsetof(struct sock, sk_timer): the keepalive timer is sk->sk_timer.
+    pub sk_timer_off: u32,
+    /// offsetof(struct inet_connection_sock, icsk_probes_out) (a u8).
+    pub probes_out_off: u32,
+    /// offsetof(struct sock, __sk_common.skc_family) (a u16).
+    pub skc_family_off: u32,
+    /// offsetof(struct sock, __sk_common.skc_net) (a struct net *).
+    pub skc_net_off: u32,
+    /// offsetof(struct net, ns.inum) (a u32).
+    pub net_inum_off: u32,
+    /// Network namespace inode to count, with `FILTER_NETNS`.
+    pub netns_inum: u32,
+    /// Field offsets in the tracepoint records (from tracefs `format` files).
+    pub tp_timer_entry_timer_off: u32,
+    pub tp_timer_entry_function_off: u32,
+    pub tp_timer_exit_timer_off: u32,
+    pub tp_send_reset_skaddr_off: u32,
+    pub tp_send_reset_reason_off: u32,
+    pub tp_error_report_error_off: u32,
+    /// enum sk_rst_reason's SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT (from BTF).
+    pub keepalive_timeout_reason: u32,
+    /// LINUX_MIB_TCPKEEPALIVE (from BTF): tcp_write_wakeup()'s `mib` for keepalive.
+    pub keepalive_mib: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockConfig>() == 72);
+
+/// Per-CPU record of the keepalive timer callback running on that CPU. Timer
+/// callbacks run in softirq context and do not nest on one CPU, so one slot suffices.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerSlot {
+    /// The socket whose keepalive timer is running; 0 when none is.
+    pub sk: u64,
+    /// icsk_probes_out when the callback started.
+    pub probes_out: u32,
+    /// Set when the callback reset the connection: the socket may be freed by exit.
+    pub aborted: u32,
+}
+const _: () = assert!(core::mem::size_of::<TimerSlot>() == 16);
+
+pub const ETIMEDOUT: i32 = 110;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, integers only; the size asserts show there is no padding.
+    unsafe impl aya::Pod for super::SockConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TimerSlot {}
+}

@@ -1,0 +1,114 @@
+//! Command-line flags (names follow node_exporter's where they overlap).
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs as _},
+    path::PathBuf,
+};
+
+use clap::Parser;
+
+/// Makes TCP keepalives visible: counts keepalive probes sent and received, their
+/// answers, and the connections keepalive reset, with eBPF, and serves them as
+/// Prometheus metrics. Runs as root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).
+#[derive(Debug, Parser)]
+#[command(name = "keepalive-daemon", version, about, long_about = None)]
+pub struct Args {
+    /// Address to serve /metrics on; repeat for several. ":PORT" listens on every
+    /// address (IPv6 and IPv4).
+    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", default_value = ":10291")]
+    pub listen: Vec<String>,
+
+    /// Interface to watch; repeat for several; shell globs allowed ("veth*").
+    /// Default: every interface that is up.
+    #[arg(long = "interface", value_name = "NAME|GLOB")]
+    pub interfaces: Vec<String>,
+
+    /// Connections the kernel tracks at once (LRU map size; about 150 bytes each).
+    /// When full, the least recently active connection is evicted; totals are kept.
+    #[arg(long = "flows.max", value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub flows_max: u32,
+
+    /// Count socket-level events (timer probes, timeouts) of every network namespace,
+    /// not only the daemon's own. The wire counters always cover the watched interfaces.
+    #[arg(long = "socket.all-namespaces")]
+    pub all_namespaces: bool,
+
+    /// Kernel BTF, for struct offsets (there is no CO-RE in Rust eBPF).
+    #[arg(long = "kernel.btf-path", value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf_path: PathBuf,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenAddressError {
+    #[error("invalid --web.listen-address {addr:?}: expected [HOST]:PORT, e.g. :10291 or 127.0.0.1:10291")]
+    Syntax { addr: String },
+    #[error("cannot resolve --web.listen-address {addr:?}: {source}")]
+    Resolve { addr: String, source: std::io::Error },
+}
+
+/// A listen address: `:PORT` means every address.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    Any(u16),
+    Specific(SocketAddr),
+}
+
+pub fn parse_listen_address(addr: &str) -> Result<ListenAddress, ListenAddressError> {
+    let syntax = || ListenAddressError::Syntax { addr: addr.to_owned() };
+    if let Some(port) = addr.strip_prefix(':') {
+        return port.parse().map(ListenAddress::Any).map_err(|_| syntax());
+    }
+    if !addr.contains(':') {
+        return Err(syntax());
+    }
+    addr.to_socket_addrs()
+        .map_err(|source| ListenAddressError::Resolve { addr: addr.to_owned(), source })?
+        .next()
+        .map(ListenAddress::Specific)
+        .ok_or_else(syntax)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":10291").unwrap(), ListenAddress::Any(10291));
+        assert_eq!(
+            parse_listen_address("127.0.0.1:9").unwrap(),
+            ListenAddress::Specific("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(parse_listen_address("[::1]:9").unwrap(), ListenAddress::Specific("[::1]:9".parse().unwrap()));
+        for bad in ["10291", ":port", ":99999", "1.2.3.4:x"] {
+            assert!(parse_listen_address(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn flags_parse_and_defaults_hold() {
+        let a = Args::try_parse_from(["keepalive-daemon"]).unwrap();
+        assert_eq!(a.listen, [":10291"]);
+        assert!(a.interfaces.is_empty());
+        let a = Args::try_parse_from([
+            "keepalive-daemon", "--interface", "veth*", "--interface", "eth0",
+            "--web.listen-address", "127.0.0.1:1", "--web.listen-address", ":2",
+        ])
+        .unwrap();
+        assert_eq!(a.interfaces, ["veth*", "eth0"]);
+        assert_eq!(a.listen, ["127.0.0.1:1", ":2"]);
+        assert!(Args::try_parse_from(["keepalive-daemon", "--flows.max", "1"]).is_err());
+        assert!(Args::try_parse_from(["keepalive-daemon", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Args::command().debug_assert();
+    }
+}

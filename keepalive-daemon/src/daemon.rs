@@ -1,0 +1,175 @@
+//! Start-up, serving and shutdown.
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, PerCpuArray},
+};
+use keepalive_common::flow::{FlowKey, FlowState};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::{Args, ListenAddress, parse_listen_address},
+    flows, hooks, http, interfaces,
+    kernel::btf::KernelBtf,
+    metrics::Metrics,
+    sockconfig,
+    state::State,
+    tc,
+};
+
+const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Bind first: a port in use fails before anything is attached.
+    let mut listeners = Vec::new();
+    for addr in &args.listen {
+        listeners.push(bind(addr).await?);
+    }
+
+    let all = interfaces::list(Path::new("/sys/class/net"))?;
+    let mut chosen = interfaces::select(&all, &args.interfaces)?;
+    chosen.retain(|i| {
+        let ok = i.has_ethernet_header();
+        if !ok {
+            log::warn!("skipping {}: link type {} has no Ethernet header", i.name, i.link_type);
+        }
+        ok
+    });
+
+    let netns = if args.all_namespaces {
+        None
+    } else {
+        Some(sockconfig::own_netns_inum().context("reading /proc/self/ns/net")?)
+    };
+    let resolved = KernelBtf::load(&args.btf_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|btf| sockconfig::resolve(&btf, Path::new("/proc/kallsyms"), netns));
+    let (config, prerequisites) = match resolved {
+        Ok(r) => (r.config, r.prerequisites),
+        Err(e) => {
+            log::warn!("socket-level hooks disabled: {e:#}");
+            let why = Some(format!("{e:#}"));
+            let p = sockconfig::Prerequisites {
+                write_wakeup: why.clone(),
+                active_reset_reason: why.clone(),
+                timer_tracepoints: why.clone(),
+                send_reset_tracepoint: why.clone(),
+                error_report_tracepoint: why,
+            };
+            (Default::default(), p)
+        }
+    };
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("SOCK_CONFIG", &config, true)
+        .map_max_entries("FLOWS", args.flows_max)
+        .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive")))
+        .context("loading the eBPF object failed; the daemon needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")?;
+
+    let metrics = Metrics::new().context("building the metrics registry")?;
+    metrics.flow_capacity.set(args.flows_max.into());
+
+    tc::load(&mut ebpf)?;
+    let mut attached = 0;
+    for iface in &chosen {
+        for a in tc::attach(&mut ebpf, &iface.name)? {
+            log::info!("attached {} program to {} ({})", a.direction.label(), a.interface, a.mode.label());
+            metrics.tc_programs.with_label_values(&[&a.interface, a.direction.label(), a.mode.label()]).set(1);
+            attached += 1;
+        }
+    }
+    if attached == 0 {
+        log::warn!("no interface to watch yet: wire counters stay at zero");
+    }
+
+    let kernel_btf = aya::Btf::from_sys_fs().ok();
+    for choice in hooks::attach_all(&mut ebpf, &prerequisites, kernel_btf.as_ref()) {
+        for (m, why) in &choice.rejected {
+            log::info!("hook {}: {} not used: {why}", choice.hook.label(), m.label());
+        }
+        for m in hooks::preference(choice.hook) {
+            let v = i64::from(choice.chosen == Some(*m));
+            metrics.hook_info.with_label_values(&[choice.hook.label(), m.label()]).set(v);
+        }
+        match choice.chosen {
+            Some(m) => log::info!("hook {} attached via {}", choice.hook.label(), m.label()),
+            None => log::warn!("hook {} could not attach: its counters stay at zero", choice.hook.label()),
+        }
+    }
+
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+    let mut flow_map: HashMap<_, FlowKey, FlowState> = HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
+    let state = Arc::new(State::new(metrics, counters));
+
+    for listener in listeners {
+        log::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(http::serve(listener, state.clone()));
+    }
+    let sweeper_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let r = flows::sweep(&mut flow_map, flows::monotonic_ns());
+            let m = &sweeper_state.metrics;
+            m.flow_entries.set(r.entries as i64);
+            m.flows_swept.inc_by(r.removed);
+            m.map_read_errors.inc_by(r.read_errors);
+        }
+    });
+    log::info!("ready");
+
+    wait_for_shutdown().await?;
+    detach(ebpf);
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log::info!("{name} received: detaching and exiting");
+    Ok(())
+}
+
+/// Dropping the programs detaches their links (TCX and perf/BPF links close with their
+/// file descriptors; netlink filters are deleted by aya on drop).
+fn detach(ebpf: Ebpf) {
+    let n = ebpf.programs().filter(|(_, p)| p.fd().is_ok()).count();
+    drop(ebpf);
+    log::info!("detached and unloaded {n} programs");
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    let explain = |e: std::io::Error, at: SocketAddr| {
+        anyhow!("cannot listen on {at} (--web.listen-address {addr}): {e}; choose a free address")
+    };
+    match parse_listen_address(addr)? {
+        ListenAddress::Specific(at) => TcpListener::bind(at).await.map_err(|e| explain(e, at)),
+        ListenAddress::Any(port) => {
+            // [::] also accepts IPv4 unless IPv6 is off on this host.
+            let v6 = SocketAddr::from(([0u16; 8], port));
+            match TcpListener::bind(v6).await {
+                Ok(l) => Ok(l),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(explain(e, v6)),
+                Err(_) => {
+                    let v4 = SocketAddr::from(([0u8; 4], port));
+                    TcpListener::bind(v4).await.map_err(|e| explain(e, v4))
+                }
+            }
+        }
+    }
+}

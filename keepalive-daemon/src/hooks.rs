@@ -1,0 +1,210 @@
+//! Socket-level hooks, chosen at run time per hook: fentry, then kprobe, then
+//! tracepoints. Each choice is logged and exported (keepalive_daemon_hook_info).
+
+use std::collections::HashSet;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, KProbe, TracePoint},
+};
+
+use crate::sockconfig::Prerequisites;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Probes the keepalive timer sends (tcp_keepalive_timer -> tcp_write_wakeup).
+    TimerProbes,
+    /// Connections the keepalive timer gives up on and resets.
+    Timeouts,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::TimerProbes, Hook::Timeouts];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Hook::TimerProbes => "timer_probes",
+            Hook::Timeouts => "timeouts",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+    /// tcp_keepalive_timer bracketed by timer tracepoints + sock:inet_sk_error_report.
+    TracepointTimerContext,
+}
+
+impl Mechanism {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mechanism::Fentry => "fentry",
+            Mechanism::Kprobe => "kprobe",
+            Mechanism::Tracepoint => "tracepoint",
+            Mechanism::TracepointTimerContext => "tracepoint_timer_context",
+        }
+    }
+}
+
+/// What was chosen for one hook, and why the better mechanisms were not.
+#[derive(Debug)]
+pub struct HookChoice {
+    pub hook: Hook,
+    pub chosen: Option<Mechanism>,
+    pub rejected: Vec<(Mechanism, String)>,
+}
+
+/// The mechanisms for `hook`, best first.
+pub fn preference(hook: Hook) -> &'static [Mechanism] {
+    use Mechanism::*;
+    match hook {
+        Hook::TimerProbes => &[Fentry, Kprobe, Tracepoint],
+        Hook::Timeouts => &[Fentry, Kprobe, Tracepoint, TracepointTimerContext],
+    }
+}
+
+enum Step {
+    Fentry { prog: &'static str, func: &'static str },
+    Kprobe { prog: &'static str, func: &'static str },
+    Tracepoint { prog: &'static str, category: &'static str, name: &'static str },
+}
+
+const TIMER_ENTRY: Step =
+    Step::Tracepoint { prog: "ka_timer_entry", category: "timer", name: "timer_expire_entry" };
+const TIMER_EXIT: Step =
+    Step::Tracepoint { prog: "ka_timer_exit", category: "timer", name: "timer_expire_exit" };
+/// The same exit point without counting probes: only keeps the timer context.
+const TIMER_EXIT_CONTEXT: Step =
+    Step::Tracepoint { prog: "ka_timer_exit_ctx", category: "timer", name: "timer_expire_exit" };
+
+fn steps(hook: Hook, m: Mechanism, attached: &HashSet<&'static str>) -> Vec<Step> {
+    use Mechanism::*;
+    match (hook, m) {
+        (Hook::TimerProbes, Fentry) => vec![Step::Fentry { prog: "ka_wakeup_fe", func: "tcp_write_wakeup" }],
+        (Hook::TimerProbes, Kprobe) => vec![Step::Kprobe { prog: "ka_wakeup_kp", func: "tcp_write_wakeup" }],
+        (Hook::TimerProbes, _) => vec![TIMER_ENTRY, TIMER_EXIT],
+        (Hook::Timeouts, Fentry) => vec![Step::Fentry { prog: "ka_arst_fe", func: "tcp_send_active_reset" }],
+        (Hook::Timeouts, Kprobe) => vec![Step::Kprobe { prog: "ka_arst_kp", func: "tcp_send_active_reset" }],
+        (Hook::Timeouts, Tracepoint) => {
+            vec![Step::Tracepoint { prog: "ka_send_reset", category: "tcp", name: "tcp_send_reset" }]
+        }
+        (Hook::Timeouts, TracepointTimerContext) => {
+            let exit = if attached.contains("ka_timer_exit") { TIMER_EXIT } else { TIMER_EXIT_CONTEXT };
+            vec![
+                TIMER_ENTRY,
+                exit,
+                Step::Tracepoint { prog: "ka_err_report", category: "sock", name: "inet_sk_error_report" },
+            ]
+        }
+    }
+}
+
+fn missing_prerequisite(hook: Hook, m: Mechanism, p: &Prerequisites) -> Option<String> {
+    use Mechanism::*;
+    let why = match (hook, m) {
+        (Hook::TimerProbes, Fentry | Kprobe) => &p.write_wakeup,
+        (Hook::TimerProbes, _) => &p.timer_tracepoints,
+        (Hook::Timeouts, Fentry | Kprobe) => &p.active_reset_reason,
+        (Hook::Timeouts, Tracepoint) => &p.send_reset_tracepoint,
+        (Hook::Timeouts, TracepointTimerContext) => {
+            if p.timer_tracepoints.is_some() { &p.timer_tracepoints } else { &p.error_report_tracepoint }
+        }
+    };
+    why.clone()
+}
+
+/// Attaches the best mechanism each hook can get. A hook that gets none is reported
+/// (not fatal): the wire counters work without it.
+pub fn attach_all(ebpf: &mut Ebpf, prereq: &Prerequisites, btf: Option<&Btf>) -> Vec<HookChoice> {
+    let mut attached: HashSet<&'static str> = HashSet::new();
+    Hook::ALL
+        .into_iter()
+        .map(|hook| {
+            let mut choice = HookChoice { hook, chosen: None, rejected: Vec::new() };
+            for &m in preference(hook) {
+                if let Some(why) = missing_prerequisite(hook, m, prereq) {
+                    choice.rejected.push((m, why));
+                    continue;
+                }
+                match attach_steps(ebpf, &steps(hook, m, &attached), btf, &mut attached) {
+                    Ok(()) => {
+                        choice.chosen = Some(m);
+                        break;
+                    }
+                    Err(e) => choice.rejected.push((m, format!("{e:#}"))),
+                }
+            }
+            choice
+        })
+        .collect()
+}
+
+/// Attaches every step or none: on failure the programs this call attached are unloaded.
+fn attach_steps(
+    ebpf: &mut Ebpf,
+    steps: &[Step],
+    btf: Option<&Btf>,
+    attached: &mut HashSet<&'static str>,
+) -> anyhow::Result<()> {
+    let mut new = Vec::new();
+    for step in steps {
+        let prog = match step {
+            Step::Fentry { prog, .. } | Step::Kprobe { prog, .. } | Step::Tracepoint { prog, .. } => *prog,
+        };
+        if attached.contains(prog) {
+            continue;
+        }
+        if let Err(e) = attach_step(ebpf, step, btf) {
+            for p in new {
+                if let Some(program) = ebpf.program_mut(p) {
+                    let _ = unload(program);
+                }
+                attached.remove(p);
+            }
+            return Err(e);
+        }
+        attached.insert(prog);
+        new.push(prog);
+    }
+    Ok(())
+}
+
+fn unload(p: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramError> {
+    use aya::programs::Program;
+    match p {
+        Program::FEntry(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
+fn get<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+}
+
+fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> anyhow::Result<()> {
+    match *step {
+        Step::Fentry { prog, func } => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fentry"))?;
+            let p: &mut FEntry = get(ebpf, prog)?.try_into()?;
+            p.load(func, btf).with_context(|| format!("loading fentry {prog} for {func}"))?;
+            p.attach().with_context(|| format!("attaching fentry {prog} to {func}"))?;
+        }
+        Step::Kprobe { prog, func } => {
+            let p: &mut KProbe = get(ebpf, prog)?.try_into()?;
+            p.load().with_context(|| format!("loading kprobe {prog}"))?;
+            p.attach(func, 0).with_context(|| format!("attaching kprobe {prog} to {func}"))?;
+        }
+        Step::Tracepoint { prog, category, name } => {
+            let p: &mut TracePoint = get(ebpf, prog)?.try_into()?;
+            p.load().with_context(|| format!("loading tracepoint program {prog}"))?;
+            p.attach(category, name).with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+        }
+    }
+    Ok(())
+}

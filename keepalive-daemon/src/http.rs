@@ -1,0 +1,97 @@
+//! A small HTTP/1.1 server for /metrics and the landing page. One request per
+//! connection, bounded request size and time.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::state::State;
+
+const MAX_REQUEST_HEAD: usize = 8192;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &state)).await {
+                        log::debug!("HTTP request timed out: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                log::warn!("accepting an HTTP connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, state: &State) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > MAX_REQUEST_HEAD {
+            let _ = respond(&mut stream, 431, "text/plain", b"request header too large\n").await;
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let path = target.split('?').next().unwrap_or_default();
+    let (status, ctype, body) = route(method, path, state);
+    let _ = respond(&mut stream, status, ctype, body.as_bytes()).await;
+}
+
+fn route(method: &str, path: &str, state: &State) -> (u16, &'static str, String) {
+    if method != "GET" && method != "HEAD" {
+        return (405, "text/plain", "only GET is supported\n".into());
+    }
+    match path {
+        "/metrics" => match state.render_metrics() {
+            Ok(text) => (200, prometheus::TEXT_FORMAT, text),
+            Err(e) => {
+                log::error!("rendering metrics failed: {e:#}");
+                (500, "text/plain", format!("rendering metrics failed: {e:#}\n"))
+            }
+        },
+        "/" => (200, "text/html; charset=utf-8", landing_page()),
+        _ => (404, "text/plain", "not found; try /metrics\n".into()),
+    }
+}
+
+fn landing_page() -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>keepalive-daemon</title></head><body>\n\
+         <h1>keepalive-daemon {}</h1>\n<p>TCP keepalive probes, answers and keepalive-caused resets, \
+         seen with eBPF.</p>\n<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,56 @@
+//! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
+//! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
+
+mod cli;
+mod daemon;
+mod flows;
+mod hooks;
+mod http;
+mod interfaces;
+mod kernel;
+mod metrics;
+mod sockconfig;
+mod state;
+mod tc;
+
+use std::{io::Write as _, process::ExitCode};
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    init_logging(args.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr. Under systemd (JOURNAL_STREAM set) journald adds the time, so
+/// lines carry only the syslog priority prefix it understands.
+fn init_logging(level: log::LevelFilter) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level).parse_default_env().target(env_logger::Target::Stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        b.format(|f, r| {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(f, "<{prio}>{}", r.args())
+        });
+    }
+    b.init();
+}

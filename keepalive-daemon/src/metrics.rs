@@ -1,0 +1,233 @@
+//! The Prometheus registry. Kernel totals are monotonic per-CPU sums; on each scrape
+//! they are copied into the counters here (never backwards), so every series exists at
+//! zero from start and the exposition is the classic text format promtool lints.
+
+use keepalive_common::{
+    Direction, Family,
+    counters::{self, COUNTER_SLOTS, KernelError, ResetReason},
+};
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    probes: IntCounterVec,
+    probe_acks: IntCounterVec,
+    resets: IntCounterVec,
+    zero_window_probes: IntCounterVec,
+    timer_probes: IntCounter,
+    kernel_errors: IntCounterVec,
+    pub hook_info: IntGaugeVec,
+    pub tc_programs: IntGaugeVec,
+    pub flow_entries: IntGauge,
+    pub flow_capacity: IntGauge,
+    pub flows_swept: IntCounter,
+    pub map_read_errors: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let m = Metrics {
+            probes: counter_vec(
+                &r,
+                "tcp_keepalive_probes_total",
+                "TCP keepalive probes seen on the wire; direction sent = leaving this host.",
+                &["direction", "family", "payload_bytes"],
+            )?,
+            probe_acks: counter_vec(
+                &r,
+                "tcp_keepalive_probe_acks_total",
+                "Keepalive probes answered by an ACK; direction is the probe's.",
+                &["direction", "family"],
+            )?,
+            resets: counter_vec(
+                &r,
+                "tcp_keepalive_resets_total",
+                "Connections reset because of keepalive: timeout (this host's keepalive timer gave up), \
+                 peer_reset (a probe we sent was answered with RST), local_reset (we answered a probe with RST).",
+                &["reason", "family"],
+            )?,
+            zero_window_probes: counter_vec(
+                &r,
+                "tcp_keepalive_zero_window_probes_total",
+                "Zero-window probes: keepalive look-alikes sent while the peer's window is zero, not counted as keepalives.",
+                &["direction", "family"],
+            )?,
+            timer_probes: counter(
+                &r,
+                "tcp_keepalive_timer_probes_total",
+                "Keepalive probes the kernel's keepalive timer sent, seen at the socket.",
+            )?,
+            kernel_errors: counter_vec(
+                &r,
+                "keepalive_daemon_kernel_errors_total",
+                "Frames or events the kernel programs could not handle, by kind.",
+                &["kind"],
+            )?,
+            hook_info: gauge_vec(
+                &r,
+                "keepalive_daemon_hook_info",
+                "1 for the mechanism each socket-level hook uses, 0 for the ones it could not or did not use.",
+                &["hook", "mechanism"],
+            )?,
+            tc_programs: gauge_vec(
+                &r,
+                "keepalive_daemon_tc_programs_attached",
+                "tc programs attached, by interface, direction and attach mode (tcx or netlink).",
+                &["interface", "direction", "mode"],
+            )?,
+            flow_entries: gauge(&r, "keepalive_daemon_flow_map_entries", "Connections in the kernel flow map.")?,
+            flow_capacity: gauge(
+                &r,
+                "keepalive_daemon_flow_map_capacity",
+                "Maximum connections the kernel flow map holds (--flows.max); the least recently used is evicted beyond it.",
+            )?,
+            flows_swept: counter(
+                &r,
+                "keepalive_daemon_flows_swept_total",
+                "Closed connections removed from the flow map by the daemon.",
+            )?,
+            map_read_errors: counter(
+                &r,
+                "keepalive_daemon_map_read_errors_total",
+                "Failed reads of kernel maps by the daemon.",
+            )?,
+            registry: r,
+        };
+        let build = gauge_vec(
+            &m.registry,
+            "keepalive_daemon_build_info",
+            "Build information of the running keepalive-daemon.",
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let up = gauge(&m.registry, "keepalive_daemon_up", "1 once every program is loaded and attached.")?;
+        up.set(1);
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        m.touch_all();
+        Ok(m)
+    }
+
+    /// Creates every kernel-backed series at zero so rate() and alerts work from start.
+    fn touch_all(&self) {
+        for slot in 0..COUNTER_SLOTS {
+            if let Some(c) = self.counter_for(slot) {
+                c.inc_by(0);
+            }
+        }
+    }
+
+    fn counter_for(&self, slot: u32) -> Option<IntCounter> {
+        for d in Direction::ALL {
+            for f in Family::ALL {
+                for p in 0..2u32 {
+                    if slot == counters::probes(d, f, p) {
+                        let pb = if p == 0 { "0" } else { "1" };
+                        return Some(self.probes.with_label_values(&[d.label(), f.label(), pb]));
+                    }
+                }
+                if slot == counters::probe_acks(d, f) {
+                    return Some(self.probe_acks.with_label_values(&[d.label(), f.label()]));
+                }
+                if slot == counters::zero_window_probes(d, f) {
+                    return Some(self.zero_window_probes.with_label_values(&[d.label(), f.label()]));
+                }
+            }
+        }
+        for r in ResetReason::ALL {
+            for f in Family::ALL {
+                if slot == counters::resets(r, f) {
+                    return Some(self.resets.with_label_values(&[r.label(), f.label()]));
+                }
+            }
+        }
+        if slot == counters::TIMER_PROBES {
+            return Some(self.timer_probes.clone());
+        }
+        KernelError::ALL
+            .into_iter()
+            .find(|e| counters::error(*e) == slot)
+            .map(|e| self.kernel_errors.with_label_values(&[e.label()]))
+    }
+
+    /// Brings the counters up to the kernel totals (indexed by counter slot).
+    pub fn sync_kernel_totals(&self, totals: &[u64]) {
+        for (slot, total) in totals.iter().enumerate() {
+            if let Some(c) = self.counter_for(slot as u32) {
+                let have = c.get();
+                if *total > have {
+                    c.inc_by(total - have);
+                }
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_at_zero_with_help() {
+        let m = Metrics::new().expect("registry");
+        let text = m.encode().expect("encode");
+        assert!(text.contains(
+            "tcp_keepalive_probes_total{direction=\"received\",family=\"ipv6\",payload_bytes=\"1\"} 0"
+        ));
+        assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv4\",reason=\"local_reset\"} 0"));
+        assert!(text.contains("tcp_keepalive_timer_probes_total 0"));
+        assert!(text.contains("keepalive_daemon_kernel_errors_total{kind=\"flow_insert_failed\"} 0"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).expect("name");
+            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            if line.ends_with(" counter") {
+                assert!(name.ends_with("_total"), "counter {name} lacks _total");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_totals_sync_and_never_go_back() {
+        let m = Metrics::new().expect("registry");
+        let mut totals = vec![0u64; COUNTER_SLOTS as usize];
+        totals[counters::probes(Direction::Sent, Family::Ipv4, 0) as usize] = 7;
+        totals[counters::resets(ResetReason::Timeout, Family::Ipv6) as usize] = 2;
+        m.sync_kernel_totals(&totals);
+        totals[counters::probes(Direction::Sent, Family::Ipv4, 0) as usize] = 3;
+        m.sync_kernel_totals(&totals);
+        let text = m.encode().expect("encode");
+        assert!(text.contains("tcp_keepalive_probes_total{direction=\"sent\",family=\"ipv4\",payload_bytes=\"0\"} 7"));
+        assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv6\",reason=\"timeout\"} 2"));
+    }
+}

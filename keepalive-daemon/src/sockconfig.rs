@@ -1,0 +1,121 @@
+//! Builds the [`SockConfig`] global from BTF, kallsyms and tracefs, and records which
+//! hook mechanisms the kernel can support at all (what is missing, and why).
+
+use std::path::Path;
+
+use keepalive_common::sockhook::{SockConfig, config_flags};
+
+use crate::kernel::{btf::KernelBtf, kallsyms, tracefs};
+
+/// Why a hook mechanism cannot be used on this kernel; `None` means it may be tried.
+#[derive(Debug, Default)]
+pub struct Prerequisites {
+    /// tcp_write_wakeup(sk, mib) and LINUX_MIB_TCPKEEPALIVE (fentry/kprobe timer probes).
+    pub write_wakeup: Option<String>,
+    /// tcp_send_active_reset(sk, priority, reason) and the keepalive reason (6.10+).
+    pub active_reset_reason: Option<String>,
+    /// timer:timer_expire_entry/exit, tcp_keepalive_timer's address, sock offsets.
+    pub timer_tracepoints: Option<String>,
+    /// tcp:tcp_send_reset with a reason field.
+    pub send_reset_tracepoint: Option<String>,
+    /// sock:inet_sk_error_report with an error field.
+    pub error_report_tracepoint: Option<String>,
+}
+
+pub struct Resolved {
+    pub config: SockConfig,
+    pub prerequisites: Prerequisites,
+}
+
+/// Socket fields every hook needs; without them no socket hook can run.
+pub fn resolve(btf: &KernelBtf, kallsyms_path: &Path, netns_inum: Option<u32>) -> anyhow::Result<Resolved> {
+    use anyhow::Context as _;
+    let mut c = SockConfig {
+        skc_family_off: btf.member("sock", &["__sk_common", "skc_family"])?.offset,
+        skc_net_off: btf.member("sock", &["__sk_common", "skc_net"])?.offset,
+        net_inum_off: btf.member("net", &["ns", "inum"]).context("struct net's namespace inode")?.offset,
+        ..SockConfig::default()
+    };
+    if let Some(inum) = netns_inum {
+        c.netns_inum = inum;
+        c.flags |= config_flags::FILTER_NETNS;
+    }
+    let mut p = Prerequisites::default();
+
+    match btf.enumerator("LINUX_MIB_TCPKEEPALIVE") {
+        Ok(v) => c.keepalive_mib = v as u32,
+        Err(e) => p.write_wakeup = Some(e.to_string()),
+    }
+    if p.write_wakeup.is_none() {
+        p.write_wakeup = check_params(btf, "tcp_write_wakeup", &[(1, "mib")]);
+    }
+
+    match btf.enumerator("SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT") {
+        Ok(v) => c.keepalive_timeout_reason = v as u32,
+        Err(e) => {
+            // Never matches a real reason: keeps the reason-based programs inert.
+            c.keepalive_timeout_reason = u32::MAX;
+            let why = format!("{e} (kernel before 6.12)");
+            p.active_reset_reason = Some(why.clone());
+            p.send_reset_tracepoint = Some(why);
+        }
+    }
+    if p.active_reset_reason.is_none() {
+        p.active_reset_reason = check_params(btf, "tcp_send_active_reset", &[(2, "reason")]);
+    }
+
+    let timer = (|| -> anyhow::Result<()> {
+        c.keepalive_timer_fn = kallsyms::address(kallsyms_path, "tcp_keepalive_timer")?;
+        c.sk_timer_off = btf.member("sock", &["sk_timer"])?.offset;
+        let probes_out = btf.member("inet_connection_sock", &["icsk_probes_out"])?;
+        anyhow::ensure!(
+            probes_out.size == Some(1),
+            "icsk_probes_out is {:?} bytes, the timer programs read one",
+            probes_out.size
+        );
+        c.probes_out_off = probes_out.offset;
+        let root = tracefs::root()?;
+        let entry = tracefs::EventFormat::read(&root, "timer", "timer_expire_entry")?;
+        c.tp_timer_entry_timer_off = entry.field("timer")?.offset;
+        c.tp_timer_entry_function_off = entry.field("function")?.offset;
+        let exit = tracefs::EventFormat::read(&root, "timer", "timer_expire_exit")?;
+        c.tp_timer_exit_timer_off = exit.field("timer")?.offset;
+        Ok(())
+    })();
+    p.timer_tracepoints = timer.err().map(|e| format!("{e:#}"));
+
+    if p.send_reset_tracepoint.is_none() {
+        let r = (|| -> anyhow::Result<()> {
+            let f = tracefs::EventFormat::read(&tracefs::root()?, "tcp", "tcp_send_reset")?;
+            c.tp_send_reset_skaddr_off = f.field("skaddr")?.offset;
+            c.tp_send_reset_reason_off = f.field("reason")?.offset;
+            Ok(())
+        })();
+        p.send_reset_tracepoint = r.err().map(|e| format!("{e:#}"));
+    }
+    let r = (|| -> anyhow::Result<()> {
+        let f = tracefs::EventFormat::read(&tracefs::root()?, "sock", "inet_sk_error_report")?;
+        c.tp_error_report_error_off = f.field("error")?.offset;
+        Ok(())
+    })();
+    p.error_report_tracepoint = r.err().map(|e| format!("{e:#}"));
+
+    Ok(Resolved { config: c, prerequisites: p })
+}
+
+/// Checks that kernel function `func` has each `(index, name)` parameter.
+fn check_params(btf: &KernelBtf, func: &str, want: &[(usize, &str)]) -> Option<String> {
+    match btf.function_params(func) {
+        Err(e) => Some(e.to_string()),
+        Ok(params) => want.iter().find_map(|(i, name)| {
+            (params.get(*i).map(String::as_str) != Some(*name))
+                .then(|| format!("{func} has parameters {params:?}, expected `{name}` at position {i}"))
+        }),
+    }
+}
+
+/// The inode of the network namespace this process runs in (what `ns.inum` holds).
+pub fn own_netns_inum() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata("/proc/self/ns/net")?.ino() as u32)
+}

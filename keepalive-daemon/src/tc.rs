@@ -1,0 +1,88 @@
+//! Attaching the wire programs: TCX where the kernel has it (6.6+), otherwise a
+//! clsact qdisc with netlink cls_bpf filters.
+
+use std::ffi::CString;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType, tc},
+};
+use keepalive_common::Direction;
+
+pub const INGRESS_PROGRAM: &str = "ka_tc_ingress";
+pub const EGRESS_PROGRAM: &str = "ka_tc_egress";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcMode {
+    Tcx,
+    Netlink,
+}
+
+impl TcMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Netlink => "netlink",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TcAttachment {
+    pub interface: String,
+    pub direction: Direction,
+    pub mode: TcMode,
+}
+
+/// Loads both tc programs (once per daemon).
+pub fn load(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading tc program {name} (the verifier log follows)"))?;
+    }
+    Ok(())
+}
+
+/// Attaches ingress and egress programs to `interface`. The links stay owned by the
+/// programs inside `ebpf`: dropping it detaches them.
+pub fn attach(ebpf: &mut Ebpf, interface: &str) -> anyhow::Result<Vec<TcAttachment>> {
+    let cname = CString::new(interface).with_context(|| format!("interface name {interface:?}"))?;
+    let mut done = Vec::new();
+    for (name, attach_type, direction) in [
+        (INGRESS_PROGRAM, TcAttachType::Ingress, Direction::Received),
+        (EGRESS_PROGRAM, TcAttachType::Egress, Direction::Sent),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        let tcx = prog.attach(cname.as_c_str(), TcAttach::Tcx { attach_type, order: LinkOrder::default() });
+        let mode = match tcx {
+            Ok(_) => TcMode::Tcx,
+            Err(tcx_err) => {
+                log::debug!("TCX attach on {interface} failed ({tcx_err}); trying clsact + netlink");
+                // Already present (ours or another tool's) is fine: we only add a filter.
+                if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
+                    log::debug!("adding clsact qdisc on {interface}: {e}");
+                }
+                prog.attach(
+                    cname.as_c_str(),
+                    TcAttach::Netlink { parent: attach_type.into(), options: Default::default() },
+                )
+                .map_err(|nl_err| {
+                    anyhow!(
+                        "attaching {name} to {interface} failed: TCX: {tcx_err}; netlink: {nl_err}. \
+                         The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
+                    )
+                })?;
+                TcMode::Netlink
+            }
+        };
+        done.push(TcAttachment { interface: interface.to_owned(), direction, mode });
+    }
+    Ok(done)
+}

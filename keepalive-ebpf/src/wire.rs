@@ -1,0 +1,107 @@
+//! The per-packet path shared by the ingress and egress programs.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::TcContext};
+use keepalive_common::{
+    Direction,
+    classify::classify,
+    counters::{self, KernelError},
+    flow::{FlowKey, FlowState},
+    packet::{Packet, ParseError, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, parse_ethernet},
+};
+
+use crate::maps::{FLOWS, count};
+
+/// TC_ACT_UNSPEC: let the next program or filter decide (TCX_NEXT under TCX). We only
+/// observe, and must not cut other programs on the same hook short.
+pub const TC_ACT_UNSPEC: i32 = -1;
+
+/// Headers a probe needs in the linear area: Ethernet + 2 VLAN tags + IPv6 + a few
+/// extension headers + TCP with options.
+const PULL_LEN: u32 = 192;
+const EEXIST: i32 = 17;
+
+/// The skb's linear data, read with direct packet access (no helper calls).
+struct LinearData {
+    data: usize,
+    end: usize,
+}
+
+impl Packet for LinearData {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let start = self.data + offset;
+        if start + N > self.end {
+            return None;
+        }
+        // SAFETY: [start, start + N) lies inside [data, data_end), which the check above
+        // proves to the verifier; packet bytes may be unaligned, hence read_unaligned.
+        Some(unsafe { (start as *const [u8; N]).read_unaligned() })
+    }
+}
+
+#[inline(always)]
+fn linear(ctx: &TcContext) -> LinearData {
+    LinearData { data: ctx.data(), end: ctx.data_end() }
+}
+
+#[inline(always)]
+pub fn observe(ctx: &TcContext, dir: Direction) -> i32 {
+    if let Err(e) = try_observe(ctx, dir) {
+        count(counters::error(match e {
+            ParseError::Truncated => KernelError::Truncated,
+            ParseError::Malformed => KernelError::Malformed,
+        }));
+    }
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn try_observe(ctx: &TcContext, dir: Direction) -> Result<(), ParseError> {
+    let pkt = linear(ctx);
+    let parsed = match parse_ethernet(&pkt) {
+        // Headers beyond the linear area (paged skbs): pull them in once and retry.
+        Err(ParseError::Truncated) if ctx.len() as usize > pkt.end - pkt.data => {
+            let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+            ctx.pull_data(want).map_err(|_| ParseError::Truncated)?;
+            parse_ethernet(&linear(ctx))?
+        }
+        other => other?,
+    };
+    if let Parsed::Candidate(seg) = parsed {
+        track(&seg, dir);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn track(seg: &Segment, dir: Direction) {
+    let key = FlowKey::from_segment(seg, dir);
+    // SAFETY: a plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match FLOWS.get_ptr_mut(&key) {
+        Some(state) => {
+            // SAFETY: the pointer comes from a successful lookup and stays valid for the
+            // rest of this program run (RCU); concurrent runs for the same connection on
+            // other CPUs only race on the benign per-connection detail fields.
+            let state = unsafe { &mut *state };
+            let verdict = classify(state, seg, dir, now);
+            if let Some(slot) = counters::for_verdict(verdict, dir, seg.family) {
+                count(slot);
+            }
+        }
+        None => {
+            // Track from the first small ACK-only segment; FIN/RST of an unknown
+            // connection teach nothing worth a map entry.
+            if seg.flags & (TCP_FIN | TCP_RST) != 0 || seg.flags & TCP_ACK == 0 {
+                return;
+            }
+            let state = FlowState::first_sighting(seg, dir, now);
+            if let Err(e) = FLOWS.insert(&key, &state, BPF_NOEXIST as u64) {
+                // EEXIST: the other direction inserted it first on another CPU.
+                if e != -EEXIST {
+                    count(counters::error(KernelError::FlowInsertFailed));
+                }
+            }
+        }
+    }
+}
