@@ -38,7 +38,9 @@ use crate::{
 pub enum Verdict {
     Nothing,
     /// A keepalive probe sent in the segment's direction.
-    Probe { payload_bytes: u32 },
+    Probe {
+        payload_bytes: u32,
+    },
     /// A zero-window probe in the segment's direction (not a keepalive).
     ZeroWindowProbe,
     /// The segment answers a probe sent the other way with an ACK.
@@ -95,7 +97,9 @@ pub fn classify(st: &mut FlowState, seg: &Segment, dir: Direction, now_ns: u64) 
             me.probe_seq = seg.seq;
             me.probes = me.probes.wrapping_add(1);
             me.last_probe_ns = now_ns;
-            Verdict::Probe { payload_bytes: seg.payload_len }
+            Verdict::Probe {
+                payload_bytes: seg.payload_len,
+            }
         }
     } else {
         // Anything else from this side supersedes its own pending probe.
@@ -126,19 +130,34 @@ pub fn learn(st: &mut FlowState, seg: &Segment, dir: Direction) {
 #[inline(always)]
 fn learn_dir(me: &mut DirState, other: &mut DirState, seg: &Segment) {
     // FIN occupies one sequence number (RFC 9293 3.4).
-    let end = seg.seq.wrapping_add(seg.payload_len).wrapping_add((seg.flags & TCP_FIN) as u32);
+    let end = seg
+        .seq
+        .wrapping_add(seg.payload_len)
+        .wrapping_add((seg.flags & TCP_FIN) as u32);
     raise(me, end);
-    me.flags = if seg.window == 0 { me.flags | WINDOW_ZERO } else { me.flags & !WINDOW_ZERO };
+    me.flags = if seg.window == 0 {
+        me.flags | WINDOW_ZERO
+    } else {
+        me.flags & !WINDOW_ZERO
+    };
     if seg.has(TCP_ACK) {
         raise(other, seg.ack);
-        other.acked = if other.flags & ACK_KNOWN != 0 { seq_max(other.acked, seg.ack) } else { seg.ack };
+        other.acked = if other.flags & ACK_KNOWN != 0 {
+            seq_max(other.acked, seg.ack)
+        } else {
+            seg.ack
+        };
         other.flags |= ACK_KNOWN;
     }
 }
 
 #[inline(always)]
 fn raise(d: &mut DirState, value: u32) {
-    d.next_seq = if d.flags & SEQ_KNOWN != 0 { seq_max(d.next_seq, value) } else { value };
+    d.next_seq = if d.flags & SEQ_KNOWN != 0 {
+        seq_max(d.next_seq, value)
+    } else {
+        value
+    };
     d.flags |= SEQ_KNOWN;
 }
 

@@ -43,7 +43,14 @@ fn zero_byte_probe_and_its_ack() {
     let mut st = established(1000, 5000);
     let v = run(&mut st, &[(Out, ack(999, 5000)), (In, ack(5000, 1000))]);
     assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeAck]);
-    assert_eq!((st.dir[0].probes, st.dir[0].probe_acks, st.dir[0].unanswered_streak), (1, 1, 0));
+    assert_eq!(
+        (
+            st.dir[0].probes,
+            st.dir[0].probe_acks,
+            st.dir[0].unanswered_streak
+        ),
+        (1, 1, 0)
+    );
     assert_eq!(st.dir[0].last_probe_ns, 5);
 }
 
@@ -73,20 +80,38 @@ fn retransmitted_last_byte_is_not_a_probe() {
     let v = run(&mut st, &[(Out, data), (Out, rexmit)]);
     assert_eq!(v, [Verdict::Nothing, Verdict::Nothing]);
     // Once acknowledged, the same shape is a (Windows-style) 1-byte keepalive.
-    let v = run(&mut st, &[(In, ack(5000, 1001)), (Out, seg(1000, 5000, TCP_ACK, 1, 1000))]);
+    let v = run(
+        &mut st,
+        &[
+            (In, ack(5000, 1001)),
+            (Out, seg(1000, 5000, TCP_ACK, 1, 1000)),
+        ],
+    );
     assert_eq!(v, [Verdict::Nothing, Verdict::Probe { payload_bytes: 1 }]);
 }
 
 #[test]
 fn rst_answers_count_by_who_sent_the_probe() {
     let mut st = established(1000, 5000);
-    let v = run(&mut st, &[(Out, ack(999, 5000)), (In, seg(5000, 0, TCP_RST, 0, 0))]);
-    assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeReset]);
+    let v = run(
+        &mut st,
+        &[(Out, ack(999, 5000)), (In, seg(5000, 0, TCP_RST, 0, 0))],
+    );
+    assert_eq!(
+        v,
+        [Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeReset]
+    );
     assert_eq!(st.end, flow_end::PEER_RESET);
 
     let mut st = established(1000, 5000);
-    let v = run(&mut st, &[(In, ack(4999, 1000)), (Out, seg(1000, 0, TCP_RST, 0, 0))]);
-    assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeReset]);
+    let v = run(
+        &mut st,
+        &[(In, ack(4999, 1000)), (Out, seg(1000, 0, TCP_RST, 0, 0))],
+    );
+    assert_eq!(
+        v,
+        [Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeReset]
+    );
     assert_eq!(st.end, flow_end::LOCAL_RESET);
 }
 
@@ -103,14 +128,23 @@ fn rst_fin_and_syn_shapes_are_never_probes() {
     );
     assert_eq!(v, [Verdict::Nothing; 3]);
     assert_eq!(st.end, flow_end::CLOSED);
-    assert!(!crate::packet::is_candidate(crate::packet::TCP_SYN | TCP_ACK, 0));
+    assert!(!crate::packet::is_candidate(
+        crate::packet::TCP_SYN | TCP_ACK,
+        0
+    ));
 }
 
 #[test]
 fn our_own_reset_after_our_probe_is_not_an_answer() {
     // The keepalive timeout: our last probe is unanswered, then our kernel resets.
     let mut st = established(1000, 5000);
-    let v = run(&mut st, &[(Out, ack(999, 5000)), (Out, seg(1000, 5000, TCP_RST | TCP_ACK, 0, 0))]);
+    let v = run(
+        &mut st,
+        &[
+            (Out, ack(999, 5000)),
+            (Out, seg(1000, 5000, TCP_RST | TCP_ACK, 0, 0)),
+        ],
+    );
     assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::Nothing]);
     assert_eq!(st.end, flow_end::CLOSED);
 }
@@ -126,7 +160,10 @@ fn zero_window_probes_are_counted_apart_and_their_acks_ignored() {
             (In, seg(5000, 1000, TCP_ACK, 0, 0)), // still closed
         ],
     );
-    assert_eq!(v, [Verdict::Nothing, Verdict::ZeroWindowProbe, Verdict::Nothing]);
+    assert_eq!(
+        v,
+        [Verdict::Nothing, Verdict::ZeroWindowProbe, Verdict::Nothing]
+    );
     assert_eq!((st.dir[0].zero_window_probes, st.dir[0].probes), (1, 0));
     // The window reopens: the next probe-shaped segment is a keepalive again.
     let v = run(&mut st, &[(In, ack(5000, 1000)), (Out, ack(999, 5000))]);
@@ -141,8 +178,18 @@ fn probes_across_the_sequence_wrap() {
 
     let mut st = established(u32::MAX - 1, 7);
     // Data of 3 bytes crosses the wrap (learned through the peer's ACK of 1).
-    let v = run(&mut st, &[(In, ack(7, 1)), (Out, ack(0, 7)), (Out, ack(1, 7))]);
-    assert_eq!(v, [Verdict::Nothing, Verdict::Probe { payload_bytes: 0 }, Verdict::Nothing]);
+    let v = run(
+        &mut st,
+        &[(In, ack(7, 1)), (Out, ack(0, 7)), (Out, ack(1, 7))],
+    );
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::Nothing
+        ]
+    );
 }
 
 #[test]
@@ -150,21 +197,45 @@ fn ipv6_segments_classify_the_same() {
     let mut st = established(1000, 5000);
     let mut p = ack(999, 5000);
     p.family = Family::Ipv6;
-    assert_eq!(classify(&mut st, &p, Out, 5), Verdict::Probe { payload_bytes: 0 });
+    assert_eq!(
+        classify(&mut st, &p, Out, 5),
+        Verdict::Probe { payload_bytes: 0 }
+    );
 }
 
 #[test]
 fn flow_first_seen_mid_idle_counts_from_the_second_probe() {
     // The first thing we ever see is a probe at 999: it cannot be told from an ACK.
     let mut st = FlowState::first_sighting(&ack(999, 5000), Out, 1);
-    let v = run(&mut st, &[(In, ack(5000, 1000)), (Out, ack(999, 5000)), (In, ack(5000, 1000))]);
-    assert_eq!(v, [Verdict::Nothing, Verdict::Probe { payload_bytes: 0 }, Verdict::ProbeAck]);
+    let v = run(
+        &mut st,
+        &[
+            (In, ack(5000, 1000)),
+            (Out, ack(999, 5000)),
+            (In, ack(5000, 1000)),
+        ],
+    );
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::ProbeAck
+        ]
+    );
 }
 
 #[test]
 fn pure_and_duplicate_acks_are_not_probes() {
     let mut st = established(1000, 5000);
-    let v = run(&mut st, &[(Out, ack(1000, 5000)), (Out, ack(1000, 5000)), (In, ack(5000, 1000))]);
+    let v = run(
+        &mut st,
+        &[
+            (Out, ack(1000, 5000)),
+            (Out, ack(1000, 5000)),
+            (In, ack(5000, 1000)),
+        ],
+    );
     assert_eq!(v, [Verdict::Nothing; 3]);
 }
 
@@ -175,17 +246,38 @@ fn bulk_data_seen_only_through_acks() {
     let mut st = established(1000, 5000);
     let v = run(
         &mut st,
-        &[(In, ack(5000, 500_000)), (In, ack(5000, 901_000)), (Out, ack(900_999, 5000))],
+        &[
+            (In, ack(5000, 500_000)),
+            (In, ack(5000, 901_000)),
+            (Out, ack(900_999, 5000)),
+        ],
     );
-    assert_eq!(v, [Verdict::Nothing, Verdict::Nothing, Verdict::Probe { payload_bytes: 0 }]);
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Nothing,
+            Verdict::Probe { payload_bytes: 0 }
+        ]
+    );
 }
 
 #[test]
 fn unanswered_probes_build_a_streak_that_an_answer_clears() {
     let mut st = established(1000, 5000);
-    run(&mut st, &[(Out, ack(999, 5000)), (Out, ack(999, 5000)), (Out, ack(999, 5000))]);
+    run(
+        &mut st,
+        &[
+            (Out, ack(999, 5000)),
+            (Out, ack(999, 5000)),
+            (Out, ack(999, 5000)),
+        ],
+    );
     assert_eq!((st.dir[0].probes, st.dir[0].unanswered_streak), (3, 2));
-    assert_eq!(classify(&mut st, &ack(5000, 1000), In, 9), Verdict::ProbeAck);
+    assert_eq!(
+        classify(&mut st, &ack(5000, 1000), In, 9),
+        Verdict::ProbeAck
+    );
     assert_eq!(st.dir[0].unanswered_streak, 0);
 }
 
@@ -194,7 +286,13 @@ fn a_probe_is_never_an_answer() {
     // Both ends probe at once: the peer's probe carries ack = our probe seq + 1.
     let mut st = established(1000, 5000);
     let v = run(&mut st, &[(Out, ack(999, 5000)), (In, ack(4999, 1000))]);
-    assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::Probe { payload_bytes: 0 }]);
+    assert_eq!(
+        v,
+        [
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::Probe { payload_bytes: 0 }
+        ]
+    );
     assert_eq!(st.dir[0].probe_acks, 0);
 }
 
@@ -211,7 +309,18 @@ fn new_traffic_supersedes_a_pending_probe() {
     let mut st = established(1000, 5000);
     let v = run(
         &mut st,
-        &[(Out, ack(999, 5000)), (Out, seg(1000, 5000, TCP_ACK | TCP_PSH, 1, 1000)), (In, ack(5000, 1000))],
+        &[
+            (Out, ack(999, 5000)),
+            (Out, seg(1000, 5000, TCP_ACK | TCP_PSH, 1, 1000)),
+            (In, ack(5000, 1000)),
+        ],
     );
-    assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::Nothing, Verdict::Nothing]);
+    assert_eq!(
+        v,
+        [
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::Nothing,
+            Verdict::Nothing
+        ]
+    );
 }

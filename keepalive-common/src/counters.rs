@@ -16,8 +16,11 @@ pub enum ResetReason {
 }
 
 impl ResetReason {
-    pub const ALL: [ResetReason; 3] =
-        [ResetReason::Timeout, ResetReason::PeerReset, ResetReason::LocalReset];
+    pub const ALL: [ResetReason; 3] = [
+        ResetReason::Timeout,
+        ResetReason::PeerReset,
+        ResetReason::LocalReset,
+    ];
 
     pub const fn label(self) -> &'static str {
         match self {
@@ -148,7 +151,10 @@ mod tests {
     #[test]
     fn answers_count_against_the_probe_direction() {
         let f = Family::Ipv6;
-        assert_eq!(for_verdict(Verdict::ProbeAck, Direction::Received, f), Some(probe_acks(Direction::Sent, f)));
+        assert_eq!(
+            for_verdict(Verdict::ProbeAck, Direction::Received, f),
+            Some(probe_acks(Direction::Sent, f))
+        );
         assert_eq!(
             for_verdict(Verdict::ProbeReset, Direction::Received, f),
             Some(resets(ResetReason::PeerReset, f))

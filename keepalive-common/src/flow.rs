@@ -39,7 +39,11 @@ impl FlowKey {
     }
 
     pub fn family(&self) -> Family {
-        if self.family == Family::Ipv6 as u32 { Family::Ipv6 } else { Family::Ipv4 }
+        if self.family == Family::Ipv6 as u32 {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        }
     }
 }
 
@@ -106,7 +110,11 @@ impl FlowState {
     /// State for a connection first seen with `seg` (a small ACK-only segment).
     #[inline(always)]
     pub fn first_sighting(seg: &Segment, dir: Direction, now_ns: u64) -> FlowState {
-        let mut st = FlowState { first_seen_ns: now_ns, last_seen_ns: now_ns, ..Default::default() };
+        let mut st = FlowState {
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            ..Default::default()
+        };
         crate::classify::learn(&mut st, seg, dir);
         st
     }

@@ -5,7 +5,10 @@
 //! written as pure functions over [`packet::Packet`] so the host unit tests exercise the
 //! same code the kernel runs.
 #![cfg_attr(not(any(feature = "user", test)), no_std)]
-#![cfg_attr(not(test), deny(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)
+)]
 
 pub mod classify;
 pub mod counters;

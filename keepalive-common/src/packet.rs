@@ -157,7 +157,11 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError
     };
     let src = be_word(h[12], h[13], h[14], h[15]);
     let dst = be_word(h[16], h[17], h[18], h[19]);
-    Ok(Parsed::Candidate(tcp.into_segment(Family::Ipv4, [src, 0, 0, 0], [dst, 0, 0, 0])))
+    Ok(Parsed::Candidate(tcp.into_segment(
+        Family::Ipv4,
+        [src, 0, 0, 0],
+        [dst, 0, 0, 0],
+    )))
 }
 
 /// Keeps the address bytes in wire order inside the word, so keys compare like the

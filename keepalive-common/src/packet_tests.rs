@@ -24,7 +24,10 @@ fn zero_and_one_byte_ipv4_probes_parse() {
 
 #[test]
 fn data_syn_and_no_ack_leave_early() {
-    let data = Frame::v4().flags(TCP_ACK | TCP_PSH).payload(&[1, 2]).build();
+    let data = Frame::v4()
+        .flags(TCP_ACK | TCP_PSH)
+        .payload(&[1, 2])
+        .build();
     assert_eq!(parse_ethernet(&data[..]), Ok(Parsed::NotCandidate));
     let syn = Frame::v4().flags(TCP_SYN).build();
     assert_eq!(parse_ethernet(&syn[..]), Ok(Parsed::NotCandidate));
@@ -36,9 +39,19 @@ fn data_syn_and_no_ack_leave_early() {
 
 #[test]
 fn rst_and_fin_are_candidates_whatever_their_payload() {
-    let rst = candidate(&Frame::v4().flags(TCP_RST | TCP_ACK).payload(&[9; 40]).build());
+    let rst = candidate(
+        &Frame::v4()
+            .flags(TCP_RST | TCP_ACK)
+            .payload(&[9; 40])
+            .build(),
+    );
     assert_eq!(rst.payload_len, 40);
-    let fin = candidate(&Frame::v4().flags(TCP_FIN | TCP_ACK).payload(&[9; 3]).build());
+    let fin = candidate(
+        &Frame::v4()
+            .flags(TCP_FIN | TCP_ACK)
+            .payload(&[9; 3])
+            .build(),
+    );
     assert!(fin.has(TCP_FIN));
 }
 
@@ -59,9 +72,23 @@ fn ipv6_with_extension_headers() {
 fn vlan_tags_and_ip_options_are_skipped() {
     let s = candidate(&Frame::v4().vlan(100).seq(42).flags(TCP_ACK).build());
     assert_eq!(s.seq, 42);
-    let s = candidate(&Frame::v6().vlan(100).vlan(200).seq(43).flags(TCP_ACK).build());
+    let s = candidate(
+        &Frame::v6()
+            .vlan(100)
+            .vlan(200)
+            .seq(43)
+            .flags(TCP_ACK)
+            .build(),
+    );
     assert_eq!(s.seq, 43);
-    let s = candidate(&Frame::v4().ip_options(8).seq(44).flags(TCP_ACK).payload(&[1]).build());
+    let s = candidate(
+        &Frame::v4()
+            .ip_options(8)
+            .seq(44)
+            .flags(TCP_ACK)
+            .payload(&[1])
+            .build(),
+    );
     assert_eq!((s.seq, s.payload_len), (44, 1));
     let s = candidate(&Frame::v4().tcp_options(12).seq(45).flags(TCP_ACK).build());
     assert_eq!((s.seq, s.payload_len), (45, 0));
@@ -96,7 +123,10 @@ fn truncated_frames_are_errors_at_every_cut() {
                 other => panic!("cut at {cut} of {}: {other:?}", full.len()),
             }
         }
-        assert!(matches!(parse_ethernet(&full[..]), Ok(Parsed::Candidate(_))));
+        assert!(matches!(
+            parse_ethernet(&full[..]),
+            Ok(Parsed::Candidate(_))
+        ));
     }
     assert_eq!(parse_ethernet(&[0u8; 5][..]), Err(ParseError::Truncated));
 }

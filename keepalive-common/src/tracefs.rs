@@ -26,10 +26,13 @@ pub fn field(format: &str, name: &str) -> Option<Field> {
                 size = s.trim().parse().ok();
             }
         }
-        let decl = decl?;
+        // Drop an array suffix first: it may hold spaces (`[sizeof(struct x)]`).
+        let decl = decl?.split('[').next()?.trim_end();
         let ident = decl.rsplit([' ', '*']).next()?;
-        let ident = ident.split('[').next()?;
-        (ident == name).then_some(Field { offset: offset?, size: size? })
+        (ident == name).then_some(Field {
+            offset: offset?,
+            size: size?,
+        })
     })
 }
 
@@ -54,10 +57,34 @@ print fmt: \"skbaddr=%p\", REC->skbaddr
 
     #[test]
     fn finds_pointer_enum_and_array_fields() {
-        assert_eq!(field(SEND_RESET, "skaddr"), Some(Field { offset: 16, size: 8 }));
-        assert_eq!(field(SEND_RESET, "reason"), Some(Field { offset: 92, size: 4 }));
-        assert_eq!(field(SEND_RESET, "saddr"), Some(Field { offset: 32, size: 28 }));
-        assert_eq!(field(SEND_RESET, "state"), Some(Field { offset: 24, size: 4 }));
+        assert_eq!(
+            field(SEND_RESET, "skaddr"),
+            Some(Field {
+                offset: 16,
+                size: 8
+            })
+        );
+        assert_eq!(
+            field(SEND_RESET, "reason"),
+            Some(Field {
+                offset: 92,
+                size: 4
+            })
+        );
+        assert_eq!(
+            field(SEND_RESET, "saddr"),
+            Some(Field {
+                offset: 32,
+                size: 28
+            })
+        );
+        assert_eq!(
+            field(SEND_RESET, "state"),
+            Some(Field {
+                offset: 24,
+                size: 4
+            })
+        );
     }
 
     #[test]

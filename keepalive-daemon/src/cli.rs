@@ -15,7 +15,11 @@ use clap::Parser;
 pub struct Args {
     /// Address to serve /metrics on; repeat for several. ":PORT" listens on every
     /// address (IPv6 and IPv4).
-    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", default_value = ":10291")]
+    #[arg(
+        long = "web.listen-address",
+        value_name = "[HOST]:PORT",
+        default_value = ":10291"
+    )]
     pub listen: Vec<String>,
 
     /// Interface to watch; repeat for several; shell globs allowed ("veth*").
@@ -23,7 +27,8 @@ pub struct Args {
     #[arg(long = "interface", value_name = "NAME|GLOB")]
     pub interfaces: Vec<String>,
 
-    /// Connections the kernel tracks at once (LRU map size; about 150 bytes each).
+    /// Connections the kernel tracks at once (LRU map; 144 bytes of key and value each,
+    /// plus the kernel's per-entry overhead).
     /// When full, the least recently active connection is evicted; totals are kept.
     #[arg(long = "flows.max", value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
@@ -35,7 +40,11 @@ pub struct Args {
     pub all_namespaces: bool,
 
     /// Kernel BTF, for struct offsets (there is no CO-RE in Rust eBPF).
-    #[arg(long = "kernel.btf-path", value_name = "PATH", default_value = "/sys/kernel/btf/vmlinux")]
+    #[arg(
+        long = "kernel.btf-path",
+        value_name = "PATH",
+        default_value = "/sys/kernel/btf/vmlinux"
+    )]
     pub btf_path: PathBuf,
 
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
@@ -45,10 +54,15 @@ pub struct Args {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenAddressError {
-    #[error("invalid --web.listen-address {addr:?}: expected [HOST]:PORT, e.g. :10291 or 127.0.0.1:10291")]
+    #[error(
+        "invalid --web.listen-address {addr:?}: expected [HOST]:PORT, e.g. :10291 or 127.0.0.1:10291"
+    )]
     Syntax { addr: String },
     #[error("cannot resolve --web.listen-address {addr:?}: {source}")]
-    Resolve { addr: String, source: std::io::Error },
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// A listen address: `:PORT` means every address.
@@ -59,7 +73,9 @@ pub enum ListenAddress {
 }
 
 pub fn parse_listen_address(addr: &str) -> Result<ListenAddress, ListenAddressError> {
-    let syntax = || ListenAddressError::Syntax { addr: addr.to_owned() };
+    let syntax = || ListenAddressError::Syntax {
+        addr: addr.to_owned(),
+    };
     if let Some(port) = addr.strip_prefix(':') {
         return port.parse().map(ListenAddress::Any).map_err(|_| syntax());
     }
@@ -67,7 +83,10 @@ pub fn parse_listen_address(addr: &str) -> Result<ListenAddress, ListenAddressEr
         return Err(syntax());
     }
     addr.to_socket_addrs()
-        .map_err(|source| ListenAddressError::Resolve { addr: addr.to_owned(), source })?
+        .map_err(|source| ListenAddressError::Resolve {
+            addr: addr.to_owned(),
+            source,
+        })?
         .next()
         .map(ListenAddress::Specific)
         .ok_or_else(syntax)
@@ -79,12 +98,18 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_address(":10291").unwrap(), ListenAddress::Any(10291));
+        assert_eq!(
+            parse_listen_address(":10291").unwrap(),
+            ListenAddress::Any(10291)
+        );
         assert_eq!(
             parse_listen_address("127.0.0.1:9").unwrap(),
             ListenAddress::Specific("127.0.0.1:9".parse().unwrap())
         );
-        assert_eq!(parse_listen_address("[::1]:9").unwrap(), ListenAddress::Specific("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            parse_listen_address("[::1]:9").unwrap(),
+            ListenAddress::Specific("[::1]:9".parse().unwrap())
+        );
         for bad in ["10291", ":port", ":99999", "1.2.3.4:x"] {
             assert!(parse_listen_address(bad).is_err(), "{bad} accepted");
         }
@@ -96,8 +121,15 @@ mod tests {
         assert_eq!(a.listen, [":10291"]);
         assert!(a.interfaces.is_empty());
         let a = Args::try_parse_from([
-            "keepalive-daemon", "--interface", "veth*", "--interface", "eth0",
-            "--web.listen-address", "127.0.0.1:1", "--web.listen-address", ":2",
+            "keepalive-daemon",
+            "--interface",
+            "veth*",
+            "--interface",
+            "eth0",
+            "--web.listen-address",
+            "127.0.0.1:1",
+            "--web.listen-address",
+            ":2",
         ])
         .unwrap();
         assert_eq!(a.interfaces, ["veth*", "eth0"]);

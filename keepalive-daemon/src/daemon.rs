@@ -32,12 +32,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listeners.push(bind(addr).await?);
     }
 
-    let all = interfaces::list(Path::new("/sys/class/net"))?;
+    let all = interfaces::list()?;
     let mut chosen = interfaces::select(&all, &args.interfaces)?;
     chosen.retain(|i| {
         let ok = i.has_ethernet_header();
         if !ok {
-            log::warn!("skipping {}: link type {} has no Ethernet header", i.name, i.link_type);
+            log::warn!(
+                "skipping {}: link type {} has no Ethernet header",
+                i.name,
+                i.link_type
+            );
         }
         ok
     });
@@ -79,8 +83,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut attached = 0;
     for iface in &chosen {
         for a in tc::attach(&mut ebpf, &iface.name)? {
-            log::info!("attached {} program to {} ({})", a.direction.label(), a.interface, a.mode.label());
-            metrics.tc_programs.with_label_values(&[&a.interface, a.direction.label(), a.mode.label()]).set(1);
+            log::info!(
+                "attached {} program to {} ({})",
+                a.direction.label(),
+                a.interface,
+                a.mode.label()
+            );
+            metrics
+                .tc_programs
+                .with_label_values(&[&a.interface, a.direction.label(), a.mode.label()])
+                .set(1);
             attached += 1;
         }
     }
@@ -91,24 +103,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kernel_btf = aya::Btf::from_sys_fs().ok();
     for choice in hooks::attach_all(&mut ebpf, &prerequisites, kernel_btf.as_ref()) {
         for (m, why) in &choice.rejected {
-            log::info!("hook {}: {} not used: {why}", choice.hook.label(), m.label());
+            log::info!(
+                "hook {}: {} not used: {why}",
+                choice.hook.label(),
+                m.label()
+            );
         }
         for m in hooks::preference(choice.hook) {
             let v = i64::from(choice.chosen == Some(*m));
-            metrics.hook_info.with_label_values(&[choice.hook.label(), m.label()]).set(v);
+            metrics
+                .hook_info
+                .with_label_values(&[choice.hook.label(), m.label()])
+                .set(v);
         }
         match choice.chosen {
             Some(m) => log::info!("hook {} attached via {}", choice.hook.label(), m.label()),
-            None => log::warn!("hook {} could not attach: its counters stay at zero", choice.hook.label()),
+            None => log::warn!(
+                "hook {} could not attach: its counters stay at zero",
+                choice.hook.label()
+            ),
         }
     }
 
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
-    let mut flow_map: HashMap<_, FlowKey, FlowState> = HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
+    let mut flow_map: HashMap<_, FlowKey, FlowState> =
+        HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
     let state = Arc::new(State::new(metrics, counters));
 
     for listener in listeners {
-        log::info!("serving metrics on http://{}/metrics", listener.local_addr()?);
+        log::info!(
+            "serving metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
         tokio::spawn(http::serve(listener, state.clone()));
     }
     let sweeper_state = state.clone();
@@ -150,7 +176,8 @@ fn detach(ebpf: Ebpf) {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
 }
 
 async fn bind(addr: &str) -> anyhow::Result<TcpListener> {

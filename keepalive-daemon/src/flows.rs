@@ -45,7 +45,10 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, FlowState>, now_ns: u64) -> Swe
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -57,7 +60,10 @@ mod tests {
 
     #[test]
     fn only_closed_flows_past_the_grace_period_are_stale() {
-        let mut st = FlowState { last_seen_ns: 1_000, ..Default::default() };
+        let mut st = FlowState {
+            last_seen_ns: 1_000,
+            ..Default::default()
+        };
         let later = 1_000 + CLOSED_GRACE_NS + 1;
         assert!(!is_stale(&st, later), "open flows stay, however idle");
         st.end = flow_end::CLOSED;

@@ -68,36 +68,79 @@ pub fn preference(hook: Hook) -> &'static [Mechanism] {
 }
 
 enum Step {
-    Fentry { prog: &'static str, func: &'static str },
-    Kprobe { prog: &'static str, func: &'static str },
-    Tracepoint { prog: &'static str, category: &'static str, name: &'static str },
+    Fentry {
+        prog: &'static str,
+        func: &'static str,
+    },
+    Kprobe {
+        prog: &'static str,
+        func: &'static str,
+    },
+    Tracepoint {
+        prog: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
 }
 
-const TIMER_ENTRY: Step =
-    Step::Tracepoint { prog: "ka_timer_entry", category: "timer", name: "timer_expire_entry" };
-const TIMER_EXIT: Step =
-    Step::Tracepoint { prog: "ka_timer_exit", category: "timer", name: "timer_expire_exit" };
+const TIMER_ENTRY: Step = Step::Tracepoint {
+    prog: "ka_timer_entry",
+    category: "timer",
+    name: "timer_expire_entry",
+};
+const TIMER_EXIT: Step = Step::Tracepoint {
+    prog: "ka_timer_exit",
+    category: "timer",
+    name: "timer_expire_exit",
+};
 /// The same exit point without counting probes: only keeps the timer context.
-const TIMER_EXIT_CONTEXT: Step =
-    Step::Tracepoint { prog: "ka_timer_exit_ctx", category: "timer", name: "timer_expire_exit" };
+const TIMER_EXIT_CONTEXT: Step = Step::Tracepoint {
+    prog: "ka_timer_exit_ctx",
+    category: "timer",
+    name: "timer_expire_exit",
+};
 
 fn steps(hook: Hook, m: Mechanism, attached: &HashSet<&'static str>) -> Vec<Step> {
     use Mechanism::*;
     match (hook, m) {
-        (Hook::TimerProbes, Fentry) => vec![Step::Fentry { prog: "ka_wakeup_fe", func: "tcp_write_wakeup" }],
-        (Hook::TimerProbes, Kprobe) => vec![Step::Kprobe { prog: "ka_wakeup_kp", func: "tcp_write_wakeup" }],
+        (Hook::TimerProbes, Fentry) => vec![Step::Fentry {
+            prog: "ka_wakeup_fe",
+            func: "tcp_write_wakeup",
+        }],
+        (Hook::TimerProbes, Kprobe) => vec![Step::Kprobe {
+            prog: "ka_wakeup_kp",
+            func: "tcp_write_wakeup",
+        }],
         (Hook::TimerProbes, _) => vec![TIMER_ENTRY, TIMER_EXIT],
-        (Hook::Timeouts, Fentry) => vec![Step::Fentry { prog: "ka_arst_fe", func: "tcp_send_active_reset" }],
-        (Hook::Timeouts, Kprobe) => vec![Step::Kprobe { prog: "ka_arst_kp", func: "tcp_send_active_reset" }],
+        (Hook::Timeouts, Fentry) => vec![Step::Fentry {
+            prog: "ka_arst_fe",
+            func: "tcp_send_active_reset",
+        }],
+        (Hook::Timeouts, Kprobe) => vec![Step::Kprobe {
+            prog: "ka_arst_kp",
+            func: "tcp_send_active_reset",
+        }],
         (Hook::Timeouts, Tracepoint) => {
-            vec![Step::Tracepoint { prog: "ka_send_reset", category: "tcp", name: "tcp_send_reset" }]
+            vec![Step::Tracepoint {
+                prog: "ka_send_reset",
+                category: "tcp",
+                name: "tcp_send_reset",
+            }]
         }
         (Hook::Timeouts, TracepointTimerContext) => {
-            let exit = if attached.contains("ka_timer_exit") { TIMER_EXIT } else { TIMER_EXIT_CONTEXT };
+            let exit = if attached.contains("ka_timer_exit") {
+                TIMER_EXIT
+            } else {
+                TIMER_EXIT_CONTEXT
+            };
             vec![
                 TIMER_ENTRY,
                 exit,
-                Step::Tracepoint { prog: "ka_err_report", category: "sock", name: "inet_sk_error_report" },
+                Step::Tracepoint {
+                    prog: "ka_err_report",
+                    category: "sock",
+                    name: "inet_sk_error_report",
+                },
             ]
         }
     }
@@ -111,7 +154,11 @@ fn missing_prerequisite(hook: Hook, m: Mechanism, p: &Prerequisites) -> Option<S
         (Hook::Timeouts, Fentry | Kprobe) => &p.active_reset_reason,
         (Hook::Timeouts, Tracepoint) => &p.send_reset_tracepoint,
         (Hook::Timeouts, TracepointTimerContext) => {
-            if p.timer_tracepoints.is_some() { &p.timer_tracepoints } else { &p.error_report_tracepoint }
+            if p.timer_tracepoints.is_some() {
+                &p.timer_tracepoints
+            } else {
+                &p.error_report_tracepoint
+            }
         }
     };
     why.clone()
@@ -124,7 +171,11 @@ pub fn attach_all(ebpf: &mut Ebpf, prereq: &Prerequisites, btf: Option<&Btf>) ->
     Hook::ALL
         .into_iter()
         .map(|hook| {
-            let mut choice = HookChoice { hook, chosen: None, rejected: Vec::new() };
+            let mut choice = HookChoice {
+                hook,
+                chosen: None,
+                rejected: Vec::new(),
+            };
             for &m in preference(hook) {
                 if let Some(why) = missing_prerequisite(hook, m, prereq) {
                     choice.rejected.push((m, why));
@@ -153,7 +204,9 @@ fn attach_steps(
     let mut new = Vec::new();
     for step in steps {
         let prog = match step {
-            Step::Fentry { prog, .. } | Step::Kprobe { prog, .. } | Step::Tracepoint { prog, .. } => *prog,
+            Step::Fentry { prog, .. }
+            | Step::Kprobe { prog, .. }
+            | Step::Tracepoint { prog, .. } => *prog,
         };
         if attached.contains(prog) {
             continue;
@@ -184,7 +237,8 @@ fn unload(p: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramEr
 }
 
 fn get<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
 }
 
 fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> anyhow::Result<()> {
@@ -192,18 +246,27 @@ fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> anyhow::Resul
         Step::Fentry { prog, func } => {
             let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fentry"))?;
             let p: &mut FEntry = get(ebpf, prog)?.try_into()?;
-            p.load(func, btf).with_context(|| format!("loading fentry {prog} for {func}"))?;
-            p.attach().with_context(|| format!("attaching fentry {prog} to {func}"))?;
+            p.load(func, btf)
+                .with_context(|| format!("loading fentry {prog} for {func}"))?;
+            p.attach()
+                .with_context(|| format!("attaching fentry {prog} to {func}"))?;
         }
         Step::Kprobe { prog, func } => {
             let p: &mut KProbe = get(ebpf, prog)?.try_into()?;
             p.load().with_context(|| format!("loading kprobe {prog}"))?;
-            p.attach(func, 0).with_context(|| format!("attaching kprobe {prog} to {func}"))?;
+            p.attach(func, 0)
+                .with_context(|| format!("attaching kprobe {prog} to {func}"))?;
         }
-        Step::Tracepoint { prog, category, name } => {
+        Step::Tracepoint {
+            prog,
+            category,
+            name,
+        } => {
             let p: &mut TracePoint = get(ebpf, prog)?.try_into()?;
-            p.load().with_context(|| format!("loading tracepoint program {prog}"))?;
-            p.attach(category, name).with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+            p.load()
+                .with_context(|| format!("loading tracepoint program {prog}"))?;
+            p.attach(category, name)
+                .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
         }
     }
     Ok(())

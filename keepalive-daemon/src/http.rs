@@ -19,7 +19,9 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
             Ok((stream, _)) => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &state)).await {
+                    if let Err(e) =
+                        tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &state)).await
+                    {
                         log::debug!("HTTP request timed out: {e}");
                     }
                 });
@@ -41,13 +43,22 @@ async fn handle(mut stream: TcpStream, state: &State) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
         if buf.len() > MAX_REQUEST_HEAD {
-            let _ = respond(&mut stream, 431, "text/plain", b"request header too large\n").await;
+            let _ = respond(
+                &mut stream,
+                431,
+                "text/plain",
+                b"request header too large\n",
+            )
+            .await;
             return;
         }
     }
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let path = target.split('?').next().unwrap_or_default();
     let (status, ctype, body) = route(method, path, state);
     let _ = respond(&mut stream, status, ctype, body.as_bytes()).await;
@@ -62,7 +73,11 @@ fn route(method: &str, path: &str, state: &State) -> (u16, &'static str, String)
             Ok(text) => (200, prometheus::TEXT_FORMAT, text),
             Err(e) => {
                 log::error!("rendering metrics failed: {e:#}");
-                (500, "text/plain", format!("rendering metrics failed: {e:#}\n"))
+                (
+                    500,
+                    "text/plain",
+                    format!("rendering metrics failed: {e:#}\n"),
+                )
             }
         },
         "/" => (200, "text/html; charset=utf-8", landing_page()),
@@ -79,7 +94,12 @@ fn landing_page() -> String {
     )
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",

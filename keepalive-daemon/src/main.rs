@@ -20,7 +20,10 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("cannot start the async runtime: {e}");
@@ -40,7 +43,9 @@ fn main() -> ExitCode {
 /// lines carry only the syslog priority prefix it understands.
 fn init_logging(level: log::LevelFilter) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level).parse_default_env().target(env_logger::Target::Stderr);
+    b.filter_level(level)
+        .parse_default_env()
+        .target(env_logger::Target::Stderr);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         b.format(|f, r| {
             let prio = match r.level() {

@@ -6,7 +6,9 @@ use keepalive_common::{
     Direction, Family,
     counters::{self, COUNTER_SLOTS, KernelError, ResetReason},
 };
-use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -24,13 +26,23 @@ pub struct Metrics {
     pub map_read_errors: IntCounter,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let v = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(v.clone()))?;
     Ok(v)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
     let v = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(v.clone()))?;
     Ok(v)
@@ -100,7 +112,11 @@ impl Metrics {
                 "tc programs attached, by interface, direction and attach mode (tcx or netlink).",
                 &["interface", "direction", "mode"],
             )?,
-            flow_entries: gauge(&r, "keepalive_daemon_flow_map_entries", "Connections in the kernel flow map.")?,
+            flow_entries: gauge(
+                &r,
+                "keepalive_daemon_flow_map_entries",
+                "Connections in the kernel flow map.",
+            )?,
             flow_capacity: gauge(
                 &r,
                 "keepalive_daemon_flow_map_capacity",
@@ -125,10 +141,16 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let up = gauge(&m.registry, "keepalive_daemon_up", "1 once every program is loaded and attached.")?;
+        let up = gauge(
+            &m.registry,
+            "keepalive_daemon_up",
+            "1 once every program is loaded and attached.",
+        )?;
         up.set(1);
         #[cfg(target_os = "linux")]
-        m.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         m.touch_all();
         Ok(m)
     }
@@ -155,7 +177,10 @@ impl Metrics {
                     return Some(self.probe_acks.with_label_values(&[d.label(), f.label()]));
                 }
                 if slot == counters::zero_window_probes(d, f) {
-                    return Some(self.zero_window_probes.with_label_values(&[d.label(), f.label()]));
+                    return Some(
+                        self.zero_window_probes
+                            .with_label_values(&[d.label(), f.label()]),
+                    );
                 }
             }
         }
@@ -205,12 +230,19 @@ mod tests {
         assert!(text.contains(
             "tcp_keepalive_probes_total{direction=\"received\",family=\"ipv6\",payload_bytes=\"1\"} 0"
         ));
-        assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv4\",reason=\"local_reset\"} 0"));
+        assert!(
+            text.contains("tcp_keepalive_resets_total{family=\"ipv4\",reason=\"local_reset\"} 0")
+        );
         assert!(text.contains("tcp_keepalive_timer_probes_total 0"));
-        assert!(text.contains("keepalive_daemon_kernel_errors_total{kind=\"flow_insert_failed\"} 0"));
+        assert!(
+            text.contains("keepalive_daemon_kernel_errors_total{kind=\"flow_insert_failed\"} 0")
+        );
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).expect("name");
-            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
             if line.ends_with(" counter") {
                 assert!(name.ends_with("_total"), "counter {name} lacks _total");
             }
@@ -227,7 +259,9 @@ mod tests {
         totals[counters::probes(Direction::Sent, Family::Ipv4, 0) as usize] = 3;
         m.sync_kernel_totals(&totals);
         let text = m.encode().expect("encode");
-        assert!(text.contains("tcp_keepalive_probes_total{direction=\"sent\",family=\"ipv4\",payload_bytes=\"0\"} 7"));
+        assert!(text.contains(
+            "tcp_keepalive_probes_total{direction=\"sent\",family=\"ipv4\",payload_bytes=\"0\"} 7"
+        ));
         assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv6\",reason=\"timeout\"} 2"));
     }
 }

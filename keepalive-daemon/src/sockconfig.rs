@@ -28,12 +28,19 @@ pub struct Resolved {
 }
 
 /// Socket fields every hook needs; without them no socket hook can run.
-pub fn resolve(btf: &KernelBtf, kallsyms_path: &Path, netns_inum: Option<u32>) -> anyhow::Result<Resolved> {
+pub fn resolve(
+    btf: &KernelBtf,
+    kallsyms_path: &Path,
+    netns_inum: Option<u32>,
+) -> anyhow::Result<Resolved> {
     use anyhow::Context as _;
     let mut c = SockConfig {
         skc_family_off: btf.member("sock", &["__sk_common", "skc_family"])?.offset,
         skc_net_off: btf.member("sock", &["__sk_common", "skc_net"])?.offset,
-        net_inum_off: btf.member("net", &["ns", "inum"]).context("struct net's namespace inode")?.offset,
+        net_inum_off: btf
+            .member("net", &["ns", "inum"])
+            .context("struct net's namespace inode")?
+            .offset,
         ..SockConfig::default()
     };
     if let Some(inum) = netns_inum {
@@ -100,7 +107,10 @@ pub fn resolve(btf: &KernelBtf, kallsyms_path: &Path, netns_inum: Option<u32>) -
     })();
     p.error_report_tracepoint = r.err().map(|e| format!("{e:#}"));
 
-    Ok(Resolved { config: c, prerequisites: p })
+    Ok(Resolved {
+        config: c,
+        prerequisites: p,
+    })
 }
 
 /// Checks that kernel function `func` has each `(index, name)` parameter.
@@ -108,8 +118,9 @@ fn check_params(btf: &KernelBtf, func: &str, want: &[(usize, &str)]) -> Option<S
     match btf.function_params(func) {
         Err(e) => Some(e.to_string()),
         Ok(params) => want.iter().find_map(|(i, name)| {
-            (params.get(*i).map(String::as_str) != Some(*name))
-                .then(|| format!("{func} has parameters {params:?}, expected `{name}` at position {i}"))
+            (params.get(*i).map(String::as_str) != Some(*name)).then(|| {
+                format!("{func} has parameters {params:?}, expected `{name}` at position {i}")
+            })
         }),
     }
 }

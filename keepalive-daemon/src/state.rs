@@ -15,15 +15,23 @@ pub struct State {
 
 impl State {
     pub fn new(metrics: Metrics, counters: PerCpuArray<MapData, u64>) -> State {
-        State { metrics, counters: Mutex::new(counters) }
+        State {
+            metrics,
+            counters: Mutex::new(counters),
+        }
     }
 
     /// Sums each counter slot over all CPUs.
     fn kernel_totals(&self) -> anyhow::Result<Vec<u64>> {
-        let counters = self.counters.lock().map_err(|_| anyhow!("counter map lock poisoned"))?;
+        let counters = self
+            .counters
+            .lock()
+            .map_err(|_| anyhow!("counter map lock poisoned"))?;
         (0..COUNTER_SLOTS)
             .map(|slot| {
-                let per_cpu = counters.get(&slot, 0).with_context(|| format!("reading counter slot {slot}"))?;
+                let per_cpu = counters
+                    .get(&slot, 0)
+                    .with_context(|| format!("reading counter slot {slot}"))?;
                 Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
             })
             .collect()

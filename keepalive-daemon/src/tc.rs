@@ -42,7 +42,8 @@ pub fn load(ebpf: &mut Ebpf) -> anyhow::Result<()> {
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        prog.load().with_context(|| format!("loading tc program {name} (the verifier log follows)"))?;
+        prog.load()
+            .with_context(|| format!("loading tc program {name} (the verifier log follows)"))?;
     }
     Ok(())
 }
@@ -60,11 +61,19 @@ pub fn attach(ebpf: &mut Ebpf, interface: &str) -> anyhow::Result<Vec<TcAttachme
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        let tcx = prog.attach(cname.as_c_str(), TcAttach::Tcx { attach_type, order: LinkOrder::default() });
+        let tcx = prog.attach(
+            cname.as_c_str(),
+            TcAttach::Tcx {
+                attach_type,
+                order: LinkOrder::default(),
+            },
+        );
         let mode = match tcx {
             Ok(_) => TcMode::Tcx,
             Err(tcx_err) => {
-                log::debug!("TCX attach on {interface} failed ({tcx_err}); trying clsact + netlink");
+                log::debug!(
+                    "TCX attach on {interface} failed ({tcx_err}); trying clsact + netlink"
+                );
                 // Already present (ours or another tool's) is fine: we only add a filter.
                 if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
                     log::debug!("adding clsact qdisc on {interface}: {e}");
@@ -82,7 +91,11 @@ pub fn attach(ebpf: &mut Ebpf, interface: &str) -> anyhow::Result<Vec<TcAttachme
                 TcMode::Netlink
             }
         };
-        done.push(TcAttachment { interface: interface.to_owned(), direction, mode });
+        done.push(TcAttachment {
+            interface: interface.to_owned(),
+            direction,
+            mode,
+        });
     }
     Ok(done)
 }

@@ -36,7 +36,13 @@ fn try_entry(ctx: &TracePointContext) -> Option<()> {
     let probes_out = read::<u8>(sk + cfg.probes_out_off as u64)?;
     let slot = TIMER_SLOT.get_ptr_mut(0)?;
     // SAFETY: per-CPU array slot 0 of this CPU; timer callbacks do not nest on a CPU.
-    unsafe { *slot = TimerSlot { sk, probes_out: probes_out as u32, aborted: 0 } };
+    unsafe {
+        *slot = TimerSlot {
+            sk,
+            probes_out: probes_out as u32,
+            aborted: 0,
+        }
+    };
     Some(())
 }
 

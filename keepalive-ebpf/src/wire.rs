@@ -41,7 +41,10 @@ impl Packet for LinearData {
 
 #[inline(always)]
 fn linear(ctx: &TcContext) -> LinearData {
-    LinearData { data: ctx.data(), end: ctx.data_end() }
+    LinearData {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    }
 }
 
 #[inline(always)]
@@ -61,7 +64,11 @@ fn try_observe(ctx: &TcContext, dir: Direction) -> Result<(), ParseError> {
     let parsed = match parse_ethernet(&pkt) {
         // Headers beyond the linear area (paged skbs): pull them in once and retry.
         Err(ParseError::Truncated) if ctx.len() as usize > pkt.end - pkt.data => {
-            let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+            let want = if ctx.len() < PULL_LEN {
+                ctx.len()
+            } else {
+                PULL_LEN
+            };
             ctx.pull_data(want).map_err(|_| ParseError::Truncated)?;
             parse_ethernet(&linear(ctx))?
         }

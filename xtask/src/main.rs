@@ -1,1 +1,89 @@
-fn main() {}
+//! Project tasks that need more than cargo: the privileged test run. The eBPF object is
+//! built only by keepalive-daemon's build.rs; this crate never builds it another way.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "keepalive-daemon project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Host unit tests, then the root integration tests in network namespaces.
+    Test {
+        /// Only the host unit tests (no root needed).
+        #[arg(long)]
+        unit_only: bool,
+        /// Extra arguments for the integration test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Test { unit_only, filter } => test(unit_only, &filter),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test(unit_only: bool, filter: &[String]) -> anyhow::Result<()> {
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "keepalive-tests",
+        "--exclude",
+        "keepalive-ebpf",
+    ])?;
+    if unit_only {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!(
+            "the integration tests load eBPF programs and create network namespaces: run \
+             `cargo xtask test` as root (or `cargo xtask test --unit-only` for host tests)"
+        );
+    }
+    cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+    let daemon = workspace_root().join("target/release/keepalive-daemon");
+    // SAFETY: single-threaded at this point; nothing else reads the environment.
+    unsafe { std::env::set_var("KEEPALIVE_DAEMON_BIN", &daemon) };
+    let mut args = vec![
+        "test",
+        "--package",
+        "keepalive-tests",
+        "--",
+        "--test-threads=1",
+    ];
+    args.extend(filter.iter().map(String::as_str));
+    cargo(&args)
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -11,7 +11,10 @@ pub enum BtfError {
         "cannot read kernel BTF from {path}: {source}; the daemon needs a kernel built with \
          CONFIG_DEBUG_INFO_BTF=y (or pass --kernel.btf-path to a vmlinux BTF file)"
     )]
-    Read { path: PathBuf, source: btf_rs::Error },
+    Read {
+        path: PathBuf,
+        source: btf_rs::Error,
+    },
     #[error("kernel BTF has no struct {name}")]
     NoStruct { name: String },
     #[error("kernel BTF: struct {strukt} has no member {member}")]
@@ -39,13 +42,18 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::from_file(path)
-            .map_err(|source| BtfError::Read { path: path.to_owned(), source })?;
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(KernelBtf { btf })
     }
 
     fn lookup<T>(&self, what: &str, r: btf_rs::Result<T>) -> Result<T, BtfError> {
-        r.map_err(|source| BtfError::Lookup { what: what.to_owned(), source })
+        r.map_err(|source| BtfError::Lookup {
+            what: what.to_owned(),
+            source,
+        })
     }
 
     /// Offset of `path` (e.g. `["__sk_common", "skc_family"]`) inside `struct strukt`,
@@ -58,8 +66,13 @@ impl KernelBtf {
                 Type::Struct(s) if !s.members.is_empty() => Some(s),
                 _ => None,
             })
-            .ok_or_else(|| BtfError::NoStruct { name: strukt.to_owned() })?;
-        let no_member = || BtfError::NoMember { strukt: strukt.to_owned(), member: path.join(".") };
+            .ok_or_else(|| BtfError::NoStruct {
+                name: strukt.to_owned(),
+            })?;
+        let no_member = || BtfError::NoMember {
+            strukt: strukt.to_owned(),
+            member: path.join("."),
+        };
         let mut members = st.members;
         let mut base = 0u32;
         let mut found = None;
@@ -67,7 +80,10 @@ impl KernelBtf {
             let (off, ty) = self.find_member(&members, name)?.ok_or_else(no_member)?;
             base += off;
             if i + 1 == path.len() {
-                found = Some(MemberInfo { offset: base, size: self.scalar_size(&ty) });
+                found = Some(MemberInfo {
+                    offset: base,
+                    size: self.scalar_size(&ty),
+                });
             } else {
                 members = match ty {
                     Type::Struct(s) | Type::Union(s) => s.members,
@@ -145,7 +161,9 @@ impl KernelBtf {
                 _ => {}
             }
         }
-        Err(BtfError::NoEnumerator { name: name.to_owned() })
+        Err(BtfError::NoEnumerator {
+            name: name.to_owned(),
+        })
     }
 
     /// Names of the parameters of kernel function `name`.
@@ -157,10 +175,16 @@ impl KernelBtf {
                 Type::Func(f) => Some(f),
                 _ => None,
             })
-            .ok_or_else(|| BtfError::NoFunction { name: name.to_owned() })?;
+            .ok_or_else(|| BtfError::NoFunction {
+                name: name.to_owned(),
+            })?;
         let proto = match self.lookup(name, self.btf.resolve_chained_type(&func))? {
             Type::FuncProto(p) => p,
-            _ => return Err(BtfError::NoFunction { name: name.to_owned() }),
+            _ => {
+                return Err(BtfError::NoFunction {
+                    name: name.to_owned(),
+                });
+            }
         };
         proto
             .parameters

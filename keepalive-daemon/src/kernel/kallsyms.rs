@@ -5,7 +5,10 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum KallsymsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "symbol {name} not found in {path}, or its address is hidden (kernel.kptr_restrict); \
          the daemon needs CAP_SYSLOG or kernel.kptr_restrict=0 for the tracepoint timer hook"
@@ -15,10 +18,14 @@ pub enum KallsymsError {
 
 /// Address of the text symbol `name`.
 pub fn address(path: &Path, name: &str) -> Result<u64, KallsymsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| KallsymsError::Read { path: path.display().to_string(), source })?;
-    find(&text, name)
-        .ok_or_else(|| KallsymsError::Missing { name: name.to_owned(), path: path.display().to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| KallsymsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    find(&text, name).ok_or_else(|| KallsymsError::Missing {
+        name: name.to_owned(),
+        path: path.display().to_string(),
+    })
 }
 
 /// Looks `name` up in kallsyms text (`ffffffff8202df70 t tcp_keepalive_timer`). Zero

@@ -1,0 +1,373 @@
+//! TCP connections between namespace A (clients) and namespace B (listener),
+//! and the socket options the scenarios play with.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns};
+use crate::timing::{
+    ACCEPT_TIMEOUT, CONNECT_ATTEMPTS, CONNECT_RETRY_PAUSE, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT,
+    FILL_MAX_BYTES, FILL_ROUND_PAUSE, FILL_TIMEOUT, KEEPCNT, KEEPIDLE_SECS, KEEPINTVL_SECS,
+    POLL_INTERVAL,
+};
+
+/// Address family, with the label value the daemon uses for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// Value of the `family` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Side A's address on the veth pair.
+    pub fn a_addr(self) -> IpAddr {
+        match self {
+            Family::Ipv4 => A_V4.into(),
+            Family::Ipv6 => A_V6.into(),
+        }
+    }
+
+    /// Side B's address on the veth pair.
+    pub fn b_addr(self) -> IpAddr {
+        match self {
+            Family::Ipv4 => B_V4.into(),
+            Family::Ipv6 => B_V6.into(),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Keepalive timing of one socket (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveParams {
+    pub idle_secs: u32,
+    pub intvl_secs: u32,
+    pub cnt: u32,
+}
+
+/// The aggressive setting every scenario uses: 1 s, 1 s, 3.
+pub const FAST_KEEPALIVE: KeepaliveParams = KeepaliveParams {
+    idle_secs: KEEPIDLE_SECS,
+    intvl_secs: KEEPINTVL_SECS,
+    cnt: KEEPCNT,
+};
+
+fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt(2) with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        panic!(
+            "setsockopt({level}, {name}, {value}): {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn to_c_int(v: u32) -> libc::c_int {
+    libc::c_int::try_from(v).expect("socket option value fits in c_int")
+}
+
+/// Sets the keepalive timing, then turns SO_KEEPALIVE on.
+pub fn enable_keepalive(sock: &impl AsRawFd, p: KeepaliveParams) {
+    setsockopt_int(
+        sock,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        to_c_int(p.idle_secs),
+    );
+    setsockopt_int(
+        sock,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        to_c_int(p.intvl_secs),
+    );
+    setsockopt_int(sock, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, to_c_int(p.cnt));
+    setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+}
+
+/// SO_KEEPALIVE=0: the kernel stops its keepalive timer, no more probes.
+pub fn disable_keepalive(sock: &impl AsRawFd) {
+    setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0);
+}
+
+/// SO_LINGER {on, 0}: close() aborts the connection with a RST.
+pub fn set_linger_zero(sock: &impl AsRawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) with a pointer to a live `linger` and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        panic!("setsockopt(SO_LINGER): {}", io::Error::last_os_error());
+    }
+}
+
+/// One established connection: `client` lives in namespace A, `server` (the
+/// accepted socket) in namespace B. `server` is an option so that a scenario
+/// can close it early.
+#[derive(Debug)]
+pub struct Conn {
+    pub family: Family,
+    pub client: TcpStream,
+    pub server: Option<TcpStream>,
+}
+
+impl Conn {
+    pub fn server(&self) -> &TcpStream {
+        self.server.as_ref().expect("server side already closed")
+    }
+}
+
+fn connect_with_retry(addr: SocketAddr) -> TcpStream {
+    let mut last_err = None;
+    for _ in 0..CONNECT_ATTEMPTS {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => return stream,
+            Err(e) => last_err = Some(e),
+        }
+        thread::sleep(CONNECT_RETRY_PAUSE);
+    }
+    panic!("connecting to {addr}: {last_err:?} after {CONNECT_ATTEMPTS} attempts");
+}
+
+/// Opens `v4` IPv4 and `v6` IPv6 connections from namespace A to a listener
+/// in namespace B (across the veth pair), in that order.
+pub fn open_connections(a: &Netns, b: &Netns, v4: usize, v6: usize) -> Vec<Conn> {
+    let families: Vec<Family> = std::iter::repeat_n(Family::Ipv4, v4)
+        .chain(std::iter::repeat_n(Family::Ipv6, v6))
+        .collect();
+    let listeners: Vec<(Family, TcpListener)> = b.run_in(|| {
+        Family::ALL
+            .iter()
+            .map(|&f| {
+                let l = TcpListener::bind(SocketAddr::new(f.b_addr(), 0))
+                    .unwrap_or_else(|e| panic!("bind {f} listener: {e}"));
+                l.set_nonblocking(true).expect("nonblocking listener");
+                (f, l)
+            })
+            .collect()
+    });
+    let listener_addr = |f: Family| {
+        let (_, l) = listeners.iter().find(|(lf, _)| *lf == f).expect("listener");
+        l.local_addr().expect("listener address")
+    };
+    let targets: Vec<SocketAddr> = families.iter().map(|&f| listener_addr(f)).collect();
+    let clients: Vec<TcpStream> = a.run_in(|| {
+        targets
+            .iter()
+            .map(|&addr| connect_with_retry(addr))
+            .collect()
+    });
+
+    let mut accepted: Vec<(SocketAddr, TcpStream)> = Vec::new();
+    let deadline = Instant::now() + ACCEPT_TIMEOUT;
+    while accepted.len() < clients.len() {
+        let mut progress = false;
+        for (_, l) in &listeners {
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    stream
+                        .set_nonblocking(false)
+                        .expect("blocking accepted socket");
+                    accepted.push((peer, stream));
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        if !progress {
+            assert!(
+                Instant::now() < deadline,
+                "accepted only {} of {} connections within {ACCEPT_TIMEOUT:?}",
+                accepted.len(),
+                clients.len()
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    families
+        .into_iter()
+        .zip(clients)
+        .map(|(family, client)| {
+            let local = client.local_addr().expect("client address");
+            let idx = accepted
+                .iter()
+                .position(|(peer, _)| *peer == local)
+                .unwrap_or_else(|| panic!("no accepted socket for client {local}"));
+            let (_, server) = accepted.swap_remove(idx);
+            Conn {
+                family,
+                client,
+                server: Some(server),
+            }
+        })
+        .collect()
+}
+
+/// Sends one byte each way on every connection (A -> B, then B -> A) and
+/// waits for it. Afterwards both ends have sent ordinary segments carrying
+/// their current (scaled) window, so a capture analyser does not mistake
+/// the first answer to a keepalive probe for a window update.
+pub fn exchange_byte(conns: &[Conn]) {
+    for c in conns {
+        let (mut client, mut server) = (&c.client, c.server());
+        let mut byte = [0u8; 1];
+        for s in [client, server] {
+            s.set_read_timeout(Some(EXCHANGE_TIMEOUT))
+                .expect("SO_RCVTIMEO");
+        }
+        client.write_all(b"?").expect("client write");
+        server.read_exact(&mut byte).expect("server read");
+        server.write_all(b"!").expect("server write");
+        client.read_exact(&mut byte).expect("client read");
+        for s in [client, server] {
+            s.set_read_timeout(None).expect("SO_RCVTIMEO");
+        }
+    }
+}
+
+/// How a blocked read() on a connection ended.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Orderly shutdown by the peer.
+    Eof,
+    /// Unexpected data.
+    Data(usize),
+    /// read() failed; ETIMEDOUT, ECONNRESET, or EAGAIN when SO_RCVTIMEO expired.
+    Error(io::Error),
+}
+
+impl ReadOutcome {
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            ReadOutcome::Error(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The kernel gave up on the connection (keepalive timeout).
+    pub fn is_etimedout(&self) -> bool {
+        matches!(self, ReadOutcome::Error(e)
+            if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error() == Some(libc::ETIMEDOUT))
+    }
+
+    /// The peer reset the connection.
+    pub fn is_econnreset(&self) -> bool {
+        matches!(self, ReadOutcome::Error(e)
+            if e.kind() == io::ErrorKind::ConnectionReset
+                && e.raw_os_error() == Some(libc::ECONNRESET))
+    }
+}
+
+/// Threads blocked in read() on the client side of connections.
+#[derive(Debug)]
+pub struct Readers {
+    handles: Vec<(Family, JoinHandle<ReadOutcome>)>,
+}
+
+/// Starts one reader per connection, each blocking in read() on (a clone of)
+/// the client socket for at most `timeout` (SO_RCVTIMEO).
+pub fn spawn_readers(conns: &[Conn], timeout: Duration) -> Readers {
+    let handles = conns
+        .iter()
+        .map(|c| {
+            let mut stream = c.client.try_clone().expect("clone client socket");
+            stream.set_read_timeout(Some(timeout)).expect("SO_RCVTIMEO");
+            let handle = thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                match stream.read(&mut buf) {
+                    Ok(0) => ReadOutcome::Eof,
+                    Ok(n) => ReadOutcome::Data(n),
+                    Err(e) => ReadOutcome::Error(e),
+                }
+            });
+            (c.family, handle)
+        })
+        .collect();
+    Readers { handles }
+}
+
+impl Readers {
+    /// Waits for every reader (each is bounded by its SO_RCVTIMEO).
+    pub fn join(self) -> Vec<(Family, ReadOutcome)> {
+        self.handles
+            .into_iter()
+            .map(|(f, h)| (f, h.join().expect("reader thread panicked")))
+            .collect()
+    }
+}
+
+/// Writes to `sock` (non-blocking) until the peer's receive window is closed
+/// and the local send buffer is full: several rounds in a row make no
+/// progress. Returns the number of bytes queued. Bounded in time and bytes.
+pub fn fill_until_blocked(mut sock: &TcpStream) -> usize {
+    static CHUNK: [u8; 65536] = [0x5a; 65536];
+    const IDLE_ROUNDS: u32 = 3;
+    sock.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + FILL_TIMEOUT;
+    let mut total = 0usize;
+    let mut idle_rounds = 0;
+    while idle_rounds < IDLE_ROUNDS {
+        let mut round = 0usize;
+        loop {
+            assert!(
+                total < FILL_MAX_BYTES,
+                "wrote {total} bytes without blocking"
+            );
+            match sock.write(&CHUNK) {
+                Ok(0) => panic!("write returned 0"),
+                Ok(n) => {
+                    round += n;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        idle_rounds = if round == 0 { idle_rounds + 1 } else { 0 };
+        assert!(
+            Instant::now() < deadline,
+            "send path still draining after {FILL_TIMEOUT:?} ({total} bytes)"
+        );
+        thread::sleep(FILL_ROUND_PAUSE);
+    }
+    total
+}

@@ -1,0 +1,125 @@
+//! Keepalive probes and their answers, both families, both directions.
+//!
+//! A (the daemon's side) and B both enable fast keepalive on 3 IPv4 and 3
+//! IPv6 connections, so A sends probes (and receives their ACKs) and
+//! receives probes (and sends their ACKs). Oracles: the kernels' own
+//! TcpExtTCPKeepAlive counters and tshark's analysis of a capture on B's end.
+
+use keepalive_tests::names::{PROBE_ACKS, PROBES, TIMER_PROBES};
+use keepalive_tests::scenarios::{self, Setup, Side};
+use keepalive_tests::{Daemon, Family, require_root};
+
+#[test]
+fn probes_and_acks_match_kernel_counters_and_capture() {
+    require_root();
+    let setup = Setup::new("probes");
+    let daemon = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
+
+    let observed = scenarios::keepalive_probes(&setup, 3, 3, || daemon.scrape());
+    let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
+    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
+    let ctx = || format!("oracle: {o:#?}\ndaemon stderr:\n{}", daemon.stderr());
+
+    // The oracles must agree with each other, or the comparison means nothing.
+    assert!(
+        o.kernel_probes_a > 0 && o.kernel_probes_b > 0,
+        "no probes at all; {}",
+        ctx()
+    );
+    for (side, kernel) in [(Side::A, o.kernel_probes_a), (Side::B, o.kernel_probes_b)] {
+        assert_eq!(
+            o.wire_probes.from(side),
+            kernel,
+            "harness: capture and kernel disagree on probes sent by {side:?}; {}",
+            ctx()
+        );
+    }
+    for family in Family::ALL {
+        for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+            assert_eq!(
+                o.wire_acks.get(answerer, family),
+                o.wire_probes.get(prober, family),
+                "harness: on this lossless link every {family} probe of {prober:?} must be \
+                 answered by exactly one ACK; {}",
+                ctx()
+            );
+        }
+    }
+
+    let sent = [("direction", "sent")];
+    let received = [("direction", "received")];
+    assert_eq!(
+        d(PROBES, &sent),
+        o.kernel_probes_a,
+        "probes sent vs nstat in A; {}",
+        ctx()
+    );
+    assert_eq!(
+        d(PROBES, &received),
+        o.kernel_probes_b,
+        "probes received vs nstat in B; {}",
+        ctx()
+    );
+    for family in Family::ALL {
+        let f = family.label();
+        let sent_f = d(PROBES, &[("direction", "sent"), ("family", f)]);
+        let received_f = d(PROBES, &[("direction", "received"), ("family", f)]);
+        assert!(sent_f > 0, "no {f} probe sent; {}", ctx());
+        assert_eq!(
+            sent_f,
+            o.wire_probes.get(Side::A, family),
+            "{f} probes sent; {}",
+            ctx()
+        );
+        assert_eq!(
+            received_f,
+            o.wire_probes.get(Side::B, family),
+            "{f} probes received; {}",
+            ctx()
+        );
+    }
+    // Linux keepalive probes carry no payload (seq = snd_una - 1, length 0).
+    assert_eq!(
+        d(PROBES, &[("payload_bytes", "1")]),
+        0,
+        "1-byte probes; {}",
+        ctx()
+    );
+
+    assert_eq!(
+        d(TIMER_PROBES, &[]),
+        o.kernel_probes_a,
+        "timer probes vs nstat in A; {}",
+        ctx()
+    );
+
+    assert_eq!(
+        d(PROBE_ACKS, &sent),
+        o.wire_acks.from(Side::B),
+        "ACKs to probes sent vs tshark keep_alive_ack from B; {}",
+        ctx()
+    );
+    assert_eq!(
+        d(PROBE_ACKS, &received),
+        o.wire_acks.from(Side::A),
+        "ACKs to probes received vs tshark keep_alive_ack from A; {}",
+        ctx()
+    );
+    for family in Family::ALL {
+        let f = family.label();
+        assert_eq!(
+            d(PROBE_ACKS, &[("direction", "sent"), ("family", f)]),
+            o.wire_acks.get(Side::B, family),
+            "{f} ACKs to probes sent; {}",
+            ctx()
+        );
+        assert_eq!(
+            d(PROBE_ACKS, &[("direction", "received"), ("family", f)]),
+            o.wire_acks.get(Side::A, family),
+            "{f} ACKs to probes received; {}",
+            ctx()
+        );
+    }
+
+    daemon.terminate();
+}
