@@ -61,7 +61,13 @@ async fn handle(mut stream: TcpStream, state: &State) {
     );
     let path = target.split('?').next().unwrap_or_default();
     let (status, ctype, body) = route(method, path, state);
-    let _ = respond(&mut stream, status, ctype, body.as_bytes()).await;
+    // HEAD gets the same headers and no body.
+    let body = if method == "HEAD" {
+        &b""[..]
+    } else {
+        body.as_bytes()
+    };
+    let _ = respond(&mut stream, status, ctype, body).await;
 }
 
 fn route(method: &str, path: &str, state: &State) -> (u16, &'static str, String) {

@@ -3,13 +3,13 @@
 //! socket errors and capture analyses on their own.
 //!
 //! Ignored by default (it tests the harness, not the product); run it as root:
-//! `cargo test -p keepalive-tests --test harness_selftest -- --ignored --nocapture`
+//! `cargo test -p keepalive-tests --test harness_selftest -- --nocapture` (CI runs it with the rest)
 
 use keepalive_tests::scenarios::{self, Setup, Side};
 use keepalive_tests::{Family, require_root};
 
 #[test]
-#[ignore = "harness self-test; run with --ignored as root"]
+
 fn probe_oracles_agree() {
     require_root();
     let setup = Setup::new("st-probes");
@@ -42,7 +42,7 @@ fn probe_oracles_agree() {
 }
 
 #[test]
-#[ignore = "harness self-test; run with --ignored as root"]
+
 fn timeout_oracle() {
     require_root();
     let setup = Setup::new("st-timeout");
@@ -66,7 +66,7 @@ fn timeout_oracle() {
 }
 
 #[test]
-#[ignore = "harness self-test; run with --ignored as root"]
+
 fn peer_reset_oracle() {
     require_root();
     let setup = Setup::new("st-reset");
@@ -85,7 +85,7 @@ fn peer_reset_oracle() {
 }
 
 #[test]
-#[ignore = "harness self-test; run with --ignored as root"]
+
 fn zero_window_oracle() {
     require_root();
     let setup = Setup::new("st-zwin");
