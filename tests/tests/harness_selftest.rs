@@ -2,8 +2,8 @@
 //! scenarios the real tests use must produce consistent kernel counters,
 //! socket errors and capture analyses on their own.
 //!
-//! Ignored by default (it tests the harness, not the product); run it as root:
-//! `cargo test -p keepalive-tests --test harness_selftest -- --nocapture` (CI runs it with the rest)
+//! It tests the harness, not the product; CI runs it with the other root tests. Alone:
+//! `cargo test -p keepalive-tests --test harness_selftest -- --nocapture`
 
 use keepalive_tests::scenarios::{self, Setup, Side};
 use keepalive_tests::{Family, require_root};
