@@ -3,11 +3,12 @@
 //!
 //! # Rules
 //! - **Probe**: ACK, no SYN/FIN/RST, 0 or 1 payload byte, `seq == next_seq - 1` of its
-//!   direction. A 1-byte probe must also find everything before it acknowledged
-//!   (`acked == next_seq`): the kernel's keepalive timer only fires with nothing in
-//!   flight (tcp_keepalive_timer() returns early on `tp->packets_out`), so a 1-byte
-//!   segment at `next_seq - 1` that the peer has *not* acknowledged is a retransmission
-//!   of the last byte, not a keepalive. (Wireshark calls both keep-alives; we do not.)
+//!   direction (Wireshark's keep-alive rule). A *retransmission of exactly the last
+//!   byte* has the same shape and is counted as a 1-byte probe: telling them apart needs
+//!   to know whether that byte was acknowledged, and those ACKs often ride on data
+//!   segments the early exit skips. Linux never sends 1-byte keepalives, so between
+//!   Linux hosts `payload_bytes="1"` holds only such retransmissions (and Windows or
+//!   old stacks' 1-byte keepalives); the label keeps them apart.
 //! - **Zero-window probe**: probe-shaped, but the other side last advertised a zero
 //!   window. Linux sends these through the same tcp_xmit_probe_skb() with
 //!   `seq = snd_una - 1`; they are counted apart and never as keepalives.
@@ -16,13 +17,17 @@
 //!   Any other segment of the prober's own side supersedes a pending probe.
 //!
 //! # What the state learns, and from which segments
-//! Only small segments (0/1 payload bytes, RST, FIN) reach the classifier; bulk data
-//! leaves at the early exit. `next_seq` is still right when a probe can come, because
+//! Only small segments (0/1 payload bytes, RST, FIN) and data announcing a zero window
+//! reach the classifier; other data leaves at the early exit. `next_seq` is still right when a probe can come, because
 //! an idle connection's last segment is always a pure ACK (data always wants an
 //! acknowledgement), which carries either the sender's own `snd_nxt` (its seq) or,
 //! once everything is acknowledged, the other side's `snd_nxt` (its ack). Both raise a
 //! lower bound that never passes the true value, so a pure ACK (`seq == snd_nxt`) is
 //! never taken for a probe (`seq == next_seq - 1`).
+//!
+//! The zero-window state stays exact the same way: a side's data that announces a zero
+//! window is always seen, and an ACK for data sent after that announcement proves the
+//! side reopened its window in a segment the early exit skipped.
 //!
 //! A connection first seen mid-idle has no `next_seq` yet: its first probe is learned,
 //! not counted, and the peer's answer (ack = probe seq + 1) makes the next one count.
@@ -31,7 +36,7 @@ use crate::{
     Direction,
     flow::{DirState, FlowState, dir_flags::*, flow_end},
     packet::{Segment, TCP_ACK, TCP_FIN, TCP_RST},
-    seq::seq_max,
+    seq::{before, seq_max},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,13 +55,36 @@ pub enum Verdict {
 }
 
 /// Updates `st` with `seg` travelling in `dir` and says what the segment was.
+///
+/// `now_ns` is called only when something worth a timestamp happens (a probe, an
+/// answer, a close): reading the clock on every ACK of a bulk transfer costs more than
+/// the rest of the classification.
 #[inline(always)]
-pub fn classify(st: &mut FlowState, seg: &Segment, dir: Direction, now_ns: u64) -> Verdict {
-    st.last_seen_ns = now_ns;
+pub fn classify(
+    st: &mut FlowState,
+    seg: &Segment,
+    dir: Direction,
+    now_ns: impl FnOnce() -> u64,
+) -> Verdict {
+    let verdict = classify_inner(st, seg, dir);
+    if verdict != Verdict::Nothing || seg.flags & (TCP_FIN | TCP_RST) != 0 {
+        let now = now_ns();
+        st.last_seen_ns = now;
+        if let Verdict::Probe { .. } = verdict {
+            st.dir[dir.index()].last_probe_ns = now;
+        }
+    }
+    verdict
+}
+
+#[inline(always)]
+fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict {
     let (me, other) = split(&mut st.dir, dir);
 
     if seg.has(TCP_RST) {
-        let answered = other.flags & PROBE_PENDING != 0;
+        // An ACK beyond the probe shows the prober sent data since: it was superseded.
+        let answered = other.flags & PROBE_PENDING != 0
+            && !(seg.has(TCP_ACK) && before(other.probe_seq.wrapping_add(1), seg.ack));
         other.flags &= !PROBE_PENDING;
         if answered {
             st.end = match dir {
@@ -80,10 +108,8 @@ pub fn classify(st: &mut FlowState, seg: &Segment, dir: Direction, now_ns: u64) 
         return Verdict::Nothing;
     }
 
-    let probe_shaped = seg.payload_len <= 1
-        && me.flags & SEQ_KNOWN != 0
-        && seg.seq == me.next_seq.wrapping_sub(1)
-        && (seg.payload_len == 0 || (me.flags & ACK_KNOWN != 0 && me.acked == me.next_seq));
+    let probe_shaped =
+        seg.payload_len <= 1 && me.flags & SEQ_KNOWN != 0 && seg.seq == me.next_seq.wrapping_sub(1);
 
     let verdict = if probe_shaped {
         if other.flags & WINDOW_ZERO != 0 {
@@ -96,7 +122,6 @@ pub fn classify(st: &mut FlowState, seg: &Segment, dir: Direction, now_ns: u64) 
             me.flags |= PROBE_PENDING;
             me.probe_seq = seg.seq;
             me.probes = me.probes.wrapping_add(1);
-            me.last_probe_ns = now_ns;
             Verdict::Probe {
                 payload_bytes: seg.payload_len,
             }
@@ -135,19 +160,26 @@ fn learn_dir(me: &mut DirState, other: &mut DirState, seg: &Segment) {
         .wrapping_add(seg.payload_len)
         .wrapping_add((seg.flags & TCP_FIN) as u32);
     raise(me, end);
-    me.flags = if seg.window == 0 {
-        me.flags | WINDOW_ZERO
+    if seg.window == 0 {
+        me.flags |= WINDOW_ZERO;
+        // Not this segment's end: a keepalive announcing the zero window ends one
+        // below what this side has sent.
+        me.zero_window_end = me.next_seq;
     } else {
-        me.flags & !WINDOW_ZERO
-    };
+        me.flags &= !WINDOW_ZERO;
+    }
     if seg.has(TCP_ACK) {
+        // The other side sent data after its last zero-window announcement: that data
+        // was skipped by the early exit, so its window was open.
+        if other.flags & WINDOW_ZERO != 0 && before(other.zero_window_end, seg.ack) {
+            other.flags &= !WINDOW_ZERO;
+        }
+        // Acknowledging beyond the other side's pending probe means it sent data since
+        // (skipped by the early exit): the probe was superseded, not left unanswered.
+        if other.flags & PROBE_PENDING != 0 && before(other.probe_seq.wrapping_add(1), seg.ack) {
+            other.flags &= !PROBE_PENDING;
+        }
         raise(other, seg.ack);
-        other.acked = if other.flags & ACK_KNOWN != 0 {
-            seq_max(other.acked, seg.ack)
-        } else {
-            seg.ack
-        };
-        other.flags |= ACK_KNOWN;
     }
 }
 

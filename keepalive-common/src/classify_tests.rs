@@ -35,7 +35,10 @@ fn established(ours: u32, theirs: u32) -> FlowState {
 }
 
 fn run(st: &mut FlowState, steps: &[(Direction, Segment)]) -> Vec<Verdict> {
-    steps.iter().map(|(d, s)| classify(st, s, *d, 5)).collect()
+    steps
+        .iter()
+        .map(|(d, s)| classify(st, s, *d, || 5))
+        .collect()
 }
 
 #[test]
@@ -72,22 +75,38 @@ fn one_byte_probe_counts_when_everything_is_acknowledged() {
 }
 
 #[test]
-fn retransmitted_last_byte_is_not_a_probe() {
-    // We learn our own last 1-byte segment [1000, 1001) before the peer acks it.
+fn retransmitted_last_byte_counts_as_a_one_byte_probe() {
+    // Documented decision (classify.rs): the same shape as a 1-byte keepalive, whether
+    // or not the byte was acknowledged; Wireshark calls it a keep-alive too.
     let mut st = established(1000, 5000);
     let data = seg(1000, 5000, TCP_ACK | TCP_PSH, 1, 1000);
     let rexmit = seg(1000, 5000, TCP_ACK | TCP_PSH, 1, 1000);
     let v = run(&mut st, &[(Out, data), (Out, rexmit)]);
-    assert_eq!(v, [Verdict::Nothing, Verdict::Nothing]);
-    // Once acknowledged, the same shape is a (Windows-style) 1-byte keepalive.
+    assert_eq!(v, [Verdict::Nothing, Verdict::Probe { payload_bytes: 1 }]);
+}
+
+#[test]
+fn a_probe_superseded_by_skipped_data_is_not_answered_by_a_later_reset() {
+    let mut st = established(1000, 5000);
+    // The peer probes (unanswered), then sends 300 bytes we only see acknowledged; our
+    // keepalive timeout's RST|ACK later acknowledges past the probe.
     let v = run(
         &mut st,
         &[
-            (In, ack(5000, 1001)),
-            (Out, seg(1000, 5000, TCP_ACK, 1, 1000)),
+            (In, ack(4999, 1000)),
+            (Out, ack(1000, 5300)),
+            (Out, seg(1000, 5300, TCP_RST | TCP_ACK, 0, 0)),
         ],
     );
-    assert_eq!(v, [Verdict::Nothing, Verdict::Probe { payload_bytes: 1 }]);
+    assert_eq!(
+        v,
+        [
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::Nothing,
+            Verdict::Nothing
+        ]
+    );
+    assert_eq!(st.end, flow_end::CLOSED);
 }
 
 #[test]
@@ -130,7 +149,8 @@ fn rst_fin_and_syn_shapes_are_never_probes() {
     assert_eq!(st.end, flow_end::CLOSED);
     assert!(!crate::packet::is_candidate(
         crate::packet::TCP_SYN | TCP_ACK,
-        0
+        0,
+        1000
     ));
 }
 
@@ -198,7 +218,7 @@ fn ipv6_segments_classify_the_same() {
     let mut p = ack(999, 5000);
     p.family = Family::Ipv6;
     assert_eq!(
-        classify(&mut st, &p, Out, 5),
+        classify(&mut st, &p, Out, || 5),
         Verdict::Probe { payload_bytes: 0 }
     );
 }
@@ -275,7 +295,7 @@ fn unanswered_probes_build_a_streak_that_an_answer_clears() {
     );
     assert_eq!((st.dir[0].probes, st.dir[0].unanswered_streak), (3, 2));
     assert_eq!(
-        classify(&mut st, &ack(5000, 1000), In, 9),
+        classify(&mut st, &ack(5000, 1000), In, || 9),
         Verdict::ProbeAck
     );
     assert_eq!(st.dir[0].unanswered_streak, 0);
@@ -321,6 +341,54 @@ fn new_traffic_supersedes_a_pending_probe() {
             Verdict::Probe { payload_bytes: 0 },
             Verdict::Nothing,
             Verdict::Nothing
+        ]
+    );
+}
+
+#[test]
+fn a_window_reopened_by_skipped_data_is_noticed_through_our_ack() {
+    let mut st = established(1000, 5000);
+    // The peer announces a zero window, then (later) sends 500 bytes with an open window:
+    // that data segment leaves at the early exit; our ACK of it is all we see.
+    let v = run(
+        &mut st,
+        &[
+            (In, seg(5000, 1000, TCP_ACK, 0, 0)),
+            (Out, ack(1000, 5500)),
+            (Out, ack(999, 5500)),
+        ],
+    );
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Nothing,
+            Verdict::Probe { payload_bytes: 0 }
+        ]
+    );
+}
+
+#[test]
+fn data_that_keeps_the_window_closed_keeps_probes_zero_window() {
+    let mut st = established(1000, 5000);
+    // Data announcing a zero window is a candidate (never skipped): it moves the point
+    // our ACK must pass, so acknowledging it does not reopen the window.
+    let v = run(
+        &mut st,
+        &[
+            (In, seg(5000, 1000, TCP_ACK, 0, 0)),
+            (In, seg(5000, 1000, TCP_ACK | TCP_PSH, 300, 0)),
+            (Out, ack(1000, 5300)),
+            (Out, ack(999, 5300)),
+        ],
+    );
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Nothing,
+            Verdict::Nothing,
+            Verdict::ZeroWindowProbe
         ]
     );
 }

@@ -51,8 +51,6 @@ impl FlowKey {
 pub mod dir_flags {
     /// `next_seq` holds a value learned from the wire.
     pub const SEQ_KNOWN: u32 = 1 << 0;
-    /// `acked` holds a value learned from the other side's ACK field.
-    pub const ACK_KNOWN: u32 = 1 << 1;
     /// The last probe this side sent has not been answered yet.
     pub const PROBE_PENDING: u32 = 1 << 2;
     /// The last window this side advertised was zero.
@@ -66,8 +64,6 @@ pub struct DirState {
     /// Lower bound of the sender's snd_nxt: the highest seq + len, or the highest
     /// ACK the other side sent, whichever is later.
     pub next_seq: u32,
-    /// The highest ACK the other side sent for this sender's data.
-    pub acked: u32,
     /// Sequence number of the pending probe (valid with `PROBE_PENDING`).
     pub probe_seq: u32,
     pub flags: u32,
@@ -77,6 +73,10 @@ pub struct DirState {
     pub probe_acks: u32,
     /// Probes in a row that got no answer before the next probe.
     pub unanswered_streak: u32,
+    /// With `WINDOW_ZERO`: this side's next_seq when it last announced a zero window.
+    /// An ACK from the other side beyond it proves this side sent data since, with an
+    /// open window (data announcing a zero window is never skipped).
+    pub zero_window_end: u32,
     /// bpf_ktime_get_ns() of the last probe, 0 if none.
     pub last_probe_ns: u64,
 }
@@ -99,6 +99,7 @@ pub struct FlowState {
     /// Indexed by [`Direction::index`].
     pub dir: [DirState; 2],
     pub first_seen_ns: u64,
+    /// bpf_ktime_get_ns() of the last probe, answer or close (not of every ACK).
     pub last_seen_ns: u64,
     /// One of [`flow_end`].
     pub end: u32,

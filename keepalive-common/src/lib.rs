@@ -11,6 +11,8 @@
 )]
 
 pub mod classify;
+#[cfg(test)]
+mod classify_props;
 pub mod counters;
 pub mod flow;
 pub mod packet;

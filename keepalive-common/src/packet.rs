@@ -8,20 +8,48 @@
 
 use crate::Family;
 
-/// Byte access to a frame that starts at its link-layer header.
+/// Access to a frame that starts at its link-layer header, one header at a time: a
+/// single bounds check per header, then reads at constant offsets inside it. (The
+/// verifier needs each packet read to go through a pointer it saw checked; checking
+/// per header also makes the fewest comparisons.)
 pub trait Packet {
-    /// `N` bytes starting at `offset`, or `None` when the frame is shorter.
-    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+    type Header: Header;
+    /// The `len` bytes at `offset`, or `None` when the frame is shorter.
+    fn header(&self, offset: usize, len: usize) -> Option<Self::Header>;
 }
 
-impl Packet for [u8] {
-    #[inline(always)]
-    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        let end = offset.checked_add(N)?;
-        let bytes = self.get(offset..end)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(bytes);
-        Some(out)
+/// Reads inside a checked header. `at` (plus the field size) must lie inside the length
+/// the header was checked for; the parser only uses constant offsets that do.
+pub trait Header {
+    fn u8(&self, at: usize) -> u8;
+    /// A big-endian (network order) 16-bit field.
+    fn be16(&self, at: usize) -> u16;
+    /// A big-endian (network order) 32-bit field.
+    fn be32(&self, at: usize) -> u32;
+    /// Four bytes kept in wire order inside a native u32 (addresses: compared, never
+    /// used as numbers, so no byte swap).
+    fn raw32(&self, at: usize) -> u32;
+}
+
+impl<'a> Packet for &'a [u8] {
+    type Header = &'a [u8];
+    fn header(&self, offset: usize, len: usize) -> Option<&'a [u8]> {
+        self.get(offset..offset.checked_add(len)?)
+    }
+}
+
+impl Header for &[u8] {
+    fn u8(&self, at: usize) -> u8 {
+        self[at]
+    }
+    fn be16(&self, at: usize) -> u16 {
+        u16::from_be_bytes([self[at], self[at + 1]])
+    }
+    fn be32(&self, at: usize) -> u32 {
+        u32::from_be_bytes([self[at], self[at + 1], self[at + 2], self[at + 3]])
+    }
+    fn raw32(&self, at: usize) -> u32 {
+        u32::from_ne_bytes([self[at], self[at + 1], self[at + 2], self[at + 3]])
     }
 }
 
@@ -89,33 +117,24 @@ pub enum ParseError {
     Malformed = 2,
 }
 
+/// The header at `offset`; a frame that ends inside it is truncated.
 #[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
-#[inline(always)]
-fn be32(b: [u8; 4]) -> u32 {
-    u32::from_be_bytes(b)
-}
-
-#[inline(always)]
-fn need<const N: usize, P: Packet + ?Sized>(p: &P, off: usize) -> Result<[u8; N], ParseError> {
-    p.load::<N>(off).ok_or(ParseError::Truncated)
+fn need<P: Packet + ?Sized>(p: &P, offset: usize, len: usize) -> Result<P::Header, ParseError> {
+    p.header(offset, len).ok_or(ParseError::Truncated)
 }
 
 /// Parses a frame that starts with an Ethernet header.
 #[inline(always)]
 pub fn parse_ethernet<P: Packet + ?Sized>(p: &P) -> Result<Parsed, ParseError> {
     let mut off = ETH_HLEN;
-    let mut proto = be16(need(p, 12)?);
+    let mut proto = need(p, 12, 2)?.be16(0);
     // Up to two tags (802.1ad outer + 802.1Q inner); tc usually sees them stripped into
     // skb->vlan_tci, but replayed captures and some drivers leave them in the frame.
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-        proto = be16(need(p, off + 2)?);
+        proto = need(p, off + 2, 2)?.be16(0);
         off += 4;
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            proto = be16(need(p, off + 2)?);
+            proto = need(p, off + 2, 2)?.be16(0);
             off += 4;
         }
     }
@@ -128,22 +147,23 @@ pub fn parse_ethernet<P: Packet + ?Sized>(p: &P) -> Result<Parsed, ParseError> {
 
 #[inline(always)]
 fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError> {
-    let h: [u8; 20] = need(p, l3)?;
-    if h[0] >> 4 != 4 {
+    let ip = need(p, l3, 20)?;
+    let vihl = ip.u8(0);
+    if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
-    let ihl = ((h[0] & 0x0f) as u32) * 4;
+    let ihl = ((vihl & 0x0f) as u32) * 4;
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
-    if h[9] != IPPROTO_TCP {
+    if ip.u8(9) != IPPROTO_TCP {
         return Ok(Parsed::NotTcp);
     }
     // More-fragments or a fragment offset: the TCP header may be elsewhere.
-    if be16([h[6], h[7]]) & 0x3fff != 0 {
+    if ip.be16(6) & 0x3fff != 0 {
         return Ok(Parsed::NotTcp);
     }
-    let tot_len = be16([h[2], h[3]]) as u32;
+    let tot_len = ip.be16(2) as u32;
     if tot_len == 0 {
         // IPv4 BIG TCP (GSO packets over 64 KiB) carries tot_len 0: bulk data.
         return Ok(Parsed::NotCandidate);
@@ -155,8 +175,7 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError
     let Some(tcp) = tcp_fixed(p, l4, tot_len - ihl)? else {
         return Ok(Parsed::NotCandidate);
     };
-    let src = be_word(h[12], h[13], h[14], h[15]);
-    let dst = be_word(h[16], h[17], h[18], h[19]);
+    let (src, dst) = (ip.raw32(12), ip.raw32(16));
     Ok(Parsed::Candidate(tcp.into_segment(
         Family::Ipv4,
         [src, 0, 0, 0],
@@ -164,21 +183,14 @@ fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError
     )))
 }
 
-/// Keeps the address bytes in wire order inside the word, so keys compare like the
-/// kernel's `__be32` addresses.
-#[inline(always)]
-fn be_word(a: u8, b: u8, c: u8, d: u8) -> u32 {
-    u32::from_ne_bytes([a, b, c, d])
-}
-
 #[inline(always)]
 fn parse_ipv6<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError> {
-    let h: [u8; 8] = need(p, l3)?;
-    if h[0] >> 4 != 6 {
+    let ip = need(p, l3, IPV6_HLEN)?;
+    if ip.u8(0) >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
-    let payload_len = be16([h[4], h[5]]) as u32;
-    let mut next = h[6];
+    let payload_len = ip.be16(4) as u32;
+    let mut next = ip.u8(6);
     let mut off = l3 + IPV6_HLEN;
     let mut ext_len: u32 = 0;
     let mut walked = 0;
@@ -187,16 +199,17 @@ fn parse_ipv6<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError
             return Ok(Parsed::NotTcp);
         }
         walked += 1;
-        let e: [u8; 2] = need(p, off)?;
+        let ext = need(p, off, 2)?;
+        let hdr_len = ext.u8(1) as u32;
         let len = match next {
             // Hop-by-hop, routing, destination options: (hdr ext len + 1) * 8.
-            0 | 43 | 60 => (e[1] as u32 + 1) * 8,
+            0 | 43 | 60 => (hdr_len + 1) * 8,
             // Authentication header: (payload len + 2) * 4.
-            51 => (e[1] as u32 + 2) * 4,
+            51 => (hdr_len + 2) * 4,
             // Fragment header, ESP, no-next-header, anything else: not a TCP we can read.
             _ => return Ok(Parsed::NotTcp),
         };
-        next = e[0];
+        next = ext.u8(0);
         off += len as usize;
         ext_len += len;
     }
@@ -210,14 +223,8 @@ fn parse_ipv6<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError
     let Some(tcp) = tcp_fixed(p, off, payload_len - ext_len)? else {
         return Ok(Parsed::NotCandidate);
     };
-    let a: [u8; 32] = need(p, l3 + 8)?;
-    let mut src = [0u32; 4];
-    let mut dst = [0u32; 4];
-    for i in 0..4 {
-        let s = i * 4;
-        src[i] = be_word(a[s], a[s + 1], a[s + 2], a[s + 3]);
-        dst[i] = be_word(a[16 + s], a[17 + s], a[18 + s], a[19 + s]);
-    }
+    let src = [ip.raw32(8), ip.raw32(12), ip.raw32(16), ip.raw32(20)];
+    let dst = [ip.raw32(24), ip.raw32(28), ip.raw32(32), ip.raw32(36)];
     Ok(Parsed::Candidate(tcp.into_segment(Family::Ipv6, src, dst)))
 }
 
@@ -257,44 +264,47 @@ fn tcp_fixed<P: Packet + ?Sized>(
     l4: usize,
     l4_len: u32,
 ) -> Result<Option<TcpFixed>, ParseError> {
-    // Data offset and flags first: most segments leave here.
-    let df: [u8; 2] = need(p, l4 + 12)?;
-    let doff = ((df[0] >> 4) as u32) * 4;
+    // Data offset and flags first: most segments leave right after.
+    let tcp = need(p, l4, TCP_MIN_HLEN as usize)?;
+    let doff = ((tcp.u8(12) >> 4) as u32) * 4;
     if doff < TCP_MIN_HLEN || doff > l4_len {
         return Err(ParseError::Malformed);
     }
-    let flags = df[1];
+    let flags = tcp.u8(13);
+    let window = tcp.be16(14);
     let payload_len = l4_len - doff;
-    if !is_candidate(flags, payload_len) {
+    if !is_candidate(flags, payload_len, window) {
         return Ok(None);
     }
-    let t: [u8; 20] = need(p, l4)?;
     Ok(Some(TcpFixed {
-        sport: be16([t[0], t[1]]),
-        dport: be16([t[2], t[3]]),
-        seq: be32([t[4], t[5], t[6], t[7]]),
-        ack: be32([t[8], t[9], t[10], t[11]]),
+        sport: tcp.be16(0),
+        dport: tcp.be16(2),
+        seq: tcp.be32(4),
+        ack: tcp.be32(8),
         flags,
-        window: be16([t[14], t[15]]),
+        window,
         payload_len,
     }))
 }
 
-/// The early exit: can a segment with these flags and payload be a keepalive probe, an
-/// answer to one, or a FIN/RST that closes a tracked connection?
+/// The early exit: can a segment with these flags, payload and window be a keepalive
+/// probe, an answer to one, a FIN/RST that closes a tracked connection, or a zero-window
+/// announcement?
 ///
 /// SYNs never are (connections are tracked from their first pure ACK). Data of more
-/// than one byte never is: the classifier learns each side's next sequence number from
-/// the small segments alone (see [`crate::classify`]).
+/// than one byte is not, unless it advertises a zero window (rare, and the classifier
+/// must see every zero-window announcement to tell zero-window probes from keepalives):
+/// the classifier learns each side's next sequence number from the small segments alone
+/// (see [`crate::classify`]).
 #[inline(always)]
-pub const fn is_candidate(flags: u8, payload_len: u32) -> bool {
+pub const fn is_candidate(flags: u8, payload_len: u32, window: u16) -> bool {
     if flags & TCP_SYN != 0 {
         return false;
     }
     if flags & (TCP_RST | TCP_FIN) != 0 {
         return true;
     }
-    flags & TCP_ACK != 0 && payload_len <= 1
+    flags & TCP_ACK != 0 && (payload_len <= 1 || window == 0)
 }
 
 #[cfg(test)]

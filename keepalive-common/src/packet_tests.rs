@@ -2,7 +2,7 @@ use super::*;
 use crate::testframes::{Frame, Ip};
 
 fn candidate(bytes: &[u8]) -> Segment {
-    match parse_ethernet(bytes) {
+    match parse_ethernet(&bytes) {
         Ok(Parsed::Candidate(s)) => s,
         other => panic!("expected a candidate, got {other:?}"),
     }
@@ -28,13 +28,22 @@ fn data_syn_and_no_ack_leave_early() {
         .flags(TCP_ACK | TCP_PSH)
         .payload(&[1, 2])
         .build();
-    assert_eq!(parse_ethernet(&data[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&data[..]), Ok(Parsed::NotCandidate));
     let syn = Frame::v4().flags(TCP_SYN).build();
-    assert_eq!(parse_ethernet(&syn[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&syn[..]), Ok(Parsed::NotCandidate));
     let synack = Frame::v4().flags(TCP_SYN | TCP_ACK).build();
-    assert_eq!(parse_ethernet(&synack[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&synack[..]), Ok(Parsed::NotCandidate));
+    let zero_window_data = Frame::v4()
+        .flags(TCP_ACK)
+        .window(0)
+        .payload(&[1, 2, 3])
+        .build();
+    assert!(matches!(
+        parse_ethernet(&&zero_window_data[..]),
+        Ok(Parsed::Candidate(_))
+    ));
     let bare = Frame::v4().flags(0).build();
-    assert_eq!(parse_ethernet(&bare[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&bare[..]), Ok(Parsed::NotCandidate));
 }
 
 #[test]
@@ -65,7 +74,7 @@ fn ipv6_with_extension_headers() {
     let hbh = candidate(&f.hop_by_hop().payload(&[7]).build());
     assert_eq!((hbh.seq, hbh.payload_len), (5, 1));
     let frag = Frame::v6().flags(TCP_ACK).fragment_header().build();
-    assert_eq!(parse_ethernet(&frag[..]), Ok(Parsed::NotTcp));
+    assert_eq!(parse_ethernet(&&frag[..]), Ok(Parsed::NotTcp));
 }
 
 #[test]
@@ -104,13 +113,13 @@ fn ethernet_padding_is_not_payload() {
 #[test]
 fn non_tcp_and_fragments_are_ignored() {
     let udp = Frame::v4().protocol(17).build();
-    assert_eq!(parse_ethernet(&udp[..]), Ok(Parsed::NotTcp));
+    assert_eq!(parse_ethernet(&&udp[..]), Ok(Parsed::NotTcp));
     let arp = Frame::v4().ethertype(0x0806).build();
-    assert_eq!(parse_ethernet(&arp[..]), Ok(Parsed::NotTcp));
+    assert_eq!(parse_ethernet(&&arp[..]), Ok(Parsed::NotTcp));
     let frag = Frame::v4().flags(TCP_ACK).ipv4_frag(0x2000).build();
-    assert_eq!(parse_ethernet(&frag[..]), Ok(Parsed::NotTcp));
+    assert_eq!(parse_ethernet(&&frag[..]), Ok(Parsed::NotTcp));
     let later = Frame::v4().flags(TCP_ACK).ipv4_frag(0x0010).build();
-    assert_eq!(parse_ethernet(&later[..]), Ok(Parsed::NotTcp));
+    assert_eq!(parse_ethernet(&&later[..]), Ok(Parsed::NotTcp));
 }
 
 #[test]
@@ -118,46 +127,46 @@ fn truncated_frames_are_errors_at_every_cut() {
     for f in [Frame::v4(), Frame::v6().hop_by_hop(), Frame::v4().vlan(3)] {
         let full = f.flags(TCP_ACK).build();
         for cut in 12..full.len() {
-            match parse_ethernet(&full[..cut]) {
+            match parse_ethernet(&&full[..cut]) {
                 Err(ParseError::Truncated) => {}
                 other => panic!("cut at {cut} of {}: {other:?}", full.len()),
             }
         }
         assert!(matches!(
-            parse_ethernet(&full[..]),
+            parse_ethernet(&&full[..]),
             Ok(Parsed::Candidate(_))
         ));
     }
-    assert_eq!(parse_ethernet(&[0u8; 5][..]), Err(ParseError::Truncated));
+    assert_eq!(parse_ethernet(&&[0u8; 5][..]), Err(ParseError::Truncated));
 }
 
 #[test]
 fn contradictory_lengths_are_malformed() {
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[14] = 0x44; // IHL 4 words: shorter than the minimum header
-    assert_eq!(parse_ethernet(&b[..]), Err(ParseError::Malformed));
+    assert_eq!(parse_ethernet(&&b[..]), Err(ParseError::Malformed));
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[14] = 0x65; // version 6 inside an IPv4 ethertype
-    assert_eq!(parse_ethernet(&b[..]), Err(ParseError::Malformed));
+    assert_eq!(parse_ethernet(&&b[..]), Err(ParseError::Malformed));
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[16..18].copy_from_slice(&30u16.to_be_bytes()); // tot_len below IP + TCP headers
-    assert_eq!(parse_ethernet(&b[..]), Err(ParseError::Malformed));
+    assert_eq!(parse_ethernet(&&b[..]), Err(ParseError::Malformed));
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[14 + 20 + 12] = 0xf0; // data offset 60 bytes: longer than the segment
-    assert_eq!(parse_ethernet(&b[..]), Err(ParseError::Malformed));
+    assert_eq!(parse_ethernet(&&b[..]), Err(ParseError::Malformed));
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[14 + 20 + 12] = 0x30; // data offset 12 bytes: below the minimum
-    assert_eq!(parse_ethernet(&b[..]), Err(ParseError::Malformed));
+    assert_eq!(parse_ethernet(&&b[..]), Err(ParseError::Malformed));
 }
 
 #[test]
 fn big_tcp_lengths_mean_bulk_data() {
     let mut b = Frame::v4().flags(TCP_ACK).build();
     b[16..18].copy_from_slice(&0u16.to_be_bytes());
-    assert_eq!(parse_ethernet(&b[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&b[..]), Ok(Parsed::NotCandidate));
     let mut b = Frame::v6().flags(TCP_ACK).build();
     b[18..20].copy_from_slice(&0u16.to_be_bytes());
-    assert_eq!(parse_ethernet(&b[..]), Ok(Parsed::NotCandidate));
+    assert_eq!(parse_ethernet(&&b[..]), Ok(Parsed::NotCandidate));
 }
 
 #[test]

@@ -34,6 +34,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub flows_max: u32,
 
+    /// How often the daemon walks the flow map to drop closed connections and refresh
+    /// keepalive_daemon_flow_map_entries (each walk costs about 2.5 µs per tracked
+    /// connection), e.g. 60s, 5m.
+    #[arg(long = "flows.sweep-interval", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub sweep_interval: std::time::Duration,
+
     /// Count socket-level events (timer probes, timeouts) of every network namespace,
     /// not only the daemon's own. The wire counters always cover the watched interfaces.
     #[arg(long = "socket.all-namespaces")]
@@ -47,9 +54,35 @@ pub struct Args {
     )]
     pub btf_path: PathBuf,
 
+    /// Also attach an empty tc program to the same hooks, as the floor for per-packet
+    /// cost (compare keepalive_daemon_program_run_seconds_total per run; needs
+    /// kernel.bpf_stats_enabled=1). For benchmarks (`cargo xtask bench`).
+    #[arg(long = "debug.baseline-program")]
+    pub baseline_program: bool,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+/// `N` followed by ms, s, m or h (`90s`, `5m`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 60s"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s:?}: at least 100ms"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +168,14 @@ mod tests {
         assert_eq!(a.interfaces, ["veth*", "eth0"]);
         assert_eq!(a.listen, ["127.0.0.1:1", ":2"]);
         assert!(Args::try_parse_from(["keepalive-daemon", "--flows.max", "1"]).is_err());
+        let a = Args::try_parse_from(["keepalive-daemon", "--flows.sweep-interval", "5m"]).unwrap();
+        assert_eq!(a.sweep_interval, std::time::Duration::from_secs(300));
+        for bad in ["5", "5x", "s", "10ms"] {
+            assert!(
+                Args::try_parse_from(["keepalive-daemon", "--flows.sweep-interval", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
         assert!(Args::try_parse_from(["keepalive-daemon", "--bogus"]).is_err());
     }
 

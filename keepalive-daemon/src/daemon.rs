@@ -23,8 +23,6 @@ use crate::{
     tc,
 };
 
-const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Bind first: a port in use fails before anything is attached.
     let mut listeners = Vec::new();
@@ -79,19 +77,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("building the metrics registry")?;
     metrics.flow_capacity.set(args.flows_max.into());
 
-    tc::load(&mut ebpf)?;
+    let mut tc_programs = vec![tc::INGRESS_PROGRAM, tc::EGRESS_PROGRAM];
+    if args.baseline_program {
+        tc_programs.push(tc::BASELINE_PROGRAM);
+    }
+    tc::load(&mut ebpf, &tc_programs)?;
     let mut attached = 0;
     for iface in &chosen {
-        for a in tc::attach(&mut ebpf, &iface.name)? {
+        for a in tc::attach(&mut ebpf, &iface.name, args.baseline_program)? {
             log::info!(
-                "attached {} program to {} ({})",
+                "attached {} ({}) to {} ({})",
+                a.program,
                 a.direction.label(),
                 a.interface,
                 a.mode.label()
             );
             metrics
                 .tc_programs
-                .with_label_values(&[&a.interface, a.direction.label(), a.mode.label()])
+                .with_label_values(&[a.program, &a.interface, a.direction.label(), a.mode.label()])
                 .set(1);
             attached += 1;
         }
@@ -128,7 +131,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let mut flow_map: HashMap<_, FlowKey, FlowState> =
         HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
-    let state = Arc::new(State::new(metrics, counters));
+    let programs = ebpf
+        .programs()
+        .filter_map(|(name, p)| p.info().ok().map(|info| (name.to_owned(), info.id())))
+        .collect();
+    let state = Arc::new(State::new(metrics, counters, programs));
 
     for listener in listeners {
         log::info!(
@@ -138,8 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(http::serve(listener, state.clone()));
     }
     let sweeper_state = state.clone();
+    let sweep_interval = args.sweep_interval;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        let mut tick = tokio::time::interval(sweep_interval);
         loop {
             tick.tick().await;
             let r = flows::sweep(&mut flow_map, flows::monotonic_ns());

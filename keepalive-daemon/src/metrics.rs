@@ -24,6 +24,9 @@ pub struct Metrics {
     pub flow_capacity: IntGauge,
     pub flows_swept: IntCounter,
     pub map_read_errors: IntCounter,
+    program_run_seconds: prometheus::CounterVec,
+    program_runs: IntCounterVec,
+    pub bpf_stats_enabled: IntGauge,
 }
 
 fn counter_vec(
@@ -109,8 +112,8 @@ impl Metrics {
             tc_programs: gauge_vec(
                 &r,
                 "keepalive_daemon_tc_programs_attached",
-                "tc programs attached, by interface, direction and attach mode (tcx or netlink).",
-                &["interface", "direction", "mode"],
+                "tc programs attached, by program, interface, direction and attach mode (tcx or netlink).",
+                &["program", "interface", "direction", "mode"],
             )?,
             flow_entries: gauge(
                 &r,
@@ -131,6 +134,28 @@ impl Metrics {
                 &r,
                 "keepalive_daemon_map_read_errors_total",
                 "Failed reads of kernel maps by the daemon.",
+            )?,
+            program_run_seconds: {
+                let v = prometheus::CounterVec::new(
+                    Opts::new(
+                        "keepalive_daemon_program_run_seconds_total",
+                        "Time the kernel spent running each eBPF program (needs kernel.bpf_stats_enabled=1).",
+                    ),
+                    &["program"],
+                )?;
+                r.register(Box::new(v.clone()))?;
+                v
+            },
+            program_runs: counter_vec(
+                &r,
+                "keepalive_daemon_program_runs_total",
+                "Runs of each eBPF program (needs kernel.bpf_stats_enabled=1).",
+                &["program"],
+            )?,
+            bpf_stats_enabled: gauge(
+                &r,
+                "keepalive_daemon_bpf_stats_enabled",
+                "1 when kernel.bpf_stats_enabled=1, so the program run metrics count.",
             )?,
             registry: r,
         };
@@ -209,6 +234,19 @@ impl Metrics {
                     c.inc_by(total - have);
                 }
             }
+        }
+    }
+
+    /// Brings one program's run statistics up to the kernel's (monotonic) values.
+    pub fn sync_program_stats(&self, program: &str, run_time: std::time::Duration, runs: u64) {
+        let secs = self.program_run_seconds.with_label_values(&[program]);
+        let delta = run_time.as_secs_f64() - secs.get();
+        if delta > 0.0 {
+            secs.inc_by(delta);
+        }
+        let count = self.program_runs.with_label_values(&[program]);
+        if runs > count.get() {
+            count.inc_by(runs - count.get());
         }
     }
 

@@ -11,14 +11,35 @@ use crate::metrics::Metrics;
 pub struct State {
     pub metrics: Metrics,
     counters: Mutex<PerCpuArray<MapData, u64>>,
+    /// Loaded programs by name and kernel id, for their run-time statistics.
+    programs: Vec<(String, u32)>,
 }
 
 impl State {
-    pub fn new(metrics: Metrics, counters: PerCpuArray<MapData, u64>) -> State {
+    pub fn new(
+        metrics: Metrics,
+        counters: PerCpuArray<MapData, u64>,
+        programs: Vec<(String, u32)>,
+    ) -> State {
         State {
             metrics,
             counters: Mutex::new(counters),
+            programs,
         }
+    }
+
+    /// Run time and run count of our programs (non-zero only with kernel.bpf_stats_enabled=1).
+    fn sync_program_stats(&self) {
+        for info in aya::programs::loaded_programs().flatten() {
+            if let Some((name, _)) = self.programs.iter().find(|(_, id)| *id == info.id()) {
+                self.metrics
+                    .sync_program_stats(name, info.run_time(), info.run_count());
+            }
+        }
+        let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false);
+        self.metrics.bpf_stats_enabled.set(i64::from(enabled));
     }
 
     /// Sums each counter slot over all CPUs.
@@ -45,6 +66,7 @@ impl State {
                 log::warn!("{e:#}");
             }
         }
+        self.sync_program_stats();
         Ok(self.metrics.encode()?)
     }
 }

@@ -12,6 +12,8 @@ use keepalive_common::Direction;
 
 pub const INGRESS_PROGRAM: &str = "ka_tc_ingress";
 pub const EGRESS_PROGRAM: &str = "ka_tc_egress";
+/// The empty program (--debug.baseline-program), attached to both hooks.
+pub const BASELINE_PROGRAM: &str = "ka_tc_empty";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcMode {
@@ -30,14 +32,15 @@ impl TcMode {
 
 #[derive(Clone, Debug)]
 pub struct TcAttachment {
+    pub program: &'static str,
     pub interface: String,
     pub direction: Direction,
     pub mode: TcMode,
 }
 
-/// Loads both tc programs (once per daemon).
-pub fn load(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM] {
+/// Loads the tc programs named (once per daemon).
+pub fn load(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
+    for &name in names {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -48,15 +51,25 @@ pub fn load(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attaches ingress and egress programs to `interface`. The links stay owned by the
-/// programs inside `ebpf`: dropping it detaches them.
-pub fn attach(ebpf: &mut Ebpf, interface: &str) -> anyhow::Result<Vec<TcAttachment>> {
+/// Attaches the ingress and egress programs to `interface` (with `baseline`, the empty
+/// program to both hooks too). The links stay owned by the programs inside `ebpf`:
+/// dropping it detaches them.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    baseline: bool,
+) -> anyhow::Result<Vec<TcAttachment>> {
     let cname = CString::new(interface).with_context(|| format!("interface name {interface:?}"))?;
     let mut done = Vec::new();
-    for (name, attach_type, direction) in [
+    let mut plan = vec![
         (INGRESS_PROGRAM, TcAttachType::Ingress, Direction::Received),
         (EGRESS_PROGRAM, TcAttachType::Egress, Direction::Sent),
-    ] {
+    ];
+    if baseline {
+        plan.push((BASELINE_PROGRAM, TcAttachType::Ingress, Direction::Received));
+        plan.push((BASELINE_PROGRAM, TcAttachType::Egress, Direction::Sent));
+    }
+    for (name, attach_type, direction) in plan {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -92,6 +105,7 @@ pub fn attach(ebpf: &mut Ebpf, interface: &str) -> anyhow::Result<Vec<TcAttachme
             }
         };
         done.push(TcAttachment {
+            program: name,
             interface: interface.to_owned(),
             direction,
             mode,

@@ -10,6 +10,7 @@ mod maps;
 mod send_reset_tracepoint;
 mod sock;
 mod tc_egress;
+mod tc_empty;
 mod tc_ingress;
 mod timer_tracepoint;
 mod wire;

@@ -6,7 +6,9 @@ use keepalive_common::{
     classify::classify,
     counters::{self, KernelError},
     flow::{FlowKey, FlowState},
-    packet::{Packet, ParseError, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, parse_ethernet},
+    packet::{
+        Header, Packet, ParseError, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, parse_ethernet,
+    },
 };
 
 use crate::maps::{FLOWS, count};
@@ -26,16 +28,50 @@ struct LinearData {
     end: usize,
 }
 
+/// A header inside the linear data, already bounds-checked for its length.
+#[derive(Clone, Copy)]
+struct CheckedHeader(*const u8);
+
 impl Packet for LinearData {
+    type Header = CheckedHeader;
+
     #[inline(always)]
-    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+    fn header(&self, offset: usize, len: usize) -> Option<CheckedHeader> {
         let start = self.data + offset;
-        if start + N > self.end {
+        if start + len > self.end {
             return None;
         }
-        // SAFETY: [start, start + N) lies inside [data, data_end), which the check above
-        // proves to the verifier; packet bytes may be unaligned, hence read_unaligned.
-        Some(unsafe { (start as *const [u8; N]).read_unaligned() })
+        Some(CheckedHeader(start as *const u8))
+    }
+}
+
+// SAFETY (all reads below): `header` proved [ptr, ptr + len) lies inside the linear
+// packet data, and the parser reads only constant offsets inside `len`. The loads may be
+// unaligned: the kernel only rejects misaligned packet access under
+// BPF_F_STRICT_ALIGNMENT or on architectures without efficient unaligned access
+// (kernel/bpf/verifier.c, check_pkt_ptr_alignment), while read_unaligned would make LLVM
+// split every field into byte loads.
+#[allow(clippy::cast_ptr_alignment)]
+impl Header for CheckedHeader {
+    #[inline(always)]
+    fn u8(&self, at: usize) -> u8 {
+        // SAFETY: see above.
+        unsafe { self.0.add(at).read_volatile() }
+    }
+    #[inline(always)]
+    fn be16(&self, at: usize) -> u16 {
+        // SAFETY: see above.
+        u16::from_be(unsafe { (self.0.add(at) as *const u16).read_volatile() })
+    }
+    #[inline(always)]
+    fn be32(&self, at: usize) -> u32 {
+        // SAFETY: see above.
+        u32::from_be(unsafe { (self.0.add(at) as *const u32).read_volatile() })
+    }
+    #[inline(always)]
+    fn raw32(&self, at: usize) -> u32 {
+        // SAFETY: see above.
+        unsafe { (self.0.add(at) as *const u32).read_volatile() }
     }
 }
 
@@ -84,7 +120,7 @@ fn try_observe(ctx: &TcContext, dir: Direction) -> Result<(), ParseError> {
 fn track(seg: &Segment, dir: Direction) {
     let key = FlowKey::from_segment(seg, dir);
     // SAFETY: a plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = || unsafe { bpf_ktime_get_ns() };
     match FLOWS.get_ptr_mut(&key) {
         Some(state) => {
             // SAFETY: the pointer comes from a successful lookup and stays valid for the
@@ -102,7 +138,7 @@ fn track(seg: &Segment, dir: Direction) {
             if seg.flags & (TCP_FIN | TCP_RST) != 0 || seg.flags & TCP_ACK == 0 {
                 return;
             }
-            let state = FlowState::first_sighting(seg, dir, now);
+            let state = FlowState::first_sighting(seg, dir, now());
             if let Err(e) = FLOWS.insert(&key, &state, BPF_NOEXIST as u64) {
                 // EEXIST: the other direction inserted it first on another CPU.
                 if e != -EEXIST {

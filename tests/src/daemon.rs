@@ -44,6 +44,11 @@ impl<'ns> Daemon<'ns> {
     /// Starts the daemon in `ns`, attached to `interfaces`, listening on
     /// 127.0.0.1 of that namespace, and waits until it reports itself up.
     pub fn spawn(ns: &'ns Netns, interfaces: &[&str]) -> Daemon<'ns> {
+        Daemon::spawn_with(ns, interfaces, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra command-line flags.
+    pub fn spawn_with(ns: &'ns Netns, interfaces: &[&str], extra: &[&str]) -> Daemon<'ns> {
         let bin = daemon_bin();
         let dir = TempDir::new("daemon");
         let stderr_path = dir.join("daemon.stderr");
@@ -55,7 +60,8 @@ impl<'ns> Daemon<'ns> {
         for iface in interfaces {
             cmd.arg("--interface").arg(iface);
         }
-        cmd.arg("--web.listen-address")
+        cmd.args(extra)
+            .arg("--web.listen-address")
             .arg(addr.to_string())
             .stdin(Stdio::null())
             .stdout(stdout)

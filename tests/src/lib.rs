@@ -16,8 +16,11 @@ pub mod daemon;
 pub mod metrics;
 pub mod netns;
 pub mod process;
+pub mod replay;
+pub mod scale;
 pub mod scenarios;
 pub mod sockets;
+pub mod tc_vlan_probe;
 pub mod timing;
 
 pub use capture::Capture;

@@ -1,6 +1,8 @@
 //! Project tasks that need more than cargo: the privileged test run. The eBPF object is
 //! built only by keepalive-daemon's build.rs; this crate never builds it another way.
 
+mod bench;
+
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
@@ -24,11 +26,26 @@ enum Task {
         #[arg(last = true)]
         filter: Vec<String>,
     },
+    /// Per-packet cost, throughput and daemon resource figures, side by side (root).
+    Bench {
+        /// Seconds of traffic per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Alternating rounds per configuration in the throughput comparison.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Test { unit_only, filter } => test(unit_only, &filter),
+        Task::Bench { seconds, rounds } => {
+            require_root("cargo xtask bench")?;
+            cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+            set_daemon_bin();
+            bench::run(&bench::Options { seconds, rounds })
+        }
     }
 }
 
@@ -61,17 +78,9 @@ fn test(unit_only: bool, filter: &[String]) -> anyhow::Result<()> {
     if unit_only {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
-        bail!(
-            "the integration tests load eBPF programs and create network namespaces: run \
-             `cargo xtask test` as root (or `cargo xtask test --unit-only` for host tests)"
-        );
-    }
+    require_root("cargo xtask test")?;
     cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
-    let daemon = workspace_root().join("target/release/keepalive-daemon");
-    // SAFETY: single-threaded at this point; nothing else reads the environment.
-    unsafe { std::env::set_var("KEEPALIVE_DAEMON_BIN", &daemon) };
+    set_daemon_bin();
     let mut args = vec![
         "test",
         "--package",
@@ -83,7 +92,20 @@ fn test(unit_only: bool, filter: &[String]) -> anyhow::Result<()> {
     cargo(&args)
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} loads eBPF programs and creates network namespaces: run it as root \
+             (`cargo xtask test --unit-only` runs the host tests without root)"
+        );
+    }
+    Ok(())
+}
+
+/// Points the harness at the release daemon just built.
+fn set_daemon_bin() {
+    let daemon = workspace_root().join("target/release/keepalive-daemon");
+    // SAFETY: single-threaded at this point; nothing else reads the environment.
+    unsafe { std::env::set_var(keepalive_tests::daemon::DAEMON_BIN_ENV, &daemon) };
 }

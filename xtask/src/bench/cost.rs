@@ -1,0 +1,55 @@
+//! Per-packet cost of the tc programs from kernel BPF statistics (run_time_ns /
+//! run_cnt), next to an empty tc program attached to the same hooks on the same traffic
+//! in the same run (the daemon's --debug.baseline-program).
+
+use aya::sys::{Stats, enable_stats};
+use keepalive_tests::scenarios::Setup;
+
+use super::{Options, iperf, spawn_daemon};
+
+const OURS: [&str; 2] = ["ka_tc_ingress", "ka_tc_egress"];
+const EMPTY: &str = "ka_tc_empty";
+
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    seconds: f64,
+    runs: f64,
+}
+
+fn totals(s: &keepalive_tests::metrics::Samples, programs: &[&str]) -> Totals {
+    let mut t = Totals::default();
+    for p in programs {
+        t.seconds += s.value(
+            "keepalive_daemon_program_run_seconds_total",
+            &[("program", p)],
+        );
+        t.runs += s.value("keepalive_daemon_program_runs_total", &[("program", p)]);
+    }
+    t
+}
+
+pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
+    // Statistics count while this fd is open (BPF_ENABLE_STATS); closed on return.
+    let _stats = enable_stats(Stats::RunTime)?;
+    let daemon = spawn_daemon(&setup.a, iface, &["--debug.baseline-program"]);
+    println!("## Per-packet cost (ns per program run; goal: ours <= 2x empty)");
+    println!("| traffic | packets | ours ns | empty ns | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, small) in [("bulk", false), ("small segments (64 B, nodelay)", true)] {
+        let before = daemon.scrape();
+        iperf(setup, opts.seconds, small)?;
+        let after = daemon.scrape();
+        let (o0, o1) = (totals(&before, &OURS), totals(&after, &OURS));
+        let (e0, e1) = (totals(&before, &[EMPTY]), totals(&after, &[EMPTY]));
+        let ours = (o1.seconds - o0.seconds) / (o1.runs - o0.runs) * 1e9;
+        let empty = (e1.seconds - e0.seconds) / (e1.runs - e0.runs) * 1e9;
+        println!(
+            "| {name} | {:.0} | {ours:.1} | {empty:.1} | {:.2} |",
+            o1.runs - o0.runs,
+            ours / empty
+        );
+    }
+    println!();
+    daemon.terminate();
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask bench`: figures measured side by side in one run, printed as a report.
+//! Method and latest figures: BENCHMARKS.md.
+
+mod cost;
+mod throughput;
+mod userspace;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use keepalive_tests::{Daemon, netns::Netns, scenarios::Setup};
+
+pub struct Options {
+    /// Seconds of traffic per measurement.
+    pub seconds: u64,
+    /// Rounds per configuration in the throughput comparison.
+    pub rounds: usize,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let setup = Setup::new("bench");
+    let iface = setup.veth.a_if.clone();
+    println!("# keepalive-daemon benchmark");
+    println!("kernel {}, {} CPUs", uname_release(), num_cpus());
+    println!();
+
+    cost::run(&setup, &iface, opts)?;
+    throughput::run(&setup, &iface, opts)?;
+    userspace::run(&setup, &iface)?;
+    Ok(())
+}
+
+/// iperf3 from A to B; returns received bits per second. `small` uses 64-byte writes
+/// with TCP_NODELAY, so nearly every write becomes a segment.
+pub fn iperf(setup: &Setup, seconds: u64, small: bool) -> anyhow::Result<f64> {
+    let mut server = setup.b.command("iperf3");
+    server.args(["-s", "-1", "-B", &keepalive_tests::netns::B_V4.to_string()]);
+    let mut server = server
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let secs = seconds.to_string();
+    let mut args = vec!["-c", "192.0.2.2", "-t", secs.as_str(), "-J"];
+    if small {
+        args.extend(["-l", "64", "-N"]);
+    }
+    let out = setup.a.cmd_output(&[&["iperf3"][..], &args].concat());
+    let _ = server.wait();
+    if !out.status.success() {
+        bail!("iperf3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let json = String::from_utf8_lossy(&out.stdout);
+    // "sum_received": { ... "bits_per_second": N ... }
+    let at = json
+        .find("\"sum_received\"")
+        .context("iperf3 JSON without sum_received")?;
+    let tail = &json[at..];
+    let bps = tail
+        .split("\"bits_per_second\":")
+        .nth(1)
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .context("iperf3 JSON without bits_per_second")?;
+    Ok(bps)
+}
+
+pub fn spawn_daemon<'a>(ns: &'a Netns, iface: &str, extra: &[&str]) -> Daemon<'a> {
+    Daemon::spawn_with(ns, &[iface], extra)
+}
+
+fn uname_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,25 @@
+//! Throughput with the daemon attached versus without, alternating in one run.
+
+use keepalive_tests::scenarios::Setup;
+
+use super::{Options, iperf, spawn_daemon};
+
+pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
+    println!("## Throughput with the daemon vs without (goal: >= 97%)");
+    println!("| traffic | without (Gbit/s) | with (Gbit/s) | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, small) in [("bulk", false), ("small segments (64 B, nodelay)", true)] {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..opts.rounds {
+            without.push(iperf(setup, opts.seconds, small)?);
+            let daemon = spawn_daemon(&setup.a, iface, &[]);
+            with.push(iperf(setup, opts.seconds, small)?);
+            daemon.terminate();
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64 / 1e9;
+        let (a, b) = (mean(&without), mean(&with));
+        println!("| {name} | {a:.3} | {b:.3} | {:.3} |", b / a);
+    }
+    println!();
+    Ok(())
+}
