@@ -16,6 +16,7 @@ mod classify_props;
 pub mod counters;
 pub mod flow;
 pub mod packet;
+pub mod ports;
 pub mod seq;
 pub mod sockhook;
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub struct SockConfig {
     /// LINUX_MIB_TCPKEEPALIVE (from BTF): tcp_write_wakeup()'s `mib` for keepalive.
     pub keepalive_mib: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// offsetof(struct sock, __sk_common.skc_num): the local port, host order (a u16).
+    pub skc_num_off: u32,
 }
 const _: () = assert!(core::mem::size_of::<SockConfig>() == 72);
 

@@ -41,6 +41,11 @@ pub struct Args {
           value_parser = parse_duration)]
     pub sweep_interval: std::time::Duration,
 
+    /// Local port to export per-port series for (tcp_keepalive_port_*), e.g. the
+    /// database port; repeat for several (at most 16). Ports only, never addresses.
+    #[arg(long = "metrics.local-port", value_name = "PORT")]
+    pub local_ports: Vec<u16>,
+
     /// Count socket-level events (timer probes, timeouts) of every network namespace,
     /// not only the daemon's own. The wire counters always cover the watched interfaces.
     #[arg(long = "socket.all-namespaces")]

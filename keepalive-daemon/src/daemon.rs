@@ -1,26 +1,26 @@
 //! Start-up, serving and shutdown.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, PerCpuArray},
 };
-use keepalive_common::flow::{FlowKey, FlowState};
+use keepalive_common::{
+    flow::{FlowKey, FlowState},
+    ports::{MAX_PORTS, PortConfig},
+};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
 };
 
+use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
+
 use crate::{
-    cli::{Args, ListenAddress, parse_listen_address},
-    flows, hooks, http, interfaces,
-    kernel::btf::KernelBtf,
-    metrics::Metrics,
-    sockconfig,
-    state::State,
-    tc,
+    flows, hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, sockconfig,
+    state::State, tc,
 };
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -68,13 +68,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let port_config = port_config(&args.local_ports)?;
     let mut ebpf = EbpfLoader::new()
         .override_global("SOCK_CONFIG", &config, true)
+        .override_global("PORT_CONFIG", &port_config, true)
         .map_max_entries("FLOWS", args.flows_max)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive")))
         .context("loading the eBPF object failed; the daemon needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")?;
 
-    let metrics = Metrics::new().context("building the metrics registry")?;
+    let metrics = Metrics::new(&args.local_ports).context("building the metrics registry")?;
     metrics.flow_capacity.set(args.flows_max.into());
 
     let mut tc_programs = vec![tc::INGRESS_PROGRAM, tc::EGRESS_PROGRAM];
@@ -129,13 +131,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+    let port_counters = PerCpuArray::try_from(take_map(&mut ebpf, "PORT_COUNTERS")?)?;
     let mut flow_map: HashMap<_, FlowKey, FlowState> =
         HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
     let programs = ebpf
         .programs()
         .filter_map(|(name, p)| p.info().ok().map(|info| (name.to_owned(), info.id())))
         .collect();
-    let state = Arc::new(State::new(metrics, counters, programs));
+    let state = Arc::new(State::new(metrics, counters, port_counters, programs));
 
     for listener in listeners {
         log::info!(
@@ -207,4 +210,19 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
             }
         }
     }
+}
+
+/// The kernel's view of --metrics.local-port.
+fn port_config(ports: &[u16]) -> anyhow::Result<PortConfig> {
+    anyhow::ensure!(
+        ports.len() <= MAX_PORTS,
+        "--metrics.local-port given {} times; at most {MAX_PORTS} ports are supported",
+        ports.len()
+    );
+    let mut c = PortConfig {
+        count: ports.len() as u32,
+        ..Default::default()
+    };
+    c.ports[..ports.len()].copy_from_slice(ports);
+    Ok(c)
 }

@@ -212,7 +212,8 @@ fn attach_steps(
             continue;
         }
         if let Err(e) = attach_step(ebpf, step, btf) {
-            for p in new {
+            // The failing program may have loaded before its attach failed.
+            for p in new.into_iter().chain([prog]) {
                 if let Some(program) = ebpf.program_mut(p) {
                     let _ = unload(program);
                 }

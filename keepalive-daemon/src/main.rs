@@ -1,7 +1,6 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
-mod cli;
 mod daemon;
 mod flows;
 mod hooks;
@@ -16,6 +15,7 @@ mod tc;
 use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
+use keepalive_daemon::cli;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();

@@ -5,6 +5,7 @@
 use keepalive_common::{
     Direction, Family,
     counters::{self, COUNTER_SLOTS, KernelError, ResetReason},
+    ports,
 };
 use prometheus::{
     Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -27,6 +28,15 @@ pub struct Metrics {
     program_run_seconds: prometheus::CounterVec,
     program_runs: IntCounterVec,
     pub bpf_stats_enabled: IntGauge,
+    /// Per-port families, registered only with --metrics.local-port.
+    ports: Option<PortMetrics>,
+}
+
+struct PortMetrics {
+    list: Vec<u16>,
+    probes: IntCounterVec,
+    probe_acks: IntCounterVec,
+    resets: IntCounterVec,
 }
 
 fn counter_vec(
@@ -64,8 +74,33 @@ fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounte
 }
 
 impl Metrics {
-    pub fn new() -> prometheus::Result<Metrics> {
+    pub fn new(local_ports: &[u16]) -> prometheus::Result<Metrics> {
         let r = Registry::new();
+        let ports = if local_ports.is_empty() {
+            None
+        } else {
+            Some(PortMetrics {
+                list: local_ports.to_vec(),
+                probes: counter_vec(
+                    &r,
+                    "tcp_keepalive_port_probes_total",
+                    "Keepalive probes on the wire for connections on an allowlisted local port (--metrics.local-port).",
+                    &["local_port", "direction"],
+                )?,
+                probe_acks: counter_vec(
+                    &r,
+                    "tcp_keepalive_port_probe_acks_total",
+                    "Keepalive probes answered by an ACK, for allowlisted local ports; direction is the probe's.",
+                    &["local_port", "direction"],
+                )?,
+                resets: counter_vec(
+                    &r,
+                    "tcp_keepalive_port_resets_total",
+                    "Keepalive-caused resets of connections on allowlisted local ports, by reason.",
+                    &["local_port", "reason"],
+                )?,
+            })
+        };
         let m = Metrics {
             probes: counter_vec(
                 &r,
@@ -152,6 +187,7 @@ impl Metrics {
                 "Runs of each eBPF program (needs kernel.bpf_stats_enabled=1).",
                 &["program"],
             )?,
+            ports,
             bpf_stats_enabled: gauge(
                 &r,
                 "keepalive_daemon_bpf_stats_enabled",
@@ -180,8 +216,50 @@ impl Metrics {
         Ok(m)
     }
 
+    /// The per-port series for (allowlist index, slot), if ports are configured.
+    fn port_counter_for(&self, port_index: usize, slot: u32) -> Option<IntCounter> {
+        let p = self.ports.as_ref()?;
+        let port = p.list.get(port_index)?.to_string();
+        for d in Direction::ALL {
+            if slot == ports::probes(d) {
+                return Some(p.probes.with_label_values(&[&port, d.label()]));
+            }
+            if slot == ports::probe_acks(d) {
+                return Some(p.probe_acks.with_label_values(&[&port, d.label()]));
+            }
+        }
+        ResetReason::ALL
+            .into_iter()
+            .find(|r| ports::resets(*r) == slot)
+            .map(|r| p.resets.with_label_values(&[&port, r.label()]))
+    }
+
+    /// Brings the per-port counters up to the kernel totals (indexed by ports::index).
+    pub fn sync_port_totals(&self, totals: &[u64]) {
+        for (i, total) in totals.iter().enumerate() {
+            let (port_index, slot) = (i / ports::PORT_SLOTS as usize, i as u32 % ports::PORT_SLOTS);
+            if let Some(c) = self.port_counter_for(port_index, slot) {
+                let have = c.get();
+                if *total > have {
+                    c.inc_by(total - have);
+                }
+            }
+        }
+    }
+
+    pub fn has_ports(&self) -> bool {
+        self.ports.is_some()
+    }
+
     /// Creates every kernel-backed series at zero so rate() and alerts work from start.
     fn touch_all(&self) {
+        for i in 0..ports::MAX_PORTS {
+            for slot in 0..ports::PORT_SLOTS {
+                if let Some(c) = self.port_counter_for(i, slot) {
+                    c.inc_by(0);
+                }
+            }
+        }
         for slot in 0..COUNTER_SLOTS {
             if let Some(c) = self.counter_for(slot) {
                 c.inc_by(0);
@@ -263,7 +341,7 @@ mod tests {
 
     #[test]
     fn every_series_exists_at_zero_with_help() {
-        let m = Metrics::new().expect("registry");
+        let m = Metrics::new(&[]).expect("registry");
         let text = m.encode().expect("encode");
         assert!(text.contains(
             "tcp_keepalive_probes_total{direction=\"received\",family=\"ipv6\",payload_bytes=\"1\"} 0"
@@ -289,7 +367,7 @@ mod tests {
 
     #[test]
     fn kernel_totals_sync_and_never_go_back() {
-        let m = Metrics::new().expect("registry");
+        let m = Metrics::new(&[]).expect("registry");
         let mut totals = vec![0u64; COUNTER_SLOTS as usize];
         totals[counters::probes(Direction::Sent, Family::Ipv4, 0) as usize] = 7;
         totals[counters::resets(ResetReason::Timeout, Family::Ipv6) as usize] = 2;
@@ -301,5 +379,34 @@ mod tests {
             "tcp_keepalive_probes_total{direction=\"sent\",family=\"ipv4\",payload_bytes=\"0\"} 7"
         ));
         assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv6\",reason=\"timeout\"} 2"));
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn port_series_exist_only_when_asked_and_sync() {
+        let none = Metrics::new(&[])
+            .expect("registry")
+            .encode()
+            .expect("encode");
+        assert!(!none.contains("tcp_keepalive_port_"));
+        let m = Metrics::new(&[5432, 6379]).expect("registry");
+        let mut totals = vec![0u64; ports::MAX_PORTS * ports::PORT_SLOTS as usize];
+        totals[ports::index(1, ports::resets(ResetReason::Timeout)) as usize] = 4;
+        m.sync_port_totals(&totals);
+        let text = m.encode().expect("encode");
+        assert!(
+            text.contains(
+                "tcp_keepalive_port_probes_total{direction=\"sent\",local_port=\"5432\"} 0"
+            )
+        );
+        assert!(
+            text.contains(
+                "tcp_keepalive_port_resets_total{local_port=\"6379\",reason=\"timeout\"} 4"
+            )
+        );
     }
 }

@@ -37,6 +37,7 @@ pub fn resolve(
     let mut c = SockConfig {
         skc_family_off: btf.member("sock", &["__sk_common", "skc_family"])?.offset,
         skc_net_off: btf.member("sock", &["__sk_common", "skc_net"])?.offset,
+        skc_num_off: btf.member("sock", &["__sk_common", "skc_num"])?.offset,
         net_inum_off: btf
             .member("net", &["ns", "inum"])
             .context("struct net's namespace inode")?

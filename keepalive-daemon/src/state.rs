@@ -1,29 +1,47 @@
-//! What the HTTP handlers share: the registry and the kernel counter array.
+//! What the HTTP handlers share: the registry and the kernel counter arrays.
 
 use std::sync::Mutex;
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray};
-use keepalive_common::counters::COUNTER_SLOTS;
+use keepalive_common::{counters::COUNTER_SLOTS, ports};
 
 use crate::metrics::Metrics;
 
 pub struct State {
     pub metrics: Metrics,
     counters: Mutex<PerCpuArray<MapData, u64>>,
+    port_counters: Mutex<PerCpuArray<MapData, u64>>,
     /// Loaded programs by name and kernel id, for their run-time statistics.
     programs: Vec<(String, u32)>,
+}
+
+/// Sums each slot of a per-CPU counter array over all CPUs.
+fn totals(map: &Mutex<PerCpuArray<MapData, u64>>, slots: u32) -> anyhow::Result<Vec<u64>> {
+    let counters = map
+        .lock()
+        .map_err(|_| anyhow!("counter map lock poisoned"))?;
+    (0..slots)
+        .map(|slot| {
+            let per_cpu = counters
+                .get(&slot, 0)
+                .with_context(|| format!("reading counter slot {slot}"))?;
+            Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+        })
+        .collect()
 }
 
 impl State {
     pub fn new(
         metrics: Metrics,
         counters: PerCpuArray<MapData, u64>,
+        port_counters: PerCpuArray<MapData, u64>,
         programs: Vec<(String, u32)>,
     ) -> State {
         State {
             metrics,
             counters: Mutex::new(counters),
+            port_counters: Mutex::new(port_counters),
             programs,
         }
     }
@@ -42,29 +60,21 @@ impl State {
         self.metrics.bpf_stats_enabled.set(i64::from(enabled));
     }
 
-    /// Sums each counter slot over all CPUs.
-    fn kernel_totals(&self) -> anyhow::Result<Vec<u64>> {
-        let counters = self
-            .counters
-            .lock()
-            .map_err(|_| anyhow!("counter map lock poisoned"))?;
-        (0..COUNTER_SLOTS)
-            .map(|slot| {
-                let per_cpu = counters
-                    .get(&slot, 0)
-                    .with_context(|| format!("reading counter slot {slot}"))?;
-                Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
-            })
-            .collect()
+    fn sync_kernel(&self) -> anyhow::Result<()> {
+        self.metrics
+            .sync_kernel_totals(&totals(&self.counters, COUNTER_SLOTS)?);
+        if self.metrics.has_ports() {
+            let slots = (ports::MAX_PORTS as u32) * ports::PORT_SLOTS;
+            self.metrics
+                .sync_port_totals(&totals(&self.port_counters, slots)?);
+        }
+        Ok(())
     }
 
     pub fn render_metrics(&self) -> anyhow::Result<String> {
-        match self.kernel_totals() {
-            Ok(totals) => self.metrics.sync_kernel_totals(&totals),
-            Err(e) => {
-                self.metrics.map_read_errors.inc();
-                log::warn!("{e:#}");
-            }
+        if let Err(e) = self.sync_kernel() {
+            self.metrics.map_read_errors.inc();
+            log::warn!("{e:#}");
         }
         self.sync_program_stats();
         Ok(self.metrics.encode()?)

@@ -7,6 +7,7 @@ use aya_ebpf::{
 use keepalive_common::{
     counters::COUNTER_SLOTS,
     flow::{FlowKey, FlowState},
+    ports::{self, PortConfig},
     sockhook::{SockConfig, TimerSlot},
 };
 
@@ -41,8 +42,36 @@ static SOCK_CONFIG: SockConfig = SockConfig {
     keepalive_timeout_reason: 0,
     keepalive_mib: 0,
     flags: 0,
+    skc_num_off: 0,
+};
+
+/// Per-port counters for the --metrics.local-port allowlist (index: ports::index).
+#[map]
+pub static PORT_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries((ports::MAX_PORTS as u32) * ports::PORT_SLOTS, 0);
+
+#[unsafe(no_mangle)]
+static PORT_CONFIG: PortConfig = PortConfig {
+    ports: [0; ports::MAX_PORTS],
+    count: 0,
     _pad: 0,
 };
+
+/// Counts `slot` for local port `port` when the port is in the allowlist.
+#[inline(always)]
+pub fn count_port(port: u16, slot: u32) {
+    // SAFETY: PORT_CONFIG is a plain static of integers (rewritten by the loader).
+    let cfg = unsafe { core::ptr::read_volatile(&raw const PORT_CONFIG) };
+    if cfg.count == 0 {
+        return;
+    }
+    if let Some(i) = cfg.index_of(port)
+        && let Some(p) = PORT_COUNTERS.get_ptr_mut(ports::index(i, slot))
+    {
+        // SAFETY: this CPU's u64 from a successful per-CPU array lookup.
+        unsafe { *p += 1 };
+    }
+}
 
 /// The configuration as the daemon set it. The volatile read keeps the compiler from
 /// folding the zero initialiser into the code (the daemon rewrites .rodata at load).

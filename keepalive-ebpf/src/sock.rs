@@ -4,10 +4,11 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use keepalive_common::{
     Family,
     counters::{self, KernelError},
+    ports,
     sockhook::{SockConfig, config_flags},
 };
 
-use crate::maps::count;
+use crate::maps::{count, count_port};
 
 /// Reads a `T` at kernel address `addr`; counts and returns `None` on failure.
 #[inline(always)]
@@ -45,5 +46,8 @@ pub fn family(cfg: &SockConfig, sk: u64) -> Option<Family> {
 pub fn count_timeout(cfg: &SockConfig, sk: u64) {
     if let Some(family) = family(cfg, sk) {
         count(counters::resets(counters::ResetReason::Timeout, family));
+    }
+    if let Some(port) = read::<u16>(sk + cfg.skc_num_off as u64) {
+        count_port(port, ports::resets(counters::ResetReason::Timeout));
     }
 }

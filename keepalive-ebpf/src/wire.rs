@@ -9,9 +9,10 @@ use keepalive_common::{
     packet::{
         Header, Packet, ParseError, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, parse_ethernet,
     },
+    ports,
 };
 
-use crate::maps::{FLOWS, count};
+use crate::maps::{FLOWS, count, count_port};
 
 /// TC_ACT_UNSPEC: let the next program or filter decide (TCX_NEXT under TCX). We only
 /// observe, and must not cut other programs on the same hook short.
@@ -130,6 +131,9 @@ fn track(seg: &Segment, dir: Direction) {
             let verdict = classify(state, seg, dir, now);
             if let Some(slot) = counters::for_verdict(verdict, dir, seg.family) {
                 count(slot);
+                if let Some(port_slot) = ports::for_verdict(verdict, dir) {
+                    count_port(key.local_port, port_slot);
+                }
             }
         }
         None => {

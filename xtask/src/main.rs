@@ -34,17 +34,28 @@ enum Task {
         /// Alternating rounds per configuration in the throughput comparison.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Run one section only: cost, throughput or userspace.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Test { unit_only, filter } => test(unit_only, &filter),
-        Task::Bench { seconds, rounds } => {
+        Task::Bench {
+            seconds,
+            rounds,
+            only,
+        } => {
             require_root("cargo xtask bench")?;
             cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
             set_daemon_bin();
-            bench::run(&bench::Options { seconds, rounds })
+            bench::run(&bench::Options {
+                seconds,
+                rounds,
+                only,
+            })
         }
     }
 }

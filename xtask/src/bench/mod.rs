@@ -15,6 +15,8 @@ pub struct Options {
     pub seconds: u64,
     /// Rounds per configuration in the throughput comparison.
     pub rounds: usize,
+    /// Only this section (cost, throughput, userspace).
+    pub only: Option<String>,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -24,9 +26,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     println!("kernel {}, {} CPUs", uname_release(), num_cpus());
     println!();
 
-    cost::run(&setup, &iface, opts)?;
-    throughput::run(&setup, &iface, opts)?;
-    userspace::run(&setup, &iface)?;
+    let want = |section: &str| opts.only.as_deref().is_none_or(|o| o == section);
+    if let Some(o) = opts.only.as_deref() {
+        anyhow::ensure!(
+            ["cost", "throughput", "userspace"].contains(&o),
+            "unknown section {o}"
+        );
+    }
+    if want("cost") {
+        cost::run(&setup, &iface, opts)?;
+    }
+    if want("throughput") {
+        throughput::run(&setup, &iface, opts)?;
+    }
+    if want("userspace") {
+        userspace::run(&setup, &iface)?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,4 @@
+//! The daemon's command-line definition, as a library so packaging (`cargo xtask
+//! package`) can generate the man page and shell completions from the same source.
+
+pub mod cli;
