@@ -13,6 +13,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "keepalive-daemon", version, about, long_about = None)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to serve /metrics on; repeat for several. ":PORT" listens on every
     /// address (IPv6 and IPv4).
     #[arg(
@@ -88,6 +91,25 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?}: at least 100ms"));
     }
     Ok(d)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the keepalive view of each tracked connection from a running daemon
+    /// (GET /connections): probes sent and received, answers, unanswered streaks, time
+    /// since the last probe, and how keepalive ended it.
+    Connections {
+        /// The running daemon's address.
+        #[arg(
+            long = "web.address",
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:10291"
+        )]
+        address: String,
+        /// Connections to show at most, most recently active first.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use tokio::{
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 
 use crate::{
-    flows, hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, sockconfig,
+    hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
     state::State, tc,
 };
 
@@ -105,6 +105,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         log::warn!("no interface to watch yet: wire counters stay at zero");
     }
 
+    let attached_ifaces = chosen.len();
+    let mut hook_summary = Vec::new();
     let kernel_btf = aya::Btf::from_sys_fs().ok();
     for choice in hooks::attach_all(&mut ebpf, &prerequisites, kernel_btf.as_ref()) {
         for (m, why) in &choice.rejected {
@@ -121,6 +123,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_label_values(&[choice.hook.label(), m.label()])
                 .set(v);
         }
+        hook_summary.push(format!(
+            "{}={}",
+            choice.hook.label(),
+            choice.chosen.map_or("none", |m| m.label())
+        ));
         match choice.chosen {
             Some(m) => log::info!("hook {} attached via {}", choice.hook.label(), m.label()),
             None => log::warn!(
@@ -132,13 +139,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
     let port_counters = PerCpuArray::try_from(take_map(&mut ebpf, "PORT_COUNTERS")?)?;
-    let mut flow_map: HashMap<_, FlowKey, FlowState> =
+    let flow_map: HashMap<_, FlowKey, FlowState> =
         HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
     let programs = ebpf
         .programs()
         .filter_map(|(name, p)| p.info().ok().map(|info| (name.to_owned(), info.id())))
         .collect();
-    let state = Arc::new(State::new(metrics, counters, port_counters, programs));
+    let state = Arc::new(State::new(
+        metrics,
+        counters,
+        port_counters,
+        flow_map,
+        programs,
+    ));
 
     for listener in listeners {
         log::info!(
@@ -153,14 +166,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(sweep_interval);
         loop {
             tick.tick().await;
-            let r = flows::sweep(&mut flow_map, flows::monotonic_ns());
-            let m = &sweeper_state.metrics;
-            m.flow_entries.set(r.entries as i64);
-            m.flows_swept.inc_by(r.removed);
-            m.map_read_errors.inc_by(r.read_errors);
+            sweeper_state.sweep_flows();
         }
     });
     log::info!("ready");
+    let notifier = notify::Notifier::from_env();
+    let hooks_in_use = hook_summary.join(", ");
+    notifier.send(&format!(
+        "READY=1\nSTATUS=watching {attached_ifaces} interface(s); hooks: {hooks_in_use}"
+    ));
+    if let Some(every) = notify::Notifier::watchdog_interval() {
+        // Fed by real progress: each ping needs a successful read of the kernel counters.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match state.render_metrics_checked() {
+                    Ok(()) => notifier.send("WATCHDOG=1"),
+                    Err(e) => log::error!("watchdog: kernel counters unreadable: {e:#}"),
+                }
+            }
+        });
+    }
 
     wait_for_shutdown().await?;
     detach(ebpf);

@@ -8,7 +8,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::state::State;
+use crate::{connections, state::State};
 
 const MAX_REQUEST_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,8 +59,8 @@ async fn handle(mut stream: TcpStream, state: &State) {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let path = target.split('?').next().unwrap_or_default();
-    let (status, ctype, body) = route(method, path, state);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (status, ctype, body) = route(method, path, query, state);
     // HEAD gets the same headers and no body.
     let body = if method == "HEAD" {
         &b""[..]
@@ -70,7 +70,7 @@ async fn handle(mut stream: TcpStream, state: &State) {
     let _ = respond(&mut stream, status, ctype, body).await;
 }
 
-fn route(method: &str, path: &str, state: &State) -> (u16, &'static str, String) {
+fn route(method: &str, path: &str, query: &str, state: &State) -> (u16, &'static str, String) {
     if method != "GET" && method != "HEAD" {
         return (405, "text/plain", "only GET is supported\n".into());
     }
@@ -87,6 +87,25 @@ fn route(method: &str, path: &str, state: &State) -> (u16, &'static str, String)
             }
         },
         "/" => (200, "text/html; charset=utf-8", landing_page()),
+        "/connections" => {
+            let listing = state
+                .connections(connections::limit_from_query(query))
+                .and_then(|l| Ok(serde_json::to_string_pretty(&l)?));
+            match listing {
+                Ok(json) => (200, "application/json", json + "\n"),
+                Err(e) => (
+                    500,
+                    "text/plain",
+                    format!("reading the flow map failed: {e:#}\n"),
+                ),
+            }
+        }
+        // Served only once every program is attached; fails if the kernel counters
+        // cannot be read.
+        "/healthz" => match state.render_metrics_checked() {
+            Ok(()) => (200, "text/plain", "ok\n".into()),
+            Err(e) => (503, "text/plain", format!("unhealthy: {e:#}\n")),
+        },
         _ => (404, "text/plain", "not found; try /metrics\n".into()),
     }
 }
@@ -95,7 +114,7 @@ fn landing_page() -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><title>keepalive-daemon</title></head><body>\n\
          <h1>keepalive-daemon {}</h1>\n<p>TCP keepalive probes, answers and keepalive-caused resets, \
-         seen with eBPF.</p>\n<p><a href=\"/metrics\">Metrics</a></p>\n</body></html>\n",
+         seen with eBPF.</p>\n<p><a href=\"/metrics\">Metrics</a> &middot; <a href=\"/connections\">Connections</a> &middot; <a href=\"/healthz\">Health</a></p>\n</body></html>\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -111,6 +130,7 @@ async fn respond(
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let head = format!(

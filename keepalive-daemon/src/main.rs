@@ -1,6 +1,8 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
+mod client;
+mod connections;
 mod daemon;
 mod flows;
 mod hooks;
@@ -8,6 +10,7 @@ mod http;
 mod interfaces;
 mod kernel;
 mod metrics;
+mod notify;
 mod sockconfig;
 mod state;
 mod tc;
@@ -20,6 +23,15 @@ use keepalive_daemon::cli;
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_level);
+    if let Some(cli::Command::Connections { address, limit }) = &args.command {
+        return match client::print_connections(address, *limit) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,15 +3,22 @@
 use std::sync::Mutex;
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{MapData, PerCpuArray};
-use keepalive_common::{counters::COUNTER_SLOTS, ports};
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use keepalive_common::{
+    counters::COUNTER_SLOTS,
+    flow::{FlowKey, FlowState},
+    ports,
+};
 
-use crate::metrics::Metrics;
+use crate::{connections, flows, metrics::Metrics};
+
+pub type FlowMap = HashMap<MapData, FlowKey, FlowState>;
 
 pub struct State {
     pub metrics: Metrics,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     port_counters: Mutex<PerCpuArray<MapData, u64>>,
+    flows: Mutex<FlowMap>,
     /// Loaded programs by name and kernel id, for their run-time statistics.
     programs: Vec<(String, u32)>,
 }
@@ -36,14 +43,37 @@ impl State {
         metrics: Metrics,
         counters: PerCpuArray<MapData, u64>,
         port_counters: PerCpuArray<MapData, u64>,
+        flows: FlowMap,
         programs: Vec<(String, u32)>,
     ) -> State {
         State {
             metrics,
             counters: Mutex::new(counters),
             port_counters: Mutex::new(port_counters),
+            flows: Mutex::new(flows),
             programs,
         }
+    }
+
+    /// Drops closed connections from the flow map and refreshes its gauges.
+    pub fn sweep_flows(&self) {
+        let Ok(mut map) = self.flows.lock() else {
+            return;
+        };
+        let r = flows::sweep(&mut map, flows::monotonic_ns());
+        self.metrics.flow_entries.set(r.entries as i64);
+        self.metrics.flows_swept.inc_by(r.removed);
+        self.metrics.map_read_errors.inc_by(r.read_errors);
+    }
+
+    /// The per-connection view, at most `limit` connections.
+    pub fn connections(&self, limit: usize) -> anyhow::Result<connections::Listing> {
+        let map = self
+            .flows
+            .lock()
+            .map_err(|_| anyhow!("flow map lock poisoned"))?;
+        let entries: Vec<(FlowKey, FlowState)> = map.iter().filter_map(Result::ok).collect();
+        Ok(connections::listing(entries, limit, flows::monotonic_ns()))
     }
 
     /// Run time and run count of our programs (non-zero only with kernel.bpf_stats_enabled=1).
@@ -69,6 +99,11 @@ impl State {
                 .sync_port_totals(&totals(&self.port_counters, slots)?);
         }
         Ok(())
+    }
+
+    /// Reads the kernel counters, failing if they cannot be read (watchdog, /healthz).
+    pub fn render_metrics_checked(&self) -> anyhow::Result<()> {
+        self.sync_kernel()
     }
 
     pub fn render_metrics(&self) -> anyhow::Result<String> {

@@ -1,0 +1,245 @@
+//! The per-connection view (GET /connections), outside Prometheus: addresses and ports
+//! are fine here, unlike in metric labels. Bounded: at most `limit` connections, most
+//! recently active first, with a note when truncated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use keepalive_common::{
+    Direction, Family,
+    flow::{FlowKey, FlowState, flow_end},
+};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = 10_000;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Connection {
+    pub family: String,
+    pub local: String,
+    pub remote: String,
+    pub probes_sent: u32,
+    pub probes_received: u32,
+    /// Probes this host sent that the peer answered with an ACK.
+    pub probes_sent_answered: u32,
+    /// Probes this host received and answered with an ACK.
+    pub probes_received_answered: u32,
+    pub zero_window_probes_sent: u32,
+    pub zero_window_probes_received: u32,
+    /// Probes in a row without an answer, per direction.
+    pub unanswered_streak_sent: u32,
+    pub unanswered_streak_received: u32,
+    /// Seconds since the last keepalive probe either way; null if none was seen.
+    pub seconds_since_last_probe: Option<f64>,
+    /// open, closed, peer_reset (our probe was answered with RST) or local_reset (we
+    /// answered the peer's probe with RST).
+    pub ended: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listing {
+    pub connections: Vec<Connection>,
+    /// Connections in the kernel flow map.
+    pub total: usize,
+    pub limit: usize,
+    pub truncated: bool,
+    /// Explains truncation, or what the view cannot show.
+    pub note: String,
+}
+
+pub fn address(key: &FlowKey, local: bool) -> SocketAddr {
+    let (words, port) = if local {
+        (key.local_addr, key.local_port)
+    } else {
+        (key.remote_addr, key.remote_port)
+    };
+    let ip = match key.family() {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes())),
+        Family::Ipv6 => {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn ended(end: u32) -> &'static str {
+    match end {
+        flow_end::CLOSED => "closed",
+        flow_end::PEER_RESET => "peer_reset",
+        flow_end::LOCAL_RESET => "local_reset",
+        _ => "open",
+    }
+}
+
+pub fn describe(key: &FlowKey, st: &FlowState, now_ns: u64) -> Connection {
+    let (s, r) = (
+        &st.dir[Direction::Sent.index()],
+        &st.dir[Direction::Received.index()],
+    );
+    let last = s.last_probe_ns.max(r.last_probe_ns);
+    Connection {
+        family: key.family().label().to_owned(),
+        local: address(key, true).to_string(),
+        remote: address(key, false).to_string(),
+        probes_sent: s.probes,
+        probes_received: r.probes,
+        probes_sent_answered: s.probe_acks,
+        probes_received_answered: r.probe_acks,
+        zero_window_probes_sent: s.zero_window_probes,
+        zero_window_probes_received: r.zero_window_probes,
+        unanswered_streak_sent: s.unanswered_streak,
+        unanswered_streak_received: r.unanswered_streak,
+        seconds_since_last_probe: (last != 0).then(|| now_ns.saturating_sub(last) as f64 / 1e9),
+        ended: ended(st.end).to_owned(),
+    }
+}
+
+/// Builds the listing from all map entries: most recently active first, then `limit`.
+pub fn listing(mut entries: Vec<(FlowKey, FlowState)>, limit: usize, now_ns: u64) -> Listing {
+    let total = entries.len();
+    entries.sort_by_key(|(_, st)| {
+        let d = &st.dir;
+        std::cmp::Reverse(
+            st.last_seen_ns
+                .max(d[0].last_probe_ns)
+                .max(d[1].last_probe_ns),
+        )
+    });
+    let truncated = total > limit;
+    let connections = entries
+        .iter()
+        .take(limit)
+        .map(|(k, st)| describe(k, st, now_ns))
+        .collect();
+    let note = if truncated {
+        format!(
+            "showing the {limit} most recently active of {total} connections; raise ?limit= (at most {MAX_LIMIT})"
+        )
+    } else {
+        "keepalive settings per connection are not tracked yet".to_owned()
+    };
+    Listing {
+        connections,
+        total,
+        limit,
+        truncated,
+        note,
+    }
+}
+
+/// `?limit=N` from a query string, clamped to 1..=MAX_LIMIT.
+pub fn limit_from_query(query: &str) -> usize {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="))
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(DEFAULT_LIMIT, |n| n.clamp(1, MAX_LIMIT))
+}
+
+/// The table `keepalive-daemon connections` prints.
+pub fn table(l: &Listing) -> String {
+    let mut out = format!(
+        "{:<46} {:<46} {:>7} {:>7} {:>9} {:>9} {:>10} {:>11}\n",
+        "LOCAL", "REMOTE", "SENT", "RECV", "ANSWERED", "UNANSW", "LAST(s)", "ENDED"
+    );
+    for c in &l.connections {
+        let last = c
+            .seconds_since_last_probe
+            .map_or("-".to_owned(), |s| format!("{s:.1}"));
+        out += &format!(
+            "{:<46} {:<46} {:>7} {:>7} {:>9} {:>9} {:>10} {:>11}\n",
+            c.local,
+            c.remote,
+            c.probes_sent,
+            c.probes_received,
+            format!("{}/{}", c.probes_sent_answered, c.probes_received_answered),
+            format!(
+                "{}/{}",
+                c.unanswered_streak_sent, c.unanswered_streak_received
+            ),
+            last,
+            c.ended
+        );
+    }
+    out += &format!(
+        "{} of {} connections. {}\n",
+        l.connections.len(),
+        l.total,
+        l.note
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u8, family: Family) -> FlowKey {
+        let mut k = FlowKey {
+            local_addr: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
+            remote_addr: [u32::from_ne_bytes([192, 0, 2, i]), 0, 0, 0],
+            local_port: 5432,
+            remote_port: 40000 + i as u16,
+            family: family as u32,
+        };
+        if family == Family::Ipv6 {
+            k.local_addr = [
+                u32::from_ne_bytes([0x20, 0x01, 0x0d, 0xb8]),
+                0,
+                0,
+                u32::from_ne_bytes([0, 0, 0, 1]),
+            ];
+        }
+        k
+    }
+
+    #[test]
+    fn addresses_render_for_both_families() {
+        assert_eq!(
+            address(&key(2, Family::Ipv4), false).to_string(),
+            "192.0.2.2:40002"
+        );
+        assert_eq!(
+            address(&key(2, Family::Ipv6), true).to_string(),
+            "[2001:db8::1]:5432"
+        );
+    }
+
+    #[test]
+    fn listing_is_bounded_recent_first_and_says_so() {
+        let entries: Vec<_> = (1..=5u8)
+            .map(|i| {
+                let mut st = FlowState {
+                    last_seen_ns: i as u64 * 1_000_000_000,
+                    ..Default::default()
+                };
+                st.dir[0].probes = i as u32;
+                st.dir[0].last_probe_ns = st.last_seen_ns;
+                (key(i, Family::Ipv4), st)
+            })
+            .collect();
+        let l = listing(entries, 2, 6_000_000_000);
+        assert_eq!((l.total, l.truncated, l.connections.len()), (5, true, 2));
+        assert_eq!(l.connections[0].probes_sent, 5);
+        assert_eq!(l.connections[0].seconds_since_last_probe, Some(1.0));
+        assert!(l.note.contains("2 most recently active of 5"));
+        let text = table(&l);
+        assert!(text.contains("192.0.2.5:40005") && text.contains("2 of 5 connections"));
+        let json = serde_json::to_string(&l).unwrap();
+        let back: Listing = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.connections, l.connections);
+    }
+
+    #[test]
+    fn limit_parsing_is_clamped() {
+        assert_eq!(limit_from_query(""), DEFAULT_LIMIT);
+        assert_eq!(limit_from_query("limit=5"), 5);
+        assert_eq!(limit_from_query("x=1&limit=999999"), MAX_LIMIT);
+        assert_eq!(limit_from_query("limit=0"), 1);
+        assert_eq!(limit_from_query("limit=abc"), DEFAULT_LIMIT);
+    }
+}
