@@ -25,6 +25,12 @@ pub struct Args {
     )]
     pub listen: Vec<String>,
 
+    /// Web configuration (TLS, basic auth): the YAML of Prometheus' exporter-toolkit
+    /// (tls_server_config: cert_file, key_file, client_ca_file, client_auth_type;
+    /// basic_auth_users: user: bcrypt-hash).
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Interface to watch; repeat for several; shell globs allowed ("veth*").
     /// Default: every interface that is up.
     #[arg(long = "interface", value_name = "NAME|GLOB")]

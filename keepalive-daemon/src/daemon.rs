@@ -20,11 +20,24 @@ use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 
 use crate::{
     hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
-    state::State, tc,
+    state::State, tc, webconfig,
 };
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    // Bind first: a port in use fails before anything is attached.
+    // Web configuration and binding first: a bad TLS file or a port in use fails
+    // before anything is attached.
+    let web = match &args.web_config_file {
+        None => http::Web::default(),
+        Some(path) => {
+            let config = webconfig::WebConfig::load(path)?;
+            http::Web {
+                tls: config.tls()?.map(tokio_rustls::TlsAcceptor::from),
+                users: config.basic_auth_users,
+            }
+        }
+    };
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    let web = Arc::new(web);
     let mut listeners = Vec::new();
     for addr in &args.listen {
         listeners.push(bind(addr).await?);
@@ -155,10 +168,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     for listener in listeners {
         log::info!(
-            "serving metrics on http://{}/metrics",
+            "serving metrics on {scheme}://{}/metrics",
             listener.local_addr()?
         );
-        tokio::spawn(http::serve(listener, state.clone()));
+        tokio::spawn(http::serve(listener, state.clone(), web.clone()));
     }
     let sweeper_state = state.clone();
     let sweep_interval = args.sweep_interval;

@@ -1,28 +1,47 @@
 //! A small HTTP/1.1 server for /metrics and the landing page. One request per
 //! connection, bounded request size and time.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpListener,
 };
+use tokio_rustls::TlsAcceptor;
 
-use crate::{connections, state::State};
+use crate::{connections, state::State, webconfig};
+
+/// What --web.config.file asks of every connection.
+#[derive(Default)]
+pub struct Web {
+    pub tls: Option<TlsAcceptor>,
+    /// User name -> bcrypt hash; empty: no authentication.
+    pub users: BTreeMap<String, String>,
+}
 
 const MAX_REQUEST_HEAD: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, state: Arc<State>) {
+pub async fn serve(listener: TcpListener, state: Arc<State>, web: Arc<Web>) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let state = state.clone();
+            Ok((stream, peer)) => {
+                let (state, web) = (state.clone(), web.clone());
                 tokio::spawn(async move {
-                    if let Err(e) =
-                        tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &state)).await
+                    let serve_one = async {
+                        match &web.tls {
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(tls) => handle(tls, &state, &web).await,
+                                Err(e) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                            },
+                            None => handle(stream, &state, &web).await,
+                        }
+                    };
+                    if tokio::time::timeout(REQUEST_TIMEOUT, serve_one)
+                        .await
+                        .is_err()
                     {
-                        log::debug!("HTTP request timed out: {e}");
+                        log::debug!("HTTP request from {peer} timed out");
                     }
                 });
             }
@@ -34,7 +53,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &State) {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, web: &Web) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -60,6 +79,26 @@ async fn handle(mut stream: TcpStream, state: &State) {
         parts.next().unwrap_or_default(),
     );
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !web.users.is_empty() {
+        let authorization = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            })
+            .map(|(_, v)| v.trim().to_owned());
+        let users = web.users.clone();
+        // bcrypt is slow on purpose: keep it off the async thread.
+        let ok = tokio::task::spawn_blocking(move || {
+            webconfig::authorized(&users, authorization.as_deref())
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            let _ = respond(&mut stream, 401, "text/plain", b"unauthorized\n").await;
+            return;
+        }
+    }
     let (status, ctype, body) = route(method, path, query, state);
     // HEAD gets the same headers and no body.
     let body = if method == "HEAD" {
@@ -119,22 +158,28 @@ fn landing_page() -> String {
     )
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     ctype: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Basic realm=\"keepalive-daemon\"\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

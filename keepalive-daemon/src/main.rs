@@ -14,6 +14,7 @@ mod notify;
 mod sockconfig;
 mod state;
 mod tc;
+mod webconfig;
 
 use std::{io::Write as _, process::ExitCode};
 
