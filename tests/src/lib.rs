@@ -12,6 +12,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod corpus;
 pub mod daemon;
 pub mod metrics;
 pub mod netns;
