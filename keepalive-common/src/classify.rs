@@ -101,8 +101,11 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
     }
     if seg.has(TCP_FIN) || !seg.has(TCP_ACK) {
         me.flags &= !PROBE_PENDING;
-        if seg.has(TCP_FIN) && st.end == flow_end::OPEN {
-            st.end = flow_end::CLOSED;
+        if seg.has(TCP_FIN) {
+            me.flags |= FIN_SEEN;
+            if other.flags & FIN_SEEN != 0 && st.end == flow_end::OPEN {
+                st.end = flow_end::CLOSED;
+            }
         }
         learn_dir(me, other, seg);
         return Verdict::Nothing;

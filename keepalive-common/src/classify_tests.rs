@@ -392,3 +392,34 @@ fn data_that_keeps_the_window_closed_keeps_probes_zero_window() {
         ]
     );
 }
+
+#[test]
+fn a_half_closed_connection_stays_open_and_keeps_counting() {
+    let mut st = established(1000, 5000);
+    // The peer closes its half (FIN takes seq 5000); we stay in CLOSE_WAIT and probe.
+    let v = run(
+        &mut st,
+        &[
+            (In, seg(5000, 1000, TCP_ACK | TCP_FIN, 0, 1000)),
+            (Out, ack(1000, 5001)),
+            (Out, ack(999, 5001)),
+            (In, ack(5001, 1000)),
+        ],
+    );
+    assert_eq!(
+        v,
+        [
+            Verdict::Nothing,
+            Verdict::Nothing,
+            Verdict::Probe { payload_bytes: 0 },
+            Verdict::ProbeAck
+        ]
+    );
+    assert_eq!(st.end, flow_end::OPEN);
+    // Our FIN completes the close.
+    run(
+        &mut st,
+        &[(Out, seg(1000, 5001, TCP_ACK | TCP_FIN, 0, 1000))],
+    );
+    assert_eq!(st.end, flow_end::CLOSED);
+}

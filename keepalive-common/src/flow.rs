@@ -55,6 +55,9 @@ pub mod dir_flags {
     pub const PROBE_PENDING: u32 = 1 << 2;
     /// The last window this side advertised was zero.
     pub const WINDOW_ZERO: u32 = 1 << 3;
+    /// This side sent a FIN. One FIN is a half-close: the other side may go on
+    /// sending, and probing, for hours; the connection is closed when both have.
+    pub const FIN_SEEN: u32 = 1 << 4;
 }
 
 /// What is known of one direction of a connection (one sender).
@@ -85,7 +88,7 @@ const _: () = assert!(core::mem::size_of::<DirState>() == 40);
 /// `FlowState::end` values: how a tracked connection ended, if keepalive ended it.
 pub mod flow_end {
     pub const OPEN: u32 = 0;
-    /// A FIN or an unrelated RST was seen: closed, not by keepalive.
+    /// Both sides sent FIN, or an unrelated RST was seen: closed, not by keepalive.
     pub const CLOSED: u32 = 1;
     /// A probe this host sent was answered with RST.
     pub const PEER_RESET: u32 = 2;
