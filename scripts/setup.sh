@@ -10,7 +10,7 @@ log() { echo "setup: $*" >&2; }
 STABLE=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel = "\(.*\)"/\1/p' keepalive-ebpf/rust-toolchain.toml)
 BPF_LINKER_VERSION=0.13.0
-PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates)
+PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates openssl iperf3 prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -33,8 +33,10 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
     let _stats = enable_stats(Stats::RunTime)?;
     let daemon = spawn_daemon(&setup.a, iface, &["--debug.baseline-program"]);
     println!("## Per-packet cost (ns per program run; goal: ours <= 2x empty)");
-    println!("| traffic | packets | ours ns | empty ns | ratio |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| traffic | packets | ours ns | empty ns | ratio | ingress ns (runs) | egress ns (runs) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, small) in [("bulk", false), ("small segments (64 B, nodelay)", true)] {
         let before = daemon.scrape();
         iperf(setup, opts.seconds, small)?;
@@ -43,10 +45,20 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         let (e0, e1) = (totals(&before, &[EMPTY]), totals(&after, &[EMPTY]));
         let ours = (o1.seconds - o0.seconds) / (o1.runs - o0.runs) * 1e9;
         let empty = (e1.seconds - e0.seconds) / (e1.runs - e0.runs) * 1e9;
+        let per_hook = |p: &str| {
+            let (a, b) = (totals(&before, &[p]), totals(&after, &[p]));
+            format!(
+                "{:.1} ({:.0})",
+                (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9,
+                b.runs - a.runs
+            )
+        };
         println!(
-            "| {name} | {:.0} | {ours:.1} | {empty:.1} | {:.2} |",
+            "| {name} | {:.0} | {ours:.1} | {empty:.1} | {:.2} | {} | {} |",
             o1.runs - o0.runs,
-            ours / empty
+            ours / empty,
+            per_hook(OURS[0]),
+            per_hook(OURS[1])
         );
     }
     println!();
