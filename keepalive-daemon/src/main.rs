@@ -11,6 +11,7 @@ mod interfaces;
 mod kernel;
 mod metrics;
 mod notify;
+mod process;
 mod sockconfig;
 mod state;
 mod tc;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub bpf_stats_enabled: IntGauge,
     /// Per-port families, registered only with --metrics.local-port.
     ports: Option<PortMetrics>,
+    process: Option<crate::process::ProcessMetrics>,
 }
 
 struct PortMetrics {
@@ -188,6 +189,7 @@ impl Metrics {
                 &["program"],
             )?,
             ports,
+            process: None,
             bpf_stats_enabled: gauge(
                 &r,
                 "keepalive_daemon_bpf_stats_enabled",
@@ -208,12 +210,12 @@ impl Metrics {
             "1 once every program is loaded and attached.",
         )?;
         up.set(1);
-        #[cfg(target_os = "linux")]
-        m.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let process = crate::process::ProcessMetrics::register(&m.registry)?;
         m.touch_all();
-        Ok(m)
+        Ok(Metrics {
+            process: Some(process),
+            ..m
+        })
     }
 
     /// The per-port series for (allowlist index, slot), if ports are configured.
@@ -329,6 +331,9 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> Result<String, prometheus::Error> {
+        if let Some(p) = &self.process {
+            p.update();
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

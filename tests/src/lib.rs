@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 pub mod replay;
 pub mod scale;
 pub mod scenarios;

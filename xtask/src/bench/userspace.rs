@@ -154,12 +154,12 @@ fn memlock_bytes(id: u32) -> anyhow::Result<u64> {
         .args(["map", "show", "id", &id.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find_map(|w| {
-            w.strip_prefix("memlock ")
-                .or(Some(w))
-                .and_then(|w| w.strip_suffix('B'))
-        })
+    // `... max_entries 65536  memlock 15736832B ...`: the word after "memlock".
+    let mut words = text.split_whitespace();
+    words
+        .find(|w| *w == "memlock")
+        .and_then(|_| words.next())
+        .and_then(|v| v.strip_suffix('B'))
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("no memlock in `bpftool map show id {id}`: {text}"))
 }
