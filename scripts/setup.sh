@@ -10,7 +10,7 @@ log() { echo "setup: $*" >&2; }
 STABLE=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel = "\(.*\)"/\1/p' keepalive-ebpf/rust-toolchain.toml)
 BPF_LINKER_VERSION=0.13.0
-PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates openssl iperf3 prometheus)
+PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates openssl iperf3 prometheus strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -61,4 +61,8 @@ if [ "$(linker_version)" != "$BPF_LINKER_VERSION" ] || [ "$(cat "$prefix/built-f
   basename "$libllvm" >"$prefix/built-for"
 fi
 [ "$(linker_version)" = "$BPF_LINKER_VERSION" ] || { echo "setup: bpf-linker does not run: $(bpf-linker --version 2>&1)" >&2; exit 1; }
+# Packaging (cargo xtask package).
+CARGO_DEB_VERSION=3.8.0
+[ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" = "$CARGO_DEB_VERSION" ] ||
+  { log "installing cargo-deb $CARGO_DEB_VERSION"; cargo "+$STABLE" install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet; }
 log "ready: Rust $STABLE, $NIGHTLY, bpf-linker $(linker_version)"

@@ -66,6 +66,12 @@ pub fn address(key: &FlowKey, local: bool) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// Unanswered probes in a row, counting the last one while it is still pending (the
+/// kernel-side streak counts a probe once the next one goes out unanswered).
+fn streak(d: &keepalive_common::flow::DirState) -> u32 {
+    d.unanswered_streak + u32::from(d.flags & keepalive_common::flow::dir_flags::PROBE_PENDING != 0)
+}
+
 fn ended(end: u32) -> &'static str {
     match end {
         flow_end::CLOSED => "closed",
@@ -91,8 +97,8 @@ pub fn describe(key: &FlowKey, st: &FlowState, now_ns: u64) -> Connection {
         probes_received_answered: r.probe_acks,
         zero_window_probes_sent: s.zero_window_probes,
         zero_window_probes_received: r.zero_window_probes,
-        unanswered_streak_sent: s.unanswered_streak,
-        unanswered_streak_received: r.unanswered_streak,
+        unanswered_streak_sent: streak(s),
+        unanswered_streak_received: streak(r),
         seconds_since_last_probe: (last != 0).then(|| now_ns.saturating_sub(last) as f64 / 1e9),
         ended: ended(st.end).to_owned(),
     }

@@ -2,6 +2,11 @@
 //! built only by keepalive-daemon's build.rs; this crate never builds it another way.
 
 mod bench;
+mod demo;
+mod deploy_check;
+mod package;
+mod sandbox_check;
+mod tool;
 
 use std::{path::PathBuf, process::Command};
 
@@ -38,6 +43,24 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Debian package with cargo-deb (target/debian/*.deb): binary, systemd unit,
+    /// defaults file, man pages, shell completions, dashboard and alert rules.
+    Package {
+        /// Then list the package and check its contents (and run lintian if installed).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check the deployment files: systemd-analyze verify and security (exposure at most
+    /// 2.5), the defaults file, the Kubernetes manifests, promtool on the scrape config;
+    /// as root also the daemon under the unit's capabilities and system call filter.
+    DeployCheck,
+    /// Live demo (root): three keepalive connections between namespaces, one healthy,
+    /// one whose peer vanishes, one whose peer lost its state, and the metrics they move.
+    Demo {
+        /// Length of the demo after start-up, in seconds (at least 20).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +79,14 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 only,
             })
+        }
+        Task::Package { check } => package::run(check),
+        Task::DeployCheck => deploy_check::run(),
+        Task::Demo { seconds } => {
+            require_root("cargo xtask demo")?;
+            cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+            set_daemon_bin();
+            demo::run(seconds)
         }
     }
 }
