@@ -95,8 +95,18 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
             return Verdict::ProbeReset;
         }
         if st.end == flow_end::OPEN {
-            st.end = flow_end::CLOSED;
+            // This host resets while its own probe is unanswered: what the keepalive
+            // timer does when it gives up (tcp_keepalive_timer -> tcp_send_active_reset).
+            // Only the connection view uses this; the timeout metric comes from the
+            // socket hooks, which know for sure.
+            let our_probe_unanswered = dir == Direction::Sent && me.flags & PROBE_PENDING != 0;
+            st.end = if our_probe_unanswered {
+                flow_end::TIMEOUT
+            } else {
+                flow_end::CLOSED
+            };
         }
+        me.flags &= !PROBE_PENDING;
         return Verdict::Nothing;
     }
     if seg.has(TCP_FIN) || !seg.has(TCP_ACK) {

@@ -166,7 +166,7 @@ fn our_own_reset_after_our_probe_is_not_an_answer() {
         ],
     );
     assert_eq!(v, [Verdict::Probe { payload_bytes: 0 }, Verdict::Nothing]);
-    assert_eq!(st.end, flow_end::CLOSED);
+    assert_eq!(st.end, flow_end::TIMEOUT);
 }
 
 #[test]

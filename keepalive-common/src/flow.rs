@@ -94,6 +94,9 @@ pub mod flow_end {
     pub const PEER_RESET: u32 = 2;
     /// A probe this host received was answered with RST by this host.
     pub const LOCAL_RESET: u32 = 3;
+    /// This host reset the connection while its own keepalive probe was unanswered: the
+    /// keepalive timer gave up (inferred on the wire, for the connection view).
+    pub const TIMEOUT: u32 = 4;
 }
 
 #[repr(C)]

@@ -31,8 +31,9 @@ pub struct Connection {
     pub unanswered_streak_received: u32,
     /// Seconds since the last keepalive probe either way; null if none was seen.
     pub seconds_since_last_probe: Option<f64>,
-    /// open, closed, peer_reset (our probe was answered with RST) or local_reset (we
-    /// answered the peer's probe with RST).
+    /// open, closed, peer_reset (our probe was answered with RST), local_reset (we
+    /// answered the peer's probe with RST) or timeout (we reset with our probe
+    /// unanswered: the keepalive timer gave up).
     pub ended: String,
 }
 
@@ -77,6 +78,7 @@ fn ended(end: u32) -> &'static str {
         flow_end::CLOSED => "closed",
         flow_end::PEER_RESET => "peer_reset",
         flow_end::LOCAL_RESET => "local_reset",
+        flow_end::TIMEOUT => "timeout",
         _ => "open",
     }
 }

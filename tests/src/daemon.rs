@@ -136,6 +136,17 @@ impl<'ns> Daemon<'ns> {
         }
     }
 
+    /// The body of GET `path` (must answer 200), e.g. "/connections?limit=100".
+    pub fn get(&self, path: &str) -> String {
+        let addr = self.addr;
+        let path = path.to_owned();
+        match self.ns.run_in(move || http_get(addr, &path)) {
+            Ok(resp) if resp.status == 200 => resp.body,
+            Ok(resp) => panic!("GET answered {}:\n{}", resp.status, resp.body),
+            Err(e) => panic!("GET failed: {e:#}\ndaemon stderr:\n{}", self.stderr()),
+        }
+    }
+
     /// GET /metrics, parsed.
     pub fn scrape(&self) -> Samples {
         let text = self.scrape_text();

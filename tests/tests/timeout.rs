@@ -47,5 +47,14 @@ fn keepalive_timeouts_are_counted_per_connection() {
         ctx()
     );
 
+    // The connection view infers the same from the wire: this host reset each of them
+    // while its own probe was unanswered.
+    let view = daemon.get("/connections?limit=10000");
+    assert_eq!(
+        view.matches("\"ended\": \"timeout\"").count() as u64,
+        timed_out,
+        "connections marked timeout in /connections:\n{view}"
+    );
+
     daemon.terminate();
 }
