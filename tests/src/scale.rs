@@ -25,10 +25,7 @@ use crate::capture::Capture;
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns, parse_nstat};
 use crate::scenarios::{Observed, Setup, Side, WireCounts};
 use crate::sockets::{Conn, FAST_KEEPALIVE, Family, disable_keepalive, enable_keepalive};
-use crate::timing::{
-    ACCEPT_TIMEOUT, CONNECT_ATTEMPTS, CONNECT_RETRY_PAUSE, CONNECT_TIMEOUT, KEEPALIVE_STAGGER,
-    POLL_INTERVAL,
-};
+use crate::timing::{ACCEPT_TIMEOUT, KEEPALIVE_STAGGER, POLL_INTERVAL};
 
 /// Environment variable that adds a tshark capture to the scale scenario.
 pub const CAPTURE_ENV: &str = "KAT_SCALE_CAPTURE";
@@ -216,18 +213,6 @@ fn relisten(l: &TcpListener, backlog: u32) {
     assert!(rc == 0, "listen({backlog}): {}", io::Error::last_os_error());
 }
 
-fn connect_retrying(addr: SocketAddr) -> TcpStream {
-    let mut last = None;
-    for _ in 0..CONNECT_ATTEMPTS {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        thread::sleep(CONNECT_RETRY_PAUSE);
-    }
-    panic!("connecting to {addr}: {last:?} after {CONNECT_ATTEMPTS} attempts");
-}
-
 /// Accepts `n` connections from `listeners` (non-blocking), keyed by peer.
 fn accept_n(listeners: &[(Family, TcpListener)], n: usize) -> HashMap<SocketAddr, TcpStream> {
     let mut accepted = HashMap::with_capacity(n);
@@ -296,7 +281,7 @@ pub fn open_many(a: &Netns, b: &Netns, v4: usize, v6: usize) -> Vec<Conn> {
         for batch in families.chunks(CONNECT_BATCH) {
             let clients: Vec<(Family, TcpStream)> = batch
                 .iter()
-                .map(|&f| (f, connect_retrying(target(f))))
+                .map(|&f| (f, crate::sockets::connect_with_retry(target(f))))
                 .collect();
             let mut servers = accept_n(&listeners, clients.len());
             for (family, client) in clients {

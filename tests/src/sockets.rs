@@ -154,7 +154,8 @@ impl Conn {
     }
 }
 
-fn connect_with_retry(addr: SocketAddr) -> TcpStream {
+/// Connects, retrying a bounded number of times (a fresh veth may drop the first SYN).
+pub fn connect_with_retry(addr: SocketAddr) -> TcpStream {
     let mut last_err = None;
     for _ in 0..CONNECT_ATTEMPTS {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
