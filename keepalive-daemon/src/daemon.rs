@@ -73,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let p = sockconfig::Prerequisites {
                 write_wakeup: why.clone(),
                 active_reset_reason: why.clone(),
+                active_reset_reason_arg: 2,
                 timer_tracepoints: why.clone(),
                 send_reset_tracepoint: why.clone(),
                 error_report_tracepoint: why,

@@ -100,8 +100,15 @@ const TIMER_EXIT_CONTEXT: Step = Step::Tracepoint {
     name: "timer_expire_exit",
 };
 
-fn steps(hook: Hook, m: Mechanism, attached: &HashSet<&'static str>) -> Vec<Step> {
+fn steps(
+    hook: Hook,
+    m: Mechanism,
+    attached: &HashSet<&'static str>,
+    prereq: &Prerequisites,
+) -> Vec<Step> {
     use Mechanism::*;
+    // One program per tcp_send_active_reset() signature (see active_reset_fentry.rs).
+    let reason_first = prereq.active_reset_reason_arg == 1;
     match (hook, m) {
         (Hook::TimerProbes, Fentry) => vec![Step::Fentry {
             prog: "ka_wakeup_fe",
@@ -113,11 +120,19 @@ fn steps(hook: Hook, m: Mechanism, attached: &HashSet<&'static str>) -> Vec<Step
         }],
         (Hook::TimerProbes, _) => vec![TIMER_ENTRY, TIMER_EXIT],
         (Hook::Timeouts, Fentry) => vec![Step::Fentry {
-            prog: "ka_arst_fe",
+            prog: if reason_first {
+                "ka_arst_fe_r1"
+            } else {
+                "ka_arst_fe"
+            },
             func: "tcp_send_active_reset",
         }],
         (Hook::Timeouts, Kprobe) => vec![Step::Kprobe {
-            prog: "ka_arst_kp",
+            prog: if reason_first {
+                "ka_arst_kp_r1"
+            } else {
+                "ka_arst_kp"
+            },
             func: "tcp_send_active_reset",
         }],
         (Hook::Timeouts, Tracepoint) => {
@@ -181,7 +196,7 @@ pub fn attach_all(ebpf: &mut Ebpf, prereq: &Prerequisites, btf: Option<&Btf>) ->
                     choice.rejected.push((m, why));
                     continue;
                 }
-                match attach_steps(ebpf, &steps(hook, m, &attached), btf, &mut attached) {
+                match attach_steps(ebpf, &steps(hook, m, &attached, prereq), btf, &mut attached) {
                     Ok(()) => {
                         choice.chosen = Some(m);
                         break;

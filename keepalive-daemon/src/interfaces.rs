@@ -41,6 +41,9 @@ pub enum InterfaceError {
 /// Interfaces of this process's network namespace (if_nameindex and ioctls, not
 /// /sys/class/net: sysfs shows the namespace it was mounted in, which differs under
 /// `nsenter --net`).
+// The request constants are c_ulong in glibc and c_int in musl, like ioctl's parameter
+// (libc::Ioctl): the casts are no-ops on either, and needed for the other.
+#[allow(clippy::unnecessary_cast)]
 pub fn list() -> Result<Vec<Interface>, InterfaceError> {
     let err = |source| InterfaceError::List { source };
     // SAFETY: plain socket(2) call; the fd is wrapped in OwnedFd right away.
@@ -62,10 +65,10 @@ pub fn list() -> Result<Vec<Interface>, InterfaceError> {
     unsafe {
         while (*p).if_index != 0 {
             let name = CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
-            let flags = ioctl_ifreq(&sock, &name, libc::SIOCGIFFLAGS)
+            let flags = ioctl_ifreq(&sock, &name, libc::SIOCGIFFLAGS as libc::Ioctl)
                 .map(|r| r.ifr_ifru.ifru_flags as u16 as u32)
                 .unwrap_or(0);
-            let link_type = ioctl_ifreq(&sock, &name, libc::SIOCGIFHWADDR)
+            let link_type = ioctl_ifreq(&sock, &name, libc::SIOCGIFHWADDR as libc::Ioctl)
                 .map(|r| r.ifr_ifru.ifru_hwaddr.sa_family as u32)
                 .unwrap_or(0);
             out.push(Interface {

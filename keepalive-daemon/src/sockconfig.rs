@@ -14,6 +14,8 @@ pub struct Prerequisites {
     pub write_wakeup: Option<String>,
     /// tcp_send_active_reset(sk, priority, reason) and the keepalive reason (6.10+).
     pub active_reset_reason: Option<String>,
+    /// Position of `reason` among tcp_send_active_reset()'s parameters (1 or 2).
+    pub active_reset_reason_arg: u32,
     /// timer:timer_expire_entry/exit, tcp_keepalive_timer's address, sock offsets.
     pub timer_tracepoints: Option<String>,
     /// tcp:tcp_send_reset with a reason field.
@@ -69,7 +71,17 @@ pub fn resolve(
         }
     }
     if p.active_reset_reason.is_none() {
-        p.active_reset_reason = check_params(btf, "tcp_send_active_reset", &[(2, "reason")]);
+        match btf.function_params("tcp_send_active_reset") {
+            Ok(params) => match reason_position(&params) {
+                Some(i) => p.active_reset_reason_arg = i,
+                None => {
+                    p.active_reset_reason = Some(format!(
+                        "tcp_send_active_reset has parameters {params:?}: no `reason` at position 1 or 2"
+                    ))
+                }
+            },
+            Err(e) => p.active_reset_reason = Some(e.to_string()),
+        }
     }
 
     let timer = (|| -> anyhow::Result<()> {
@@ -114,6 +126,14 @@ pub fn resolve(
     })
 }
 
+/// Where tcp_send_active_reset() takes its `reason`: mainline has (sk, priority, reason),
+/// some stable kernels (Debian's 6.12.117) (sk, reason).
+fn reason_position(params: &[String]) -> Option<u32> {
+    [1u32, 2]
+        .into_iter()
+        .find(|i| params.get(*i as usize).map(String::as_str) == Some("reason"))
+}
+
 /// Checks that kernel function `func` has each `(index, name)` parameter.
 fn check_params(btf: &KernelBtf, func: &str, want: &[(usize, &str)]) -> Option<String> {
     match btf.function_params(func) {
@@ -130,4 +150,17 @@ fn check_params(btf: &KernelBtf, func: &str, want: &[(usize, &str)]) -> Option<S
 pub fn own_netns_inum() -> std::io::Result<u32> {
     use std::os::unix::fs::MetadataExt as _;
     Ok(std::fs::metadata("/proc/self/ns/net")?.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_position_follows_the_signature() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(reason_position(&p(&["sk", "priority", "reason"])), Some(2));
+        assert_eq!(reason_position(&p(&["sk", "reason"])), Some(1));
+        assert_eq!(reason_position(&p(&["sk", "priority"])), None);
+    }
 }

@@ -7,6 +7,7 @@ mod deploy_check;
 mod package;
 mod sandbox_check;
 mod tool;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -61,6 +62,9 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Kernel matrix (root): the socket-hook check on the host and on Debian's 6.1 and
+    /// 6.12 kernels under qemu; which hooks attached and whether the counts matched.
+    VmTest(vm::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             set_daemon_bin();
             demo::run(seconds)
         }
+        Task::VmTest(args) => vm::run(args),
     }
 }
 
