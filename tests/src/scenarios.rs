@@ -12,12 +12,11 @@ use crate::capture::Capture;
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns, VethPair};
 use crate::nstat::{KEEPALIVE, WIN_PROBE};
 use crate::sockets::{
-    FAST_KEEPALIVE, Family, ReadOutcome, disable_keepalive, enable_keepalive, exchange_byte,
-    fill_until_blocked, open_connections, set_linger_zero, spawn_readers,
+    FAST_KEEPALIVE, Family, ReadOutcome, disable_keepalive, enable_keepalive,
+    enable_keepalive_staggered, exchange_byte, fill_until_blocked, open_connections,
+    set_linger_zero, spawn_readers,
 };
-use crate::timing::{
-    DRAIN_TIMEOUT, KEEPALIVE_STAGGER, PROBE_PHASE, READ_TIMEOUT, SETTLE, ZERO_WINDOW_WAIT,
-};
+use crate::timing::{DRAIN_TIMEOUT, PROBE_PHASE, READ_TIMEOUT, SETTLE, ZERO_WINDOW_WAIT};
 
 /// Two namespaces joined by a veth pair. A is the daemon's side.
 /// Fields drop in order: A, then B (the veth goes with them).
@@ -123,13 +122,7 @@ pub fn keepalive_probes<T>(
 
     let conns = open_connections(&setup.a, &setup.b, v4, v6);
     exchange_byte(&conns);
-    for c in &conns {
-        enable_keepalive(&c.client, FAST_KEEPALIVE);
-    }
-    thread::sleep(KEEPALIVE_STAGGER);
-    for c in &conns {
-        enable_keepalive(c.server(), FAST_KEEPALIVE);
-    }
+    enable_keepalive_staggered(&conns);
     thread::sleep(PROBE_PHASE);
     for c in &conns {
         disable_keepalive(&c.client);

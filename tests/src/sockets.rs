@@ -372,3 +372,16 @@ pub fn fill_until_blocked(mut sock: &TcpStream) -> usize {
     }
     total
 }
+
+/// Fast keepalive on every client end, then, [`crate::timing::KEEPALIVE_STAGGER`] later,
+/// on every server end: timers that fire together make tshark label answers as
+/// duplicate ACKs (the probes test's oracle).
+pub fn enable_keepalive_staggered(conns: &[Conn]) {
+    for c in conns {
+        enable_keepalive(&c.client, FAST_KEEPALIVE);
+    }
+    std::thread::sleep(crate::timing::KEEPALIVE_STAGGER);
+    for c in conns {
+        enable_keepalive(c.server(), FAST_KEEPALIVE);
+    }
+}

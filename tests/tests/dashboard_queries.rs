@@ -28,15 +28,11 @@ use keepalive_tests::prometheus::{
     parse_label_values, substitute, workspace_root,
 };
 use keepalive_tests::scenarios::{self, Setup};
-use keepalive_tests::sockets::exchange_byte;
+use keepalive_tests::sockets::{enable_keepalive_staggered, exchange_byte};
 use keepalive_tests::timing::{
-    ACCEPT_TIMEOUT, CONNECT_TIMEOUT, DAEMON_PORT, KEEPALIVE_STAGGER, POLL_INTERVAL, READ_TIMEOUT,
-    SETTLE,
+    ACCEPT_TIMEOUT, CONNECT_TIMEOUT, DAEMON_PORT, POLL_INTERVAL, READ_TIMEOUT, SETTLE,
 };
-use keepalive_tests::{
-    Conn, Daemon, FAST_KEEPALIVE, Family, disable_keepalive, enable_keepalive, require_root,
-    spawn_readers,
-};
+use keepalive_tests::{Conn, Daemon, Family, disable_keepalive, require_root, spawn_readers};
 
 /// Scrape job name (the alerting rules expect "keepalive").
 const JOB: &str = "keepalive";
@@ -452,13 +448,7 @@ impl PortListener {
     fn probes_then_peer_reset(&self, setup: &Setup) {
         let mut conns = self.connect(setup);
         exchange_byte(&conns);
-        for c in &conns {
-            enable_keepalive(&c.client, FAST_KEEPALIVE);
-        }
-        thread::sleep(KEEPALIVE_STAGGER);
-        for c in &conns {
-            enable_keepalive(c.server(), FAST_KEEPALIVE);
-        }
+        enable_keepalive_staggered(&conns);
         thread::sleep(PORT_PROBE_PHASE);
         for c in &conns {
             disable_keepalive(c.server());
