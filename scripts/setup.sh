@@ -23,6 +23,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The kernel matrix (cargo xtask vm-test): qemu from bookworm-backports (bookworm's own
+# qemu-system-x86 conflicts with the newer qemu-utils these machines carry), a static
+# busybox and cpio for the initramfs.
+if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed" ||
+  ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" ||
+  ! command -v cpio >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding the bookworm-backports apt source"
+    cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOS'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+  fi
+  log "installing qemu-system-x86 (bookworm-backports), busybox-static, cpio"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+  apt-get install -y -qq --no-install-recommends busybox-static cpio xz-utils >/dev/null
+fi
+
 if ! command -v rustup >/dev/null; then
   echo "setup: rustup is required (https://rustup.rs); install it and re-run" >&2
   exit 1

@@ -16,8 +16,10 @@ pub struct SockConfig {
     /// Address of tcp_keepalive_timer() (from /proc/kallsyms): timer:timer_expire_entry
     /// fires for every kernel timer, this picks out the keepalive timer.
     pub keepalive_timer_fn: u64,
-    /// offsetof(struct sock, sk_timer): the keepalive timer is sk->sk_timer.
-    pub sk_timer_off: u32,
+    /// Offset of the keepalive timer in the socket: inet_connection_sock's
+    /// icsk_keepalive_timer where the kernel has it (Debian's 6.1 and 6.12, which moved
+    /// it out of sk_timer's union with mptcp_retransmit_timer), otherwise sk->sk_timer.
+    pub keepalive_timer_off: u32,
     /// offsetof(struct inet_connection_sock, icsk_probes_out) (a u8).
     pub probes_out_off: u32,
     /// offsetof(struct sock, __sk_common.skc_family) (a u16).

@@ -60,6 +60,14 @@ pub struct Args {
     #[arg(long = "socket.all-namespaces")]
     pub all_namespaces: bool,
 
+    /// Hook mechanism not to use for the socket-level hooks (timer probes, timeouts);
+    /// repeat for several. Each hook then takes the next one it can get, in the order
+    /// fentry, kprobe, tracepoint, tracepoint_timer_context, e.g. to keep away from
+    /// fentry trampolines that another tool relies on.
+    #[arg(long = "hooks.disable", value_name = "MECHANISM",
+          value_parser = ["fentry", "kprobe", "tracepoint", "tracepoint_timer_context"])]
+    pub hooks_disable: Vec<String>,
+
     /// Kernel BTF, for struct offsets (there is no CO-RE in Rust eBPF).
     #[arg(
         long = "kernel.btf-path",
@@ -210,6 +218,16 @@ mod tests {
             );
         }
         assert!(Args::try_parse_from(["keepalive-daemon", "--bogus"]).is_err());
+        let a = Args::try_parse_from([
+            "keepalive-daemon",
+            "--hooks.disable",
+            "fentry",
+            "--hooks.disable",
+            "kprobe",
+        ])
+        .unwrap();
+        assert_eq!(a.hooks_disable, ["fentry", "kprobe"]);
+        assert!(Args::try_parse_from(["keepalive-daemon", "--hooks.disable", "uprobe"]).is_err());
     }
 
     #[test]

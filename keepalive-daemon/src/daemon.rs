@@ -122,7 +122,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let attached_ifaces = chosen.len();
     let mut hook_summary = Vec::new();
     let kernel_btf = aya::Btf::from_sys_fs().ok();
-    for choice in hooks::attach_all(&mut ebpf, &prerequisites, kernel_btf.as_ref()) {
+    for choice in hooks::attach_all(
+        &mut ebpf,
+        &prerequisites,
+        kernel_btf.as_ref(),
+        &args.hooks_disable,
+    ) {
         for (m, why) in &choice.rejected {
             log::info!(
                 "hook {}: {} not used: {why}",

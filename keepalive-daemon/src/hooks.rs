@@ -181,7 +181,12 @@ fn missing_prerequisite(hook: Hook, m: Mechanism, p: &Prerequisites) -> Option<S
 
 /// Attaches the best mechanism each hook can get. A hook that gets none is reported
 /// (not fatal): the wire counters work without it.
-pub fn attach_all(ebpf: &mut Ebpf, prereq: &Prerequisites, btf: Option<&Btf>) -> Vec<HookChoice> {
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    prereq: &Prerequisites,
+    btf: Option<&Btf>,
+    disabled: &[String],
+) -> Vec<HookChoice> {
     let mut attached: HashSet<&'static str> = HashSet::new();
     Hook::ALL
         .into_iter()
@@ -192,6 +197,12 @@ pub fn attach_all(ebpf: &mut Ebpf, prereq: &Prerequisites, btf: Option<&Btf>) ->
                 rejected: Vec::new(),
             };
             for &m in preference(hook) {
+                if disabled.iter().any(|d| d == m.label()) {
+                    choice
+                        .rejected
+                        .push((m, "disabled by --hooks.disable".to_owned()));
+                    continue;
+                }
                 if let Some(why) = missing_prerequisite(hook, m, prereq) {
                     choice.rejected.push((m, why));
                     continue;

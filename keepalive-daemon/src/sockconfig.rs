@@ -86,7 +86,7 @@ pub fn resolve(
 
     let timer = (|| -> anyhow::Result<()> {
         c.keepalive_timer_fn = kallsyms::address(kallsyms_path, "tcp_keepalive_timer")?;
-        c.sk_timer_off = btf.member("sock", &["sk_timer"])?.offset;
+        c.keepalive_timer_off = keepalive_timer_offset(btf)?;
         let probes_out = btf.member("inet_connection_sock", &["icsk_probes_out"])?;
         anyhow::ensure!(
             probes_out.size == Some(1),
@@ -124,6 +124,19 @@ pub fn resolve(
         config: c,
         prerequisites: p,
     })
+}
+
+/// Where tcp_keepalive_timer() finds its socket: kernels that have
+/// inet_connection_sock.icsk_keepalive_timer (in a union with mptcp_tout_timer; seen in
+/// Debian's 6.1.192 and 6.12.117) arm and recover the keepalive timer there
+/// (`from_timer(icsk, t, icsk_keepalive_timer)`), even though struct sock still has an
+/// sk_timer; the others (mainline 6.18) use sk->sk_timer. Taking sk_timer on the former
+/// made every container_of land 736 bytes off the socket (the qemu matrix found it).
+fn keepalive_timer_offset(btf: &KernelBtf) -> Result<u32, crate::kernel::btf::BtfError> {
+    match btf.member("inet_connection_sock", &["icsk_keepalive_timer"]) {
+        Ok(m) => Ok(m.offset),
+        Err(_) => Ok(btf.member("sock", &["sk_timer"])?.offset),
+    }
 }
 
 /// Where tcp_send_active_reset() takes its `reason`: mainline has (sk, priority, reason),

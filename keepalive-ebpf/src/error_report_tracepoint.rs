@@ -22,7 +22,12 @@ pub fn ka_err_report(ctx: TracePointContext) -> u32 {
 fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     let cfg = config();
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    let error: i32 = unsafe { ctx.read_at(cfg.tp_error_report_error_off as usize) }.ok()?;
+    // Read as a whole u64 (error plus the u16 family and protocol that follow it in the
+    // record), keeping the low half: with a 4-byte read into the stack, Debian 6.1.192's
+    // verifier took `error != ETIMEDOUT` as always true and removed the rest of the
+    // program (xlated dump: 26 instructions left, see docs/kernel-matrix.md).
+    let raw: u64 = unsafe { ctx.read_at(cfg.tp_error_report_error_off as usize) }.ok()?;
+    let error = raw as u32 as i32;
     if error != ETIMEDOUT {
         return None;
     }

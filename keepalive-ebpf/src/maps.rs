@@ -27,7 +27,7 @@ pub static TIMER_SLOT: PerCpuArray<TimerSlot> = PerCpuArray::with_max_entries(1,
 #[unsafe(no_mangle)]
 static SOCK_CONFIG: SockConfig = SockConfig {
     keepalive_timer_fn: 0,
-    sk_timer_off: 0,
+    keepalive_timer_off: 0,
     probes_out_off: 0,
     skc_family_off: 0,
     skc_net_off: 0,

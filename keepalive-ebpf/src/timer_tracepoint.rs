@@ -28,8 +28,8 @@ fn try_entry(ctx: &TracePointContext) -> Option<()> {
     }
     // SAFETY: as above.
     let timer: u64 = unsafe { ctx.read_at(cfg.tp_timer_entry_timer_off as usize) }.ok()?;
-    // The keepalive timer is sk->sk_timer: container_of(timer, struct sock, sk_timer).
-    let sk = timer.wrapping_sub(cfg.sk_timer_off as u64);
+    // container_of(timer, struct sock, <keepalive timer>): see keepalive_timer_off.
+    let sk = timer.wrapping_sub(cfg.keepalive_timer_off as u64);
     if !in_scope(&cfg, sk) {
         return None;
     }
@@ -71,7 +71,7 @@ fn try_exit(ctx: &TracePointContext, count_probes: bool) -> Option<()> {
     let cfg = config();
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
     let timer: u64 = unsafe { ctx.read_at(cfg.tp_timer_exit_timer_off as usize) }.ok()?;
-    if timer.wrapping_sub(cfg.sk_timer_off as u64) != slot.sk {
+    if timer.wrapping_sub(cfg.keepalive_timer_off as u64) != slot.sk {
         return None;
     }
     let sk = slot.sk;

@@ -40,9 +40,13 @@ const HOOKS: [&str; 2] = ["timer_probes", "timeouts"];
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut fallback = false;
+    let mut no_fentry = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--fallback" => fallback = true,
+            // The kprobe path: fentry refused by the operator flag, so every kernel that
+            // supports kprobes on the hooked functions must attach them.
+            "--no-fentry" => no_fentry = true,
             "--daemon-arg" => {
                 extra_args().push(args.next().expect("--daemon-arg needs a value"));
             }
@@ -62,7 +66,11 @@ fn main() {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let mode = if fallback { "fallback" } else { "preferred" };
+    let mode = match (fallback, no_fentry) {
+        (true, _) => "fallback",
+        (false, true) => "no_fentry",
+        (false, false) => "preferred",
+    };
     println!("VMCHECK kernel release={release} mode={mode}");
     let started = Instant::now();
     let outcome = std::panic::catch_unwind(|| {
@@ -73,7 +81,10 @@ fn main() {
         } else {
             "/sys/kernel/btf/vmlinux".to_owned()
         };
-        let expected = expectations(Path::new(&btf_path));
+        if no_fentry {
+            extra_args().extend(["--hooks.disable".to_owned(), "fentry".to_owned()]);
+        }
+        let expected = expectations(Path::new(&btf_path), !no_fentry);
         scenario(&expected)
     });
     println!(
@@ -108,8 +119,9 @@ struct BtfFacts {
     members: BTreeMap<String, Vec<u32>>,
 }
 
-const STRUCTS_OF_INTEREST: [(&str, &str); 2] = [
+const STRUCTS_OF_INTEREST: [(&str, &str); 3] = [
     ("sock", "sk_timer"),
+    ("inet_connection_sock", "icsk_keepalive_timer"),
     ("inet_connection_sock", "icsk_probes_out"),
 ];
 
@@ -309,7 +321,7 @@ fn doctor_btf() -> String {
 }
 
 /// hook -> expected mechanism, from the kernel's own facts.
-fn expectations(btf_path: &Path) -> BTreeMap<&'static str, &'static str> {
+fn expectations(btf_path: &Path, fentry_allowed: bool) -> BTreeMap<&'static str, &'static str> {
     let btf = read_btf(btf_path);
     let btf = match btf {
         Ok(b) => b,
@@ -429,7 +441,7 @@ fn expectations(btf_path: &Path) -> BTreeMap<&'static str, &'static str> {
                 clones.join(",")
             },
         );
-        let mechanism = if signature && fentry.is_ok() {
+        let mechanism = if signature && fentry_allowed && fentry.is_ok() {
             "fentry"
         } else if signature && kprobe {
             "kprobe"
@@ -674,7 +686,7 @@ fn sockconfig_dump(pid: u32) {
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     const FIELDS: [&str; 16] = [
-        "sk_timer_off",
+        "keepalive_timer_off",
         "probes_out_off",
         "skc_family_off",
         "skc_net_off",

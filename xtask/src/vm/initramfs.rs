@@ -32,6 +32,8 @@ echo "VMCHECK init uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "VMCHECK init check_exit=$?"
 /bin/keepalive-vmcheck --daemon /bin/keepalive-daemon --fallback
 echo "VMCHECK init check_exit=$?"
+/bin/keepalive-vmcheck --daemon /bin/keepalive-daemon --no-fentry
+echo "VMCHECK init check_exit=$?"
 poweroff -f
 "#;
 

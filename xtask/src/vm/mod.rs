@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let started = Instant::now();
         eprintln!("vm-test: host kernel");
         let mut log = Vec::new();
-        for extra in [&[][..], &["--fallback"][..]] {
+        for extra in [&[][..], &["--fallback"][..], &["--no-fentry"][..]] {
             let out = std::process::Command::new(&check)
                 .arg("--daemon")
                 .arg(&daemon)

@@ -48,6 +48,8 @@ pub fn parse_runs(
         if line.contains("VMCHECK kernel ") {
             let run = if line.contains("mode=fallback") {
                 format!("{name}/fb")
+            } else if line.contains("mode=no_fentry") {
+                format!("{name}/kp")
             } else {
                 name.to_owned()
             };
