@@ -13,8 +13,9 @@ pub mod config_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockConfig {
-    /// Address of tcp_keepalive_timer() (from /proc/kallsyms): timer:timer_expire_entry
-    /// fires for every kernel timer, this picks out the keepalive timer.
+    /// Address of tcp_keepalive_timer() from /proc/kallsyms, or 0 to use the address
+    /// learned in-kernel (TimerFnCalibration): timer:timer_expire_entry fires for every
+    /// kernel timer, this picks out the keepalive timer.
     pub keepalive_timer_fn: u64,
     /// Offset of the keepalive timer in the socket: inet_connection_sock's
     /// icsk_keepalive_timer where the kernel has it (Debian's 6.1 and 6.12, which moved
@@ -63,10 +64,37 @@ const _: () = assert!(core::mem::size_of::<TimerSlot>() == 16);
 
 pub const ETIMEDOUT: i32 = 110;
 
+/// Learning tcp_keepalive_timer()'s address without /proc/kallsyms (whose addresses
+/// need CAP_SYSLOG): every TCP socket's keepalive timer has `function` set to it from
+/// the socket's creation (inet_csk_init_xmit_timers(), net/ipv4/inet_connection_sock.c),
+/// armed or not. The daemon fills in the offsets and the local port of a TCP socket it
+/// is about to put into LISTEN; the calibration program, on sock:inet_sock_set_state
+/// for that socket, reads the timer's function pointer from the socket and stores it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerFnCalibration {
+    /// Learned address of tcp_keepalive_timer(); 0 until learned.
+    pub function: u64,
+    /// Local port (host order) of the daemon's calibration socket; 0 disables learning.
+    pub port: u32,
+    /// offsetof(struct timer_list, function).
+    pub timer_function_off: u32,
+    /// inet_sock_set_state record offsets (tracefs): skaddr, sport, protocol.
+    pub tp_skaddr_off: u32,
+    pub tp_sport_off: u32,
+    pub tp_protocol_off: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<TimerFnCalibration>() == 32);
+
+pub const IPPROTO_TCP: u16 = 6;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), Copy, integers only; the size asserts show there is no padding.
     unsafe impl aya::Pod for super::SockConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TimerSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TimerFnCalibration {}
 }

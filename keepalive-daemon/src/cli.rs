@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// Makes TCP keepalives visible: counts keepalive probes sent and received, their
 /// answers, and the connections keepalive reset, with eBPF, and serves them as
-/// Prometheus metrics. Runs as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYSLOG).
+/// Prometheus metrics. Runs as root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).
 #[derive(Debug, Parser)]
 #[command(name = "keepalive-daemon", version, about, long_about = None)]
 pub struct Args {

@@ -20,7 +20,7 @@ use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 
 use crate::{
     hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
-    state::State, tc, webconfig,
+    state::State, tc, timer_fn, webconfig,
 };
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -65,8 +65,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let resolved = KernelBtf::load(&args.btf_path)
         .map_err(anyhow::Error::from)
         .and_then(|btf| sockconfig::resolve(&btf, Path::new("/proc/kallsyms"), netns));
-    let (config, prerequisites) = match resolved {
-        Ok(r) => (r.config, r.prerequisites),
+    let (config, mut prerequisites, timer_fn_learning) = match resolved {
+        Ok(r) => (r.config, r.prerequisites, r.timer_fn_learning),
         Err(e) => {
             log::warn!("socket-level hooks disabled: {e:#}");
             let why = Some(format!("{e:#}"));
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 send_reset_tracepoint: why.clone(),
                 error_report_tracepoint: why,
             };
-            (Default::default(), p)
+            (Default::default(), p, None)
         }
     };
 
@@ -117,6 +117,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if attached == 0 {
         log::warn!("no interface to watch yet: wire counters stay at zero");
+    }
+
+    if prerequisites.timer_tracepoints.is_none() {
+        prerequisites.timer_tracepoints =
+            timer_fn::establish(&mut ebpf, timer_fn_learning, config.keepalive_timer_fn);
     }
 
     let attached_ifaces = chosen.len();

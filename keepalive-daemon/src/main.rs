@@ -15,6 +15,7 @@ mod process;
 mod sockconfig;
 mod state;
 mod tc;
+mod timer_fn;
 mod webconfig;
 
 use std::{io::Write as _, process::ExitCode};

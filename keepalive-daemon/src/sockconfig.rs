@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use keepalive_common::sockhook::{SockConfig, config_flags};
+use keepalive_common::sockhook::{SockConfig, TimerFnCalibration, config_flags};
 
 use crate::kernel::{btf::KernelBtf, kallsyms, tracefs};
 
@@ -27,6 +27,9 @@ pub struct Prerequisites {
 pub struct Resolved {
     pub config: SockConfig,
     pub prerequisites: Prerequisites,
+    /// What the program that learns tcp_keepalive_timer()'s address needs (timer_fn.rs),
+    /// when BTF and tracefs have it.
+    pub timer_fn_learning: Option<TimerFnCalibration>,
 }
 
 /// Socket fields every hook needs; without them no socket hook can run.
@@ -84,8 +87,28 @@ pub fn resolve(
         }
     }
 
+    // The timer programs need tcp_keepalive_timer()'s address: learned in-kernel
+    // (timer_fn.rs) and, where this process may read kallsyms addresses (CAP_SYSLOG or
+    // kernel.kptr_restrict=0), cross-checked against /proc/kallsyms.
+    let kallsyms_fn = kallsyms::address(kallsyms_path, "tcp_keepalive_timer");
+    c.keepalive_timer_fn = *kallsyms_fn.as_ref().unwrap_or(&0);
+    let learning = (|| -> anyhow::Result<TimerFnCalibration> {
+        let function = btf.member("timer_list", &["function"])?;
+        let f = tracefs::EventFormat::read(&tracefs::root()?, "sock", "inet_sock_set_state")?;
+        Ok(TimerFnCalibration {
+            timer_function_off: function.offset,
+            tp_skaddr_off: f.field("skaddr")?.offset,
+            tp_sport_off: f.field("sport")?.offset,
+            tp_protocol_off: f.field("protocol")?.offset,
+            ..Default::default()
+        })
+    })();
     let timer = (|| -> anyhow::Result<()> {
-        c.keepalive_timer_fn = kallsyms::address(kallsyms_path, "tcp_keepalive_timer")?;
+        if let (Err(learn), Err(kallsyms)) = (&learning, &kallsyms_fn) {
+            anyhow::bail!(
+                "tcp_keepalive_timer's address: cannot learn it ({learn:#}) nor read it ({kallsyms})"
+            );
+        }
         c.keepalive_timer_off = keepalive_timer_offset(btf)?;
         let probes_out = btf.member("inet_connection_sock", &["icsk_probes_out"])?;
         anyhow::ensure!(
@@ -123,6 +146,7 @@ pub fn resolve(
     Ok(Resolved {
         config: c,
         prerequisites: p,
+        timer_fn_learning: learning.ok(),
     })
 }
 

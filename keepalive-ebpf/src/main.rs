@@ -12,6 +12,7 @@ mod sock;
 mod tc_egress;
 mod tc_empty;
 mod tc_ingress;
+mod timer_fn_calibration;
 mod timer_tracepoint;
 mod wire;
 mod write_wakeup_fentry;

@@ -2,13 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use keepalive_common::{
     counters::COUNTER_SLOTS,
     flow::{FlowKey, FlowState},
     ports::{self, PortConfig},
-    sockhook::{SockConfig, TimerSlot},
+    sockhook::{SockConfig, TimerFnCalibration, TimerSlot},
 };
 
 /// Per-connection state. The daemon sets the real size at load (--flows.max).
@@ -22,6 +22,21 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// The keepalive timer callback running on each CPU (see TimerSlot).
 #[map]
 pub static TIMER_SLOT: PerCpuArray<TimerSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// tcp_keepalive_timer()'s address learned in-kernel (see TimerFnCalibration).
+#[map]
+pub static TIMER_FN_CALIBRATION: Array<TimerFnCalibration> = Array::with_max_entries(1, 0);
+
+/// The keepalive timer's function: the learned one (the daemon cross-checks it with
+/// kallsyms where it can read addresses), else kallsyms' from SOCK_CONFIG; 0 while
+/// neither is known.
+#[inline(always)]
+pub fn keepalive_timer_fn(cfg: &SockConfig) -> u64 {
+    match TIMER_FN_CALIBRATION.get(0) {
+        Some(c) if c.function != 0 => c.function,
+        _ => cfg.keepalive_timer_fn,
+    }
+}
 
 /// Kernel offsets and tracepoint layouts, filled in by the daemon before load.
 #[unsafe(no_mangle)]

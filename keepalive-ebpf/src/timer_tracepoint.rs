@@ -8,7 +8,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use keepalive_common::{counters, sockhook::TimerSlot};
 
 use crate::{
-    maps::{TIMER_SLOT, config, count},
+    maps::{TIMER_SLOT, config, count, keepalive_timer_fn},
     sock::{in_scope, read},
 };
 
@@ -23,7 +23,8 @@ fn try_entry(ctx: &TracePointContext) -> Option<()> {
     let cfg = config();
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
     let function: u64 = unsafe { ctx.read_at(cfg.tp_timer_entry_function_off as usize) }.ok()?;
-    if function != cfg.keepalive_timer_fn {
+    let want = keepalive_timer_fn(&cfg);
+    if want == 0 || function != want {
         return None;
     }
     // SAFETY: as above.

@@ -206,7 +206,7 @@ fn render_main_page(cmd: &clap::Command, w: &mut Vec<u8>) -> anyhow::Result<()> 
     item(
         &mut r,
         italic("/usr/lib/systemd/system/keepalive-daemon.service"),
-        "The systemd unit: runs the daemon with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYSLOG only.",
+        "The systemd unit: runs the daemon with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN only.",
     );
     item(
         &mut r,

@@ -10,8 +10,8 @@ pub enum KallsymsError {
         source: std::io::Error,
     },
     #[error(
-        "symbol {name} not found in {path}, or its address is hidden (kernel.kptr_restrict); \
-         the daemon needs CAP_SYSLOG or kernel.kptr_restrict=0 for the tracepoint timer hook"
+        "symbol {name} not found in {path}, or its address is hidden (no CAP_SYSLOG, or \
+         kernel.kptr_restrict); then only the address learned in-kernel is used"
     )]
     Missing { name: String, path: String },
 }

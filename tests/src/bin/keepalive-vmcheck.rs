@@ -677,6 +677,14 @@ fn scenario(expected: &BTreeMap<&'static str, &'static str>) -> Vec<String> {
     for line in stderr.lines() {
         println!("VMCHECK-DAEMON {line}");
     }
+    // The address of tcp_keepalive_timer learned in-kernel (what runs without
+    // CAP_SYSLOG) must equal kallsyms', which this root check can read.
+    if !stderr.contains("learned tcp_keepalive_timer's address in-kernel (matches /proc/kallsyms)")
+    {
+        failures.push(
+            "the daemon did not learn tcp_keepalive_timer's address matching kallsyms".into(),
+        );
+    }
     failures
 }
 
