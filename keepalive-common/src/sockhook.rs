@@ -31,13 +31,12 @@ pub struct SockConfig {
     pub net_inum_off: u32,
     /// Network namespace inode to count, with `FILTER_NETNS`.
     pub netns_inum: u32,
-    /// Field offsets in the tracepoint records (from tracefs `format` files).
-    pub tp_timer_entry_timer_off: u32,
-    pub tp_timer_entry_function_off: u32,
-    pub tp_timer_exit_timer_off: u32,
-    pub tp_send_reset_skaddr_off: u32,
-    pub tp_send_reset_reason_off: u32,
-    pub tp_error_report_error_off: u32,
+    /// offsetof(struct timer_list, function): timer_expire_entry's raw arguments are
+    /// the timer and the base clock, so the function is read from the timer.
+    pub timer_function_off: u32,
+    /// offsetof(struct sock, sk_err) (an int): inet_sk_error_report's raw argument is
+    /// the socket, the error is read from it.
+    pub sk_err_off: u32,
     /// enum sk_rst_reason's SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT (from BTF).
     pub keepalive_timeout_reason: u32,
     /// LINUX_MIB_TCPKEEPALIVE (from BTF): tcp_write_wakeup()'s `mib` for keepalive.
@@ -45,8 +44,9 @@ pub struct SockConfig {
     pub flags: u32,
     /// offsetof(struct sock, __sk_common.skc_num): the local port, host order (a u16).
     pub skc_num_off: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<SockConfig>() == 64);
 
 /// Per-CPU record of the keepalive timer callback running on that CPU. Timer
 /// callbacks run in softirq context and do not nest on one CPU, so one slot suffices.

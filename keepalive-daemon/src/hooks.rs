@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, TracePoint},
+    programs::{FEntry, KProbe, RawTracePoint},
 };
 
 use crate::sockconfig::Prerequisites;
@@ -76,27 +76,25 @@ enum Step {
         prog: &'static str,
         func: &'static str,
     },
+    /// A raw tracepoint (see keepalive-ebpf/src/timer_tracepoint.rs for why not a
+    /// perf-event one).
     Tracepoint {
         prog: &'static str,
-        category: &'static str,
         name: &'static str,
     },
 }
 
 const TIMER_ENTRY: Step = Step::Tracepoint {
     prog: "ka_timer_entry",
-    category: "timer",
     name: "timer_expire_entry",
 };
 const TIMER_EXIT: Step = Step::Tracepoint {
     prog: "ka_timer_exit",
-    category: "timer",
     name: "timer_expire_exit",
 };
 /// The same exit point without counting probes: only keeps the timer context.
 const TIMER_EXIT_CONTEXT: Step = Step::Tracepoint {
     prog: "ka_timer_exit_ctx",
-    category: "timer",
     name: "timer_expire_exit",
 };
 
@@ -138,7 +136,6 @@ fn steps(
         (Hook::Timeouts, Tracepoint) => {
             vec![Step::Tracepoint {
                 prog: "ka_send_reset",
-                category: "tcp",
                 name: "tcp_send_reset",
             }]
         }
@@ -153,7 +150,6 @@ fn steps(
                 exit,
                 Step::Tracepoint {
                     prog: "ka_err_report",
-                    category: "sock",
                     name: "inet_sk_error_report",
                 },
             ]
@@ -258,7 +254,7 @@ fn unload(p: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramEr
     match p {
         Program::FEntry(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
-        Program::TracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
         _ => Ok(()),
     }
 }
@@ -284,16 +280,12 @@ fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> anyhow::Resul
             p.attach(func, 0)
                 .with_context(|| format!("attaching kprobe {prog} to {func}"))?;
         }
-        Step::Tracepoint {
-            prog,
-            category,
-            name,
-        } => {
-            let p: &mut TracePoint = get(ebpf, prog)?.try_into()?;
+        Step::Tracepoint { prog, name } => {
+            let p: &mut RawTracePoint = get(ebpf, prog)?.try_into()?;
             p.load()
-                .with_context(|| format!("loading tracepoint program {prog}"))?;
-            p.attach(category, name)
-                .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+                .with_context(|| format!("loading raw tracepoint program {prog}"))?;
+            p.attach(name)
+                .with_context(|| format!("attaching {prog} to raw tracepoint {name}"))?;
         }
     }
     Ok(())

@@ -117,28 +117,44 @@ pub fn resolve(
             probes_out.size
         );
         c.probes_out_off = probes_out.offset;
-        let root = tracefs::root()?;
-        let entry = tracefs::EventFormat::read(&root, "timer", "timer_expire_entry")?;
-        c.tp_timer_entry_timer_off = entry.field("timer")?.offset;
-        c.tp_timer_entry_function_off = entry.field("function")?.offset;
-        let exit = tracefs::EventFormat::read(&root, "timer", "timer_expire_exit")?;
-        c.tp_timer_exit_timer_off = exit.field("timer")?.offset;
+        c.timer_function_off = btf.member("timer_list", &["function"])?.offset;
+        // Raw tracepoints: the programs take the timer from argument 0 of both.
+        for tp in ["timer_expire_entry", "timer_expire_exit"] {
+            anyhow::ensure!(
+                btf.raw_tracepoint_args(tp)? >= 1,
+                "raw tracepoint {tp} passes no timer"
+            );
+        }
         Ok(())
     })();
     p.timer_tracepoints = timer.err().map(|e| format!("{e:#}"));
 
     if p.send_reset_tracepoint.is_none() {
-        let r = (|| -> anyhow::Result<()> {
-            let f = tracefs::EventFormat::read(&tracefs::root()?, "tcp", "tcp_send_reset")?;
-            c.tp_send_reset_skaddr_off = f.field("skaddr")?.offset;
-            c.tp_send_reset_reason_off = f.field("reason")?.offset;
-            Ok(())
-        })();
+        // (sk, skb, reason) since 6.10: ka_send_reset reads arguments 0 and 2.
+        let r = btf
+            .raw_tracepoint_args("tcp_send_reset")
+            .map_err(anyhow::Error::from)
+            .and_then(|n| {
+                anyhow::ensure!(
+                    n == 3,
+                    "raw tracepoint tcp_send_reset passes {n} arguments, not (sk, skb, reason)"
+                );
+                Ok(())
+            });
         p.send_reset_tracepoint = r.err().map(|e| format!("{e:#}"));
     }
     let r = (|| -> anyhow::Result<()> {
-        let f = tracefs::EventFormat::read(&tracefs::root()?, "sock", "inet_sk_error_report")?;
-        c.tp_error_report_error_off = f.field("error")?.offset;
+        anyhow::ensure!(
+            btf.raw_tracepoint_args("inet_sk_error_report")? == 1,
+            "raw tracepoint inet_sk_error_report does not pass just the socket"
+        );
+        let err = btf.member("sock", &["sk_err"])?;
+        anyhow::ensure!(
+            err.size == Some(4),
+            "sk_err is {:?} bytes, not an int",
+            err.size
+        );
+        c.sk_err_off = err.offset;
         Ok(())
     })();
     p.error_report_tracepoint = r.err().map(|e| format!("{e:#}"));

@@ -4,29 +4,34 @@
 //! a keepalive timer callback (see timer_tracepoint.rs) is a keepalive timeout; the
 //! retransmission timer's ETIMEDOUT runs outside it and is not counted.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//!
+//! A raw tracepoint, like the timer programs (see timer_tracepoint.rs for why).
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use keepalive_common::sockhook::ETIMEDOUT;
 
 use crate::{
     maps::{TIMER_SLOT, config},
-    sock::count_timeout,
+    sock::{count_timeout, read},
 };
 
-#[tracepoint(category = "sock", name = "inet_sk_error_report")]
-pub fn ka_err_report(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn ka_err_report(ctx: RawTracePointContext) -> i32 {
     let _ = try_error_report(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_error_report(ctx: &TracePointContext) -> Option<()> {
+fn try_error_report(ctx: &RawTracePointContext) -> Option<()> {
     let cfg = config();
+    // TP_PROTO(const struct sock *sk); the record's `error` is sk->sk_err.
     // SAFETY: the offset comes from this tracepoint's tracefs format file.
-    // Read as a whole u64 (error plus the u16 family and protocol that follow it in the
-    // record), keeping the low half: with a 4-byte read into the stack, Debian 6.1.192's
-    // verifier took `error != ETIMEDOUT` as always true and removed the rest of the
-    // program (xlated dump: 26 instructions left, see docs/kernel-matrix.md).
-    let raw: u64 = unsafe { ctx.read_at(cfg.tp_error_report_error_off as usize) }.ok()?;
+    let sk: u64 = ctx.arg(0);
+    // Read as the u64 it starts, keeping the low half: with a 4-byte read into the
+    // stack, Debian 6.1.192's verifier took `error != ETIMEDOUT` as always true and
+    // removed the rest of the program (docs/kernel-matrix.md). sk_err is followed by
+    // more fields of struct sock.
+    let raw = read::<u64>(sk + cfg.sk_err_off as u64)?;
     let error = raw as u32 as i32;
     if error != ETIMEDOUT {
         return None;

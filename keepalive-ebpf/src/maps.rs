@@ -48,16 +48,13 @@ static SOCK_CONFIG: SockConfig = SockConfig {
     skc_net_off: 0,
     net_inum_off: 0,
     netns_inum: 0,
-    tp_timer_entry_timer_off: 0,
-    tp_timer_entry_function_off: 0,
-    tp_timer_exit_timer_off: 0,
-    tp_send_reset_skaddr_off: 0,
-    tp_send_reset_reason_off: 0,
-    tp_error_report_error_off: 0,
+    timer_function_off: 0,
+    sk_err_off: 0,
     keepalive_timeout_reason: 0,
     keepalive_mib: 0,
     flags: 0,
     skc_num_off: 0,
+    _pad: 0,
 };
 
 /// Per-port counters for the --metrics.local-port allowlist (index: ports::index).

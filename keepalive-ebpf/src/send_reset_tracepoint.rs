@@ -1,29 +1,32 @@
 //! tcp:tcp_send_reset carries `enum sk_rst_reason` since Linux 6.10, and
 //! tcp_keepalive_timer() resets with SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT (6.12+).
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+//! A raw tracepoint, like the timer programs (see timer_tracepoint.rs for why).
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     maps::{TIMER_SLOT, config},
     sock::{count_timeout, in_scope},
 };
 
-#[tracepoint(category = "tcp", name = "tcp_send_reset")]
-pub fn ka_send_reset(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn ka_send_reset(ctx: RawTracePointContext) -> i32 {
     let _ = try_send_reset(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_send_reset(ctx: &RawTracePointContext) -> Option<()> {
     let cfg = config();
-    // SAFETY: offsets come from this tracepoint's tracefs format file.
-    let reason: u32 = unsafe { ctx.read_at(cfg.tp_send_reset_reason_off as usize) }.ok()?;
-    if reason != cfg.keepalive_timeout_reason {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb,
+    //          const enum sk_rst_reason reason) since 6.10; the daemon checks the
+    // prototype in BTF (btf_trace_tcp_send_reset) before attaching this.
+    let reason: u64 = ctx.arg(2);
+    if reason as u32 != cfg.keepalive_timeout_reason {
         return None;
     }
-    // SAFETY: as above.
-    let sk: u64 = unsafe { ctx.read_at(cfg.tp_send_reset_skaddr_off as usize) }.ok()?;
+    let sk: u64 = ctx.arg(0);
     if sk == 0 || !in_scope(&cfg, sk) {
         return None;
     }

@@ -166,6 +166,31 @@ impl KernelBtf {
         })
     }
 
+    /// Number of arguments raw tracepoint `name` passes to BPF programs: the parameters
+    /// of its `btf_trace_<name>` typedef (a pointer to a prototype whose first
+    /// parameter is the tracepoint's private data, not passed on).
+    pub fn raw_tracepoint_args(&self, name: &str) -> Result<usize, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let missing = || BtfError::NoFunction {
+            name: typedef.clone(),
+        };
+        let ty = self
+            .btf
+            .resolve_types_by_name(&typedef)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))
+            .ok_or_else(missing)?;
+        let ptr = self.strip(ty)?;
+        let Type::Ptr(ptr) = ptr else {
+            return Err(missing());
+        };
+        match self.lookup(&typedef, self.btf.resolve_chained_type(&ptr))? {
+            Type::FuncProto(p) => Ok(p.parameters.len().saturating_sub(1)),
+            _ => Err(missing()),
+        }
+    }
+
     /// Names of the parameters of kernel function `name`.
     pub fn function_params(&self, name: &str) -> Result<Vec<String>, BtfError> {
         let types = self.btf.resolve_types_by_name(name).unwrap_or_default();

@@ -693,19 +693,15 @@ fn scenario(expected: &BTreeMap<&'static str, &'static str>) -> Vec<String> {
 fn sockconfig_dump(pid: u32) {
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const FIELDS: [&str; 16] = [
+    const FIELDS: [&str; 12] = [
         "keepalive_timer_off",
         "probes_out_off",
         "skc_family_off",
         "skc_net_off",
         "net_inum_off",
         "netns_inum",
-        "tp_timer_entry_timer_off",
-        "tp_timer_entry_function_off",
-        "tp_timer_exit_timer_off",
-        "tp_send_reset_skaddr_off",
-        "tp_send_reset_reason_off",
-        "tp_error_report_error_off",
+        "timer_function_off",
+        "sk_err_off",
         "keepalive_timeout_reason",
         "keepalive_mib",
         "flags",
