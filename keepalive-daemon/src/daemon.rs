@@ -19,11 +19,16 @@ use tokio::{
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 
 use crate::{
-    hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
+    caps, hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
     state::State, tc, timer_fn, webconfig,
 };
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Kernel, capabilities and BTF first: each names what is missing, before anything
+    // is bound or attached.
+    caps::check()?;
+    let btf = KernelBtf::load(&args.btf_path)
+        .with_context(|| format!("--kernel.btf-path {}", args.btf_path.display()))?;
     // Web configuration and binding first: a bad TLS file or a port in use fails
     // before anything is attached.
     let web = match &args.web_config_file {
@@ -62,9 +67,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Some(sockconfig::own_netns_inum().context("reading /proc/self/ns/net")?)
     };
-    let resolved = KernelBtf::load(&args.btf_path)
-        .map_err(anyhow::Error::from)
-        .and_then(|btf| sockconfig::resolve(&btf, Path::new("/proc/kallsyms"), netns));
+    let resolved = sockconfig::resolve(&btf, Path::new("/proc/kallsyms"), netns);
+    drop(btf);
     let (config, mut prerequisites, timer_fn_learning) = match resolved {
         Ok(r) => (r.config, r.prerequisites, r.timer_fn_learning),
         Err(e) => {
@@ -159,6 +163,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 choice.hook.label()
             ),
         }
+    }
+
+    // Everything is attached: keep only what run time needs.
+    match caps::drop_all_but(&caps::KEPT_AFTER_ATTACH) {
+        Ok(dropped) => log::info!(
+            "dropped {} capabilities no longer needed ({}); kept CAP_BPF and CAP_NET_ADMIN",
+            dropped.len(),
+            dropped
+                .iter()
+                .map(|&c| caps::name(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::warn!("{e}"),
     }
 
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;

@@ -1,6 +1,7 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
+mod caps;
 mod client;
 mod connections;
 mod daemon;

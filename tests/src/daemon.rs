@@ -49,6 +49,17 @@ impl<'ns> Daemon<'ns> {
 
     /// Like [`Daemon::spawn`], with extra command-line flags.
     pub fn spawn_with(ns: &'ns Netns, interfaces: &[&str], extra: &[&str]) -> Daemon<'ns> {
+        Daemon::spawn_wrapped(ns, &[], interfaces, extra)
+    }
+
+    /// Like [`Daemon::spawn_with`], started through `wrapper` (a program that execs its
+    /// arguments, e.g. `setpriv ...`), so [`Daemon::pid`] is still the daemon's.
+    pub fn spawn_wrapped(
+        ns: &'ns Netns,
+        wrapper: &[&str],
+        interfaces: &[&str],
+        extra: &[&str],
+    ) -> Daemon<'ns> {
         let bin = daemon_bin();
         let dir = TempDir::new("daemon");
         let stderr_path = dir.join("daemon.stderr");
@@ -56,7 +67,14 @@ impl<'ns> Daemon<'ns> {
         let stderr = File::create(&stderr_path).expect("create daemon stderr file");
         let stdout = File::create(&stdout_path).expect("create daemon stdout file");
         let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), DAEMON_PORT);
-        let mut cmd = ns.command(&bin);
+        let mut cmd = match wrapper.split_first() {
+            None => ns.command(&bin),
+            Some((program, args)) => {
+                let mut c = ns.command(program);
+                c.args(args).arg(&bin);
+                c
+            }
+        };
         for iface in interfaces {
             cmd.arg("--interface").arg(iface);
         }

@@ -93,6 +93,75 @@ fn operator_mistakes_fail_clearly_and_attach_nothing() {
 
     let r = daemon(&ns, &["--metrics.local-port", "70000"]);
     assert_eq!(r.code, Some(2), "port out of range: {}", r.stderr);
+
+    let r = daemon(
+        &ns,
+        &[
+            "--interface",
+            "lo",
+            "--kernel.btf-path",
+            "/nonexistent/vmlinux",
+        ],
+    );
+    assert_eq!(r.code, Some(1), "missing BTF file: {}", r.stderr);
+    assert!(
+        r.stderr.contains("--kernel.btf-path /nonexistent/vmlinux")
+            && r.stderr.contains("cannot read kernel BTF"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_attached(&ns, "missing BTF file");
+
+    // Without the capabilities (setpriv keeps only CAP_NET_ADMIN): each missing one is
+    // named, and how to grant them is said.
+    let r = wrapped(
+        &ns,
+        &[
+            "setpriv",
+            "--bounding-set=-all,+net_admin",
+            "--inh-caps=-all",
+            "--",
+        ],
+        &["--interface", "lo"],
+    );
+    assert_eq!(r.code, Some(1), "no capabilities: {}", r.stderr);
+    assert!(
+        r.stderr.contains("missing CAP_BPF, CAP_PERFMON:")
+            && r.stderr.contains("AmbientCapabilities="),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("CAP_NET_ADMIN,"), "{}", r.stderr);
+    assert_nothing_attached(&ns, "no capabilities");
+
+    // An unsupported kernel: the UNAME26 personality makes uname(2) report 2.6.x.
+    let r = wrapped(
+        &ns,
+        &["setarch", "--uname-2.6", "--"],
+        &["--interface", "lo"],
+    );
+    assert_eq!(r.code, Some(1), "old kernel: {}", r.stderr);
+    assert!(
+        r.stderr.contains("kernel 2.6.") && r.stderr.contains("needs Linux 5.8 or newer"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_attached(&ns, "old kernel");
+}
+
+/// The daemon started through `wrapper` (setpriv, setarch: programs that exec the rest).
+fn wrapped(ns: &Netns, wrapper: &[&str], args: &[&str]) -> Run {
+    let out = ns
+        .command(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(daemon_bin())
+        .args(args)
+        .output()
+        .expect("running the daemon");
+    Run {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// The daemon run from a thread already inside the namespace (so it shares the port).

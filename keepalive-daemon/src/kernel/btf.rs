@@ -8,12 +8,13 @@ use fallible_iterator::FallibleIterator as _;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error(
-        "cannot read kernel BTF from {path}: {source}; the daemon needs a kernel built with \
+        "cannot read kernel BTF from {path}: {error}; the daemon needs a kernel built with \
          CONFIG_DEBUG_INFO_BTF=y (or pass --kernel.btf-path to a vmlinux BTF file)"
     )]
     Read {
         path: PathBuf,
-        source: btf_rs::Error,
+        // Not `source`: the message already carries it; a source would repeat it.
+        error: btf_rs::Error,
     },
     #[error("kernel BTF has no struct {name}")]
     NoStruct { name: String },
@@ -42,9 +43,9 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+        let btf = Btf::from_file(path).map_err(|error| BtfError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Ok(KernelBtf { btf })
     }

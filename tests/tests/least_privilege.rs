@@ -1,0 +1,129 @@
+//! The daemon with only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (setpriv; the systemd
+//! unit's set): it comes up, attaches every socket hook with the same mechanism as with
+//! every capability, counts keepalive probes exactly (the kernels' TcpExtTCPKeepAlive),
+//! and once attached holds only CAP_BPF and CAP_NET_ADMIN, with no_new_privs. SIGTERM:
+//! exit 0 and nothing left attached.
+
+use std::collections::BTreeMap;
+
+use keepalive_tests::names::{PROBES, TIMER_PROBES};
+use keepalive_tests::scenarios::{self, Setup};
+use keepalive_tests::{Daemon, Samples, require_root};
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+/// setpriv(1): the unit's bounding set; nothing inheritable, so the root uid's implicit
+/// capabilities are bounded by these three.
+const WRAPPER: [&str; 4] = [
+    "setpriv",
+    "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+    "--inh-caps=-all",
+    "--",
+];
+
+fn hooks(s: &Samples) -> BTreeMap<String, String> {
+    s.matching("keepalive_daemon_hook_info", &[])
+        .filter(|series| series.value == 1.0)
+        .filter_map(|series| {
+            Some((
+                series.labels.get("hook")?.clone(),
+                series.labels.get("mechanism")?.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// `Cap<kind>` of every thread of `pid`, and whether each has no_new_privs.
+fn thread_caps(pid: u32, kind: &str) -> Vec<(u64, bool)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("daemon threads");
+    tasks
+        .filter_map(Result::ok)
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).expect("status");
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_else(|| panic!("no {k} in {status}"))
+            };
+            let caps = u64::from_str_radix(&field(&format!("Cap{kind}:")), 16).expect("hex");
+            (caps, field("NoNewPrivs:") == "1")
+        })
+        .collect()
+}
+
+#[test]
+fn three_capabilities_suffice_and_only_two_stay() {
+    require_root();
+    let setup = Setup::new("lpriv");
+
+    // The reference: the same daemon with every capability.
+    let full = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
+    let want = hooks(&full.scrape());
+    full.terminate();
+    assert_eq!(want.len(), 2, "with every capability: hooks {want:?}");
+
+    let daemon = Daemon::spawn_wrapped(&setup.a, &WRAPPER, &[&setup.veth.a_if], &[]);
+    let ctx = || format!("daemon stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        hooks(&daemon.scrape()),
+        want,
+        "hooks under three capabilities; {}",
+        ctx()
+    );
+
+    let kept = (1u64 << CAP_BPF) | (1 << CAP_NET_ADMIN);
+    for kind in ["Eff", "Prm"] {
+        for (caps, no_new_privs) in thread_caps(daemon.pid(), kind) {
+            assert_eq!(caps, kept, "Cap{kind} {caps:#x} after attaching; {}", ctx());
+            assert!(caps & (1 << CAP_PERFMON) == 0);
+            assert!(no_new_privs, "no_new_privs not set; {}", ctx());
+        }
+    }
+    for (caps, _) in thread_caps(daemon.pid(), "Inh")
+        .into_iter()
+        .chain(thread_caps(daemon.pid(), "Amb"))
+    {
+        assert_eq!(
+            caps,
+            0,
+            "inheritable or ambient capabilities left; {}",
+            ctx()
+        );
+    }
+
+    // Dropping CAP_PERFMON after attaching must not stop counting.
+    let observed = scenarios::keepalive_probes(&setup, 2, 2, || daemon.scrape());
+    let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
+    assert!(o.kernel_probes_a > 0, "no probes sent; {}", ctx());
+    assert_eq!(
+        after.delta(before, PROBES, &[("direction", "sent")]),
+        o.kernel_probes_a,
+        "probes sent vs nstat in A; {}",
+        ctx()
+    );
+    assert_eq!(
+        after.delta(before, PROBES, &[("direction", "received")]),
+        o.kernel_probes_b,
+        "probes received vs nstat in B; {}",
+        ctx()
+    );
+    assert_eq!(
+        after.delta(before, TIMER_PROBES, &[]),
+        o.kernel_probes_a,
+        "timer probes vs nstat in A; {}",
+        ctx()
+    );
+
+    let stderr = daemon.terminate();
+    assert!(
+        stderr.contains("learned tcp_keepalive_timer's address in-kernel"),
+        "{stderr}"
+    );
+    let links = setup
+        .a
+        .cmd(&["bpftool", "net", "show", "dev", &setup.veth.a_if]);
+    assert!(!links.contains("ka_"), "left attached: {links}");
+}
