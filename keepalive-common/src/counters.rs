@@ -69,6 +69,9 @@ const ZERO_WINDOW: u32 = 12; // direction x family: 4
 const RESETS: u32 = 16; // reason x family: 6
 pub const TIMER_PROBES: u32 = 22;
 const ERRORS: u32 = 23; // KernelError: 4
+/// Flow-map entries the kernel programs created: with the entries the daemon removed
+/// and those still present, it tells how many the LRU evicted.
+pub const FLOWS_CREATED: u32 = 27;
 /// Entries in the counter array; room is left for growth.
 pub const COUNTER_SLOTS: u32 = 32;
 

@@ -38,7 +38,9 @@ pub struct Args {
 
     /// Connections the kernel tracks at once (LRU map; 144 bytes of key and value each,
     /// plus the kernel's per-entry overhead).
-    /// When full, the least recently active connection is evicted; totals are kept.
+    /// When full, the least recently active connection is evicted; totals are kept, and
+    /// evictions are counted (keepalive_daemon_flow_map_evictions_total). About 208 bytes
+    /// per connection in all: 1048576 connections take about 208 MiB.
     #[arg(long = "flows.max", value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub flows_max: u32,

@@ -43,6 +43,13 @@ pub fn sweep(map: &mut HashMap<MapData, FlowKey, FlowState>, now_ns: u64) -> Swe
     r
 }
 
+/// Entries the LRU map evicted: every entry the kernel created is either still there,
+/// removed by the daemon's sweep, or evicted (the kernel programs never delete). Counts
+/// that moved between the reads can only lower the result; it never goes below zero.
+pub fn evictions(created: u64, swept: u64, present: u64) -> u64 {
+    created.saturating_sub(swept).saturating_sub(present)
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -57,6 +64,15 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evictions_are_what_is_neither_present_nor_swept() {
+        assert_eq!(evictions(300, 0, 64), 236);
+        assert_eq!(evictions(300, 10, 64), 226);
+        assert_eq!(evictions(10, 0, 10), 0);
+        // Entries created after `created` was read: no negative evictions.
+        assert_eq!(evictions(10, 0, 12), 0);
+    }
 
     #[test]
     fn only_closed_flows_past_the_grace_period_are_stale() {

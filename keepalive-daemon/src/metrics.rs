@@ -24,6 +24,8 @@ pub struct Metrics {
     pub flow_entries: IntGauge,
     pub flow_capacity: IntGauge,
     pub flows_swept: IntCounter,
+    pub flows_created: IntCounter,
+    pub flow_evictions: IntCounter,
     pub map_read_errors: IntCounter,
     program_run_seconds: prometheus::CounterVec,
     program_runs: IntCounterVec,
@@ -166,6 +168,16 @@ impl Metrics {
                 "keepalive_daemon_flows_swept_total",
                 "Closed connections removed from the flow map by the daemon.",
             )?,
+            flows_created: counter(
+                &r,
+                "keepalive_daemon_flows_created_total",
+                "Connections the kernel programs started tracking in the flow map.",
+            )?,
+            flow_evictions: counter(
+                &r,
+                "keepalive_daemon_flow_map_evictions_total",
+                "Tracked connections the full flow map evicted (least recently used first) to make room: created minus swept minus present, refreshed by each sweep. Rising means --flows.max is too small.",
+            )?,
             map_read_errors: counter(
                 &r,
                 "keepalive_daemon_map_read_errors_total",
@@ -298,6 +310,9 @@ impl Metrics {
         }
         if slot == counters::TIMER_PROBES {
             return Some(self.timer_probes.clone());
+        }
+        if slot == counters::FLOWS_CREATED {
+            return Some(self.flows_created.clone());
         }
         KernelError::ALL
             .into_iter()

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use keepalive_common::{
-    counters::COUNTER_SLOTS,
+    counters::{self, COUNTER_SLOTS},
     flow::{FlowKey, FlowState},
     ports,
 };
@@ -60,10 +60,22 @@ impl State {
         let Ok(mut map) = self.flows.lock() else {
             return;
         };
+        // Created is read before the walk, so entries created during it can only make
+        // the evictions come out low, never high.
+        let created = totals(&self.counters, COUNTER_SLOTS)
+            .ok()
+            .map(|t| t[counters::FLOWS_CREATED as usize]);
         let r = flows::sweep(&mut map, flows::monotonic_ns());
         self.metrics.flow_entries.set(r.entries as i64);
         self.metrics.flows_swept.inc_by(r.removed);
         self.metrics.map_read_errors.inc_by(r.read_errors);
+        if let Some(created) = created {
+            let evicted = flows::evictions(created, self.metrics.flows_swept.get(), r.entries);
+            let have = self.metrics.flow_evictions.get();
+            if evicted > have {
+                self.metrics.flow_evictions.inc_by(evicted - have);
+            }
+        }
     }
 
     /// The per-connection view, at most `limit` connections.

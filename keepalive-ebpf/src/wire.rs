@@ -143,11 +143,11 @@ fn track(seg: &Segment, dir: Direction) {
                 return;
             }
             let state = FlowState::first_sighting(seg, dir, now());
-            if let Err(e) = FLOWS.insert(&key, &state, BPF_NOEXIST as u64) {
+            match FLOWS.insert(&key, &state, BPF_NOEXIST as u64) {
+                Ok(()) => count(counters::FLOWS_CREATED),
                 // EEXIST: the other direction inserted it first on another CPU.
-                if e != -EEXIST {
-                    count(counters::error(KernelError::FlowInsertFailed));
-                }
+                Err(e) if e != -EEXIST => count(counters::error(KernelError::FlowInsertFailed)),
+                Err(_) => {}
             }
         }
     }
