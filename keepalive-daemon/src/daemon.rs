@@ -183,9 +183,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let port_counters = PerCpuArray::try_from(take_map(&mut ebpf, "PORT_COUNTERS")?)?;
     let flow_map: HashMap<_, FlowKey, FlowState> =
         HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
+    // Our own descriptors: their fdinfo has the run statistics, readable without the
+    // capabilities dropped above (enumerating all programs would need CAP_SYS_ADMIN).
     let programs = ebpf
         .programs()
-        .filter_map(|(name, p)| p.info().ok().map(|info| (name.to_owned(), info.id())))
+        .filter_map(|(name, p)| {
+            let fd = p.fd().ok()?.try_clone().ok()?;
+            Some((name.to_owned(), fd))
+        })
         .collect();
     let state = Arc::new(State::new(
         metrics,

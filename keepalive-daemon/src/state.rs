@@ -19,8 +19,8 @@ pub struct State {
     counters: Mutex<PerCpuArray<MapData, u64>>,
     port_counters: Mutex<PerCpuArray<MapData, u64>>,
     flows: Mutex<FlowMap>,
-    /// Loaded programs by name and kernel id, for their run-time statistics.
-    programs: Vec<(String, u32)>,
+    /// Loaded programs by name, with a descriptor for their run-time statistics.
+    programs: Vec<(String, aya::programs::ProgramFd)>,
 }
 
 /// Sums each slot of a per-CPU counter array over all CPUs.
@@ -44,7 +44,7 @@ impl State {
         counters: PerCpuArray<MapData, u64>,
         port_counters: PerCpuArray<MapData, u64>,
         flows: FlowMap,
-        programs: Vec<(String, u32)>,
+        programs: Vec<(String, aya::programs::ProgramFd)>,
     ) -> State {
         State {
             metrics,
@@ -90,10 +90,17 @@ impl State {
 
     /// Run time and run count of our programs (non-zero only with kernel.bpf_stats_enabled=1).
     fn sync_program_stats(&self) {
-        for info in aya::programs::loaded_programs().flatten() {
-            if let Some((name, _)) = self.programs.iter().find(|(_, id)| *id == info.id()) {
-                self.metrics
-                    .sync_program_stats(name, info.run_time(), info.run_count());
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        for (name, fd) in &self.programs {
+            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+            if let Ok(text) = std::fs::read_to_string(path)
+                && let Some((run_ns, runs)) = parse_prog_fdinfo(&text)
+            {
+                self.metrics.sync_program_stats(
+                    name,
+                    std::time::Duration::from_nanos(run_ns),
+                    runs,
+                );
             }
         }
         let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
@@ -125,5 +132,25 @@ impl State {
         }
         self.sync_program_stats();
         Ok(self.metrics.encode()?)
+    }
+}
+
+/// `run_time_ns` and `run_cnt` of a BPF program's /proc/self/fdinfo entry.
+fn parse_prog_fdinfo(text: &str) -> Option<(u64, u64)> {
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((field("run_time_ns:")?, field("run_cnt:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fdinfo_run_statistics_parse() {
+        let t = "pos:\t0\nprog_type:\t3\nrun_time_ns:\t1234\nrun_cnt:\t7\nrecursion_misses:\t0\n";
+        assert_eq!(super::parse_prog_fdinfo(t), Some((1234, 7)));
+        assert_eq!(super::parse_prog_fdinfo("prog_type:\t3\n"), None);
     }
 }
