@@ -177,6 +177,13 @@ impl<'ns> Daemon<'ns> {
     }
 
     /// SIGTERM, wait (bounded), assert exit status 0. Returns the daemon's stderr.
+    /// SIGKILL: the daemon gets no chance to clean up. Returns what it wrote to stderr.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().expect("daemon already stopped");
+        kill_and_reap(&mut child);
+        self.stderr()
+    }
+
     pub fn terminate(mut self) -> String {
         let mut child = self.child.take().expect("daemon already stopped");
         send_signal(&child, libc::SIGTERM);
