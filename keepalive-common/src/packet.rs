@@ -16,6 +16,8 @@ pub trait Packet {
     type Header: Header;
     /// The `len` bytes at `offset`, or `None` when the frame is shorter.
     fn header(&self, offset: usize, len: usize) -> Option<Self::Header>;
+    /// Length of the whole frame (for an skb: skb->len, linear or not).
+    fn frame_len(&self) -> usize;
 }
 
 /// Reads inside a checked header. `at` (plus the field size) must lie inside the length
@@ -35,6 +37,9 @@ impl<'a> Packet for &'a [u8] {
     type Header = &'a [u8];
     fn header(&self, offset: usize, len: usize) -> Option<&'a [u8]> {
         self.get(offset..offset.checked_add(len)?)
+    }
+    fn frame_len(&self) -> usize {
+        self.len()
     }
 }
 
@@ -275,6 +280,13 @@ fn tcp_fixed<P: Packet + ?Sized>(
     let payload_len = l4_len - doff;
     if !is_candidate(flags, payload_len, window) {
         return Ok(None);
+    }
+    // A candidate must be in the frame whole: one cut inside its TCP options or its
+    // payload byte is a broken frame, not a probe (the stack would drop it). Only
+    // candidates are checked: bulk data may sit in pages beyond the headers, but
+    // frame_len counts those too.
+    if l4 + l4_len as usize > p.frame_len() {
+        return Err(ParseError::Truncated);
     }
     Ok(Some(TcpFixed {
         sport: tcp.be16(0),

@@ -124,7 +124,16 @@ fn non_tcp_and_fragments_are_ignored() {
 
 #[test]
 fn truncated_frames_are_errors_at_every_cut() {
-    for f in [Frame::v4(), Frame::v6().hop_by_hop(), Frame::v4().vlan(3)] {
+    // Cuts inside TCP options or the probe's payload byte too: the crafted-frames
+    // integration test found those counted as probes before the whole-segment check.
+    for f in [
+        Frame::v4(),
+        Frame::v6().hop_by_hop(),
+        Frame::v4().vlan(3),
+        Frame::v4().tcp_options(12),
+        Frame::v6().tcp_options(12).payload(&[0]),
+        Frame::v4().ip_options(8).tcp_options(8).payload(&[1]),
+    ] {
         let full = f.flags(TCP_ACK).build();
         for cut in 12..full.len() {
             match parse_ethernet(&&full[..cut]) {

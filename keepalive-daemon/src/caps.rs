@@ -111,7 +111,12 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
 /// The capabilities the daemon needs that `effective` lacks. On kernels without
 /// CAP_BPF and CAP_PERFMON (`last_cap` below 39), CAP_SYS_ADMIN stands for both.
 pub fn missing(effective: u64, last_cap: u32) -> Vec<u32> {
-    let has = |c: u32| effective & (1u64 << c) != 0;
+    // The kernel accepts CAP_SYS_ADMIN wherever it asks for CAP_BPF or CAP_PERFMON
+    // (bpf_capable(), perfmon_capable() in include/linux/capability.h).
+    let has = |c: u32| {
+        effective & (1u64 << c) != 0
+            || (matches!(c, CAP_BPF | CAP_PERFMON) && effective & (1u64 << CAP_SYS_ADMIN) != 0)
+    };
     let needed: &[u32] = if last_cap >= CAP_BPF {
         &[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]
     } else {
@@ -295,5 +300,7 @@ mod tests {
         assert_eq!(missing(0, 40), [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
         // Before 5.8 CAP_SYS_ADMIN stands for CAP_BPF and CAP_PERFMON.
         assert_eq!(missing(1 << CAP_NET_ADMIN, 37), [CAP_SYS_ADMIN]);
+        // CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON.
+        assert!(missing((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN), 40).is_empty());
     }
 }

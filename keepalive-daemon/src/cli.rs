@@ -32,7 +32,8 @@ pub struct Args {
     pub web_config_file: Option<PathBuf>,
 
     /// Interface to watch; repeat for several; shell globs allowed ("veth*").
-    /// Default: every interface that is up.
+    /// Default: every interface that is up. Followed at run time (rtnetlink): matching
+    /// interfaces that appear later are attached, removed ones are forgotten.
     #[arg(long = "interface", value_name = "NAME|GLOB")]
     pub interfaces: Vec<String>,
 

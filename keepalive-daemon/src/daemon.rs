@@ -19,8 +19,9 @@ use tokio::{
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 
 use crate::{
-    caps, hooks, http, interfaces, kernel::btf::KernelBtf, metrics::Metrics, notify, sockconfig,
-    state::State, tc, timer_fn, webconfig,
+    attachments::Attachments, caps, hooks, http, interfaces, kernel::btf::KernelBtf,
+    linkwatch::LinkWatch, metrics::Metrics, notify, sockconfig, state::State, tc, timer_fn,
+    webconfig,
 };
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -48,6 +49,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listeners.push(bind(addr).await?);
     }
 
+    // Subscribed before listing, so no interface falls between the two.
+    let mut links = LinkWatch::open().context("subscribing to rtnetlink link events")?;
     let all = interfaces::list()?;
     let mut chosen = interfaces::select(&all, &args.interfaces)?;
     chosen.retain(|i| {
@@ -102,24 +105,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tc_programs.push(tc::BASELINE_PROGRAM);
     }
     tc::load(&mut ebpf, &tc_programs)?;
-    let mut attached = 0;
+    let mut attachments = Attachments::new(&args.interfaces, args.baseline_program);
     for iface in &chosen {
-        for a in tc::attach(&mut ebpf, &iface.name, args.baseline_program)? {
-            log::info!(
-                "attached {} ({}) to {} ({})",
-                a.program,
-                a.direction.label(),
-                a.interface,
-                a.mode.label()
-            );
-            metrics
-                .tc_programs
-                .with_label_values(&[a.program, &a.interface, a.direction.label(), a.mode.label()])
-                .set(1);
-            attached += 1;
-        }
+        attachments.attach(&mut ebpf, &metrics, iface)?;
     }
-    if attached == 0 {
+    if attachments.len() == 0 {
         log::warn!("no interface to watch yet: wire counters stay at zero");
     }
 
@@ -128,7 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             timer_fn::establish(&mut ebpf, timer_fn_learning, config.keepalive_timer_fn);
     }
 
-    let attached_ifaces = chosen.len();
+    let attached_ifaces = attachments.len();
     let mut hook_summary = Vec::new();
     let kernel_btf = aya::Btf::from_sys_fs().ok();
     for choice in hooks::attach_all(
@@ -237,20 +227,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    wait_for_shutdown().await?;
+    run_until_signal(&mut ebpf, &mut attachments, &mut links, &state.metrics).await?;
     detach(ebpf);
     Ok(())
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+/// Follows link events (attaching interfaces that appear, forgetting those that go)
+/// until SIGTERM or SIGINT.
+async fn run_until_signal(
+    ebpf: &mut Ebpf,
+    attachments: &mut Attachments,
+    links: &mut LinkWatch,
+    metrics: &crate::metrics::Metrics,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    log::info!("{name} received: detaching and exiting");
-    Ok(())
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            events = links.next() => {
+                match events {
+                    Ok(events) => {
+                        for ev in events {
+                            attachments.on_event(ebpf, metrics, ev);
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("reading link events: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+        };
+        log::info!("{name} received: detaching and exiting");
+        return Ok(());
+    }
 }
 
 /// Dropping the programs detaches their links (TCX and perf/BPF links close with their

@@ -8,6 +8,8 @@ use std::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
+    /// Kernel interface index (a re-created interface gets a new one).
+    pub index: u32,
     pub up: bool,
     /// ARPHRD_* link type from /sys/class/net/NAME/type.
     pub link_type: u32,
@@ -73,6 +75,7 @@ pub fn list() -> Result<Vec<Interface>, InterfaceError> {
                 .unwrap_or(0);
             out.push(Interface {
                 name,
+                index: (*p).if_index,
                 up: flags & IFF_UP != 0,
                 link_type,
             });
@@ -130,6 +133,23 @@ pub fn select(all: &[Interface], patterns: &[String]) -> Result<Vec<Interface>, 
     Ok(chosen)
 }
 
+/// Whether an interface seen at run time (a link event) is one to watch: the same rule
+/// as [`select`] (patterns, or every interface that is up), Ethernet-like only. Patterns
+/// were validated at start-up; an invalid one matches nothing.
+pub fn wanted(patterns: &[String], iface: &Interface) -> bool {
+    if !iface.has_ethernet_header() {
+        return false;
+    }
+    if patterns.is_empty() {
+        return iface.up;
+    }
+    patterns.iter().any(|p| {
+        glob::Pattern::new(p)
+            .map(|g| g.matches(&iface.name))
+            .unwrap_or(false)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +157,7 @@ mod tests {
     fn iface(name: &str, up: bool) -> Interface {
         Interface {
             name: name.into(),
+            index: 1,
             up,
             link_type: ARPHRD_ETHER,
         }
@@ -181,6 +202,18 @@ mod tests {
             select(&all, &["[".into()]),
             Err(InterfaceError::Pattern { .. })
         ));
+    }
+
+    #[test]
+    fn run_time_interfaces_follow_the_same_rule() {
+        let pats = ["veth*".to_string()];
+        assert!(wanted(&pats, &iface("veth9", false)));
+        assert!(!wanted(&pats, &iface("eth0", true)));
+        assert!(wanted(&[], &iface("eth0", true)));
+        assert!(!wanted(&[], &iface("eth0", false)));
+        let mut tun = iface("veth-tun", true);
+        tun.link_type = 65534; // ARPHRD_NONE: no Ethernet header
+        assert!(!wanted(&pats, &tun));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
+mod attachments;
 mod caps;
 mod client;
 mod connections;
@@ -10,6 +11,7 @@ mod hooks;
 mod http;
 mod interfaces;
 mod kernel;
+mod linkwatch;
 mod metrics;
 mod notify;
 mod process;

@@ -21,6 +21,7 @@ pub struct Metrics {
     kernel_errors: IntCounterVec,
     pub hook_info: IntGaugeVec,
     pub tc_programs: IntGaugeVec,
+    pub interface_attach_errors: IntCounter,
     pub flow_entries: IntGauge,
     pub flow_capacity: IntGauge,
     pub flows_swept: IntCounter,
@@ -152,6 +153,11 @@ impl Metrics {
                 "keepalive_daemon_tc_programs_attached",
                 "tc programs attached, by program, interface, direction and attach mode (tcx or netlink).",
                 &["program", "interface", "direction", "mode"],
+            )?,
+            interface_attach_errors: counter(
+                &r,
+                "keepalive_daemon_interface_attach_errors_total",
+                "Interfaces that appeared while the daemon ran, matched --interface, and could not be attached (see the log).",
             )?,
             flow_entries: gauge(
                 &r,

@@ -6,7 +6,10 @@ use std::ffi::CString;
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType, tc},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
+        tc::{self, SchedClassifierLinkId},
+    },
 };
 use keepalive_common::Direction;
 
@@ -30,12 +33,13 @@ impl TcMode {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TcAttachment {
     pub program: &'static str,
     pub interface: String,
     pub direction: Direction,
     pub mode: TcMode,
+    pub link: SchedClassifierLinkId,
 }
 
 /// Loads the tc programs named (once per daemon).
@@ -70,6 +74,29 @@ pub fn attach(
         plan.push((BASELINE_PROGRAM, TcAttachType::Egress, Direction::Sent));
     }
     for (name, attach_type, direction) in plan {
+        match attach_one(ebpf, &cname, interface, name, attach_type, direction) {
+            Ok(a) => done.push(a),
+            Err(e) => {
+                // All or nothing: no half-watched interface.
+                for a in done {
+                    detach(ebpf, a);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    cname: &CString,
+    interface: &str,
+    name: &'static str,
+    attach_type: TcAttachType,
+    direction: Direction,
+) -> anyhow::Result<TcAttachment> {
+    {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -81,8 +108,8 @@ pub fn attach(
                 order: LinkOrder::default(),
             },
         );
-        let mode = match tcx {
-            Ok(_) => TcMode::Tcx,
+        let (mode, link) = match tcx {
+            Ok(link) => (TcMode::Tcx, link),
             Err(tcx_err) => {
                 log::debug!(
                     "TCX attach on {interface} failed ({tcx_err}); trying clsact + netlink"
@@ -91,25 +118,43 @@ pub fn attach(
                 if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
                     log::debug!("adding clsact qdisc on {interface}: {e}");
                 }
-                prog.attach(
-                    cname.as_c_str(),
-                    TcAttach::Netlink { parent: attach_type.into(), options: Default::default() },
-                )
-                .map_err(|nl_err| {
-                    anyhow!(
-                        "attaching {name} to {interface} failed: TCX: {tcx_err}; netlink: {nl_err}. \
-                         The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
+                let link = prog
+                    .attach(
+                        cname.as_c_str(),
+                        TcAttach::Netlink {
+                            parent: attach_type.into(),
+                            options: Default::default(),
+                        },
                     )
-                })?;
-                TcMode::Netlink
+                    .map_err(|nl_err| {
+                        anyhow!(
+                            "attaching {name} to {interface} failed: TCX: {tcx_err}; netlink: {nl_err}. \
+                             The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
+                        )
+                    })?;
+                (TcMode::Netlink, link)
             }
         };
-        done.push(TcAttachment {
+        Ok(TcAttachment {
             program: name,
             interface: interface.to_owned(),
             direction,
             mode,
-        });
+            link,
+        })
     }
-    Ok(done)
+}
+
+/// Releases an attachment: for an interface that was deleted the kernel has already
+/// detached the program, this frees our end of the link.
+pub fn detach(ebpf: &mut Ebpf, a: TcAttachment) {
+    let Some(prog) = ebpf.program_mut(a.program) else {
+        return;
+    };
+    let prog: Result<&mut SchedClassifier, _> = prog.try_into();
+    if let Ok(prog) = prog
+        && let Err(e) = prog.detach(a.link)
+    {
+        log::debug!("detaching {} from {}: {e}", a.program, a.interface);
+    }
 }

@@ -27,6 +27,8 @@ const EEXIST: i32 = 17;
 struct LinearData {
     data: usize,
     end: usize,
+    /// skb->len: the whole frame, linear part and pages.
+    len: usize,
 }
 
 /// A header inside the linear data, already bounds-checked for its length.
@@ -43,6 +45,11 @@ impl Packet for LinearData {
             return None;
         }
         Some(CheckedHeader(start as *const u8))
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len
     }
 }
 
@@ -81,6 +88,7 @@ fn linear(ctx: &TcContext) -> LinearData {
     LinearData {
         data: ctx.data(),
         end: ctx.data_end(),
+        len: ctx.len() as usize,
     }
 }
 
