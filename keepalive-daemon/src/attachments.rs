@@ -16,15 +16,18 @@ use crate::{
 pub struct Attachments {
     patterns: Vec<String>,
     baseline: bool,
+    /// --tc.attach-mode
+    mode: String,
     /// By interface index: the name it had when attached and our attachments.
     by_index: BTreeMap<u32, (String, Vec<TcAttachment>)>,
 }
 
 impl Attachments {
-    pub fn new(patterns: &[String], baseline: bool) -> Attachments {
+    pub fn new(patterns: &[String], baseline: bool, mode: &str) -> Attachments {
         Attachments {
             patterns: patterns.to_vec(),
             baseline,
+            mode: mode.to_owned(),
             by_index: BTreeMap::new(),
         }
     }
@@ -40,7 +43,7 @@ impl Attachments {
         metrics: &Metrics,
         iface: &Interface,
     ) -> anyhow::Result<()> {
-        let done = tc::attach(ebpf, &iface.name, self.baseline)?;
+        let done = tc::attach(ebpf, &iface.name, self.baseline, &self.mode)?;
         for a in &done {
             log::info!(
                 "attached {} ({}) to {} ({})",

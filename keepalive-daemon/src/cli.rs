@@ -37,6 +37,13 @@ pub struct Args {
     #[arg(long = "interface", value_name = "NAME|GLOB")]
     pub interfaces: Vec<String>,
 
+    /// How the tc programs attach: tcx (kernel 6.6+; links the kernel drops with the
+    /// process), netlink (clsact qdisc and cls_bpf filters, any kernel), or auto (tcx,
+    /// else netlink).
+    #[arg(long = "tc.attach-mode", value_name = "MODE", default_value = "auto",
+          value_parser = ["auto", "tcx", "netlink"])]
+    pub tc_attach_mode: String,
+
     /// Connections the kernel tracks at once (LRU map; 144 bytes of key and value each,
     /// plus the kernel's per-entry overhead).
     /// When full, the least recently active connection is evicted; totals are kept, and

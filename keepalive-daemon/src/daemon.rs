@@ -105,7 +105,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tc_programs.push(tc::BASELINE_PROGRAM);
     }
     tc::load(&mut ebpf, &tc_programs)?;
-    let mut attachments = Attachments::new(&args.interfaces, args.baseline_program);
+    let mut attachments = Attachments::new(
+        &args.interfaces,
+        args.baseline_program,
+        &args.tc_attach_mode,
+    );
     for iface in &chosen {
         attachments.attach(&mut ebpf, &metrics, iface)?;
     }

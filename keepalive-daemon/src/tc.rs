@@ -62,8 +62,10 @@ pub fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
     baseline: bool,
+    mode: &str,
 ) -> anyhow::Result<Vec<TcAttachment>> {
     let cname = CString::new(interface).with_context(|| format!("interface name {interface:?}"))?;
+    remove_leftovers(&cname, interface);
     let mut done = Vec::new();
     let mut plan = vec![
         (INGRESS_PROGRAM, TcAttachType::Ingress, Direction::Received),
@@ -74,7 +76,7 @@ pub fn attach(
         plan.push((BASELINE_PROGRAM, TcAttachType::Egress, Direction::Sent));
     }
     for (name, attach_type, direction) in plan {
-        match attach_one(ebpf, &cname, interface, name, attach_type, direction) {
+        match attach_one(ebpf, &cname, interface, name, attach_type, direction, mode) {
             Ok(a) => done.push(a),
             Err(e) => {
                 // All or nothing: no half-watched interface.
@@ -95,25 +97,34 @@ fn attach_one(
     name: &'static str,
     attach_type: TcAttachType,
     direction: Direction,
+    mode: &str,
 ) -> anyhow::Result<TcAttachment> {
     {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        let tcx = prog.attach(
-            cname.as_c_str(),
-            TcAttach::Tcx {
-                attach_type,
-                order: LinkOrder::default(),
-            },
-        );
+        let tcx = (mode != "netlink").then(|| {
+            prog.attach(
+                cname.as_c_str(),
+                TcAttach::Tcx {
+                    attach_type,
+                    order: LinkOrder::default(),
+                },
+            )
+        });
         let (mode, link) = match tcx {
-            Ok(link) => (TcMode::Tcx, link),
-            Err(tcx_err) => {
-                log::debug!(
-                    "TCX attach on {interface} failed ({tcx_err}); trying clsact + netlink"
-                );
+            Some(Ok(link)) => (TcMode::Tcx, link),
+            Some(Err(tcx_err)) if mode == "tcx" => anyhow::bail!(
+                "attaching {name} to {interface} with TCX failed (--tc.attach-mode tcx; \
+                 kernels before 6.6 need netlink or auto): {tcx_err}"
+            ),
+            tcx => {
+                let why = match tcx {
+                    Some(Err(e)) => format!("TCX: {e}"),
+                    _ => "--tc.attach-mode netlink".to_owned(),
+                };
+                log::debug!("{interface}: {why}; attaching with clsact + netlink");
                 // Already present (ours or another tool's) is fine: we only add a filter.
                 if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
                     log::debug!("adding clsact qdisc on {interface}: {e}");
@@ -128,7 +139,7 @@ fn attach_one(
                     )
                     .map_err(|nl_err| {
                         anyhow!(
-                            "attaching {name} to {interface} failed: TCX: {tcx_err}; netlink: {nl_err}. \
+                            "attaching {name} to {interface} failed: {why}; netlink: {nl_err}. \
                              The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
                         )
                     })?;
@@ -142,6 +153,24 @@ fn attach_one(
             mode,
             link,
         })
+    }
+}
+
+/// Removes legacy clsact filters of ours that a daemon which could not clean up left
+/// behind (SIGKILL, a crash: netlink filters outlive the process, TCX links do not).
+/// They are recognised by name; nothing else is touched, the qdisc included. (A second
+/// keepalive-daemon on the same interface would lose its filters: run one per host.)
+fn remove_leftovers(cname: &CString, interface: &str) {
+    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, BASELINE_PROGRAM] {
+        for at in [TcAttachType::Ingress, TcAttachType::Egress] {
+            match tc::qdisc_detach_program(cname.as_c_str(), at.into(), name) {
+                Ok(()) => log::warn!(
+                    "removed leftover {name} filter(s) on {interface} ({at:?}) from an earlier run"
+                ),
+                // No clsact qdisc, or no such filter: nothing left over.
+                Err(e) => log::debug!("no leftover {name} on {interface} ({at:?}): {e}"),
+            }
+        }
     }
 }
 

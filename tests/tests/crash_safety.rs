@@ -1,9 +1,10 @@
-//! SIGKILL, then a restart, with another tool's clsact qdisc and filter on the same
-//! interface: the kernel drops the killed daemon's TCX links with its descriptors, the
+//! SIGKILL, then a restart, with another tool's clsact qdisc and filters on the same
+//! interface. TCX: the kernel drops the killed daemon's TCX links with its descriptors, the
 //! restarted daemon attaches exactly once, probes are counted once (the kernels'
 //! TcpExtTCPKeepAlive), and the foreign qdisc and filter are never touched, not even by
-//! the final SIGTERM. (The legacy netlink path, for kernels before 6.6, is not forced
-//! here: leftovers of it are not yet cleaned up at start; see docs/operations.md.)
+//! the final SIGTERM. With `--tc.attach-mode netlink` (the path of kernels before 6.6)
+//! the killed daemon's clsact filters outlive it; the restarted daemon removes those
+//! leftovers by name, attaches exactly once, and leaves the foreign filters alone.
 
 use std::collections::BTreeSet;
 
@@ -19,11 +20,18 @@ const FOREIGN_FILTER: [&str; 10] = [
     "pref", "49000", "protocol", "all", "u32", "match", "u32", "0", "0", "classid",
 ];
 
+/// The qdiscs, and the filters that are not ours (ours are the cls_bpf ones: the foreign
+/// filters are u32).
 fn foreign_state(ns: &Netns, iface: &str) -> (String, String, String) {
     let qdisc = ns.cmd(&["tc", "qdisc", "show", "dev", iface]);
-    let ingress = ns.cmd(&["tc", "filter", "show", "dev", iface, "ingress"]);
-    let egress = ns.cmd(&["tc", "filter", "show", "dev", iface, "egress"]);
-    (qdisc, ingress, egress)
+    let not_ours = |dir: &str| {
+        ns.cmd(&["tc", "filter", "show", "dev", iface, dir])
+            .lines()
+            .filter(|l| !l.contains(" bpf "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    (qdisc, not_ours("ingress"), not_ours("egress"))
 }
 
 /// Live tc links to our programs (ingress, egress), besides those in `baseline`. This
@@ -40,7 +48,9 @@ fn ours(ns: &Netns, iface: &str, baseline: &BTreeSet<u32>) -> (usize, usize) {
         .collect();
     let filters = |dir: &str| ns.cmd(&["tc", "filter", "show", "dev", iface, dir]);
     let count = |name: &str, dir: &str| {
-        links.iter().filter(|n| *n == name).count() + filters(dir).matches(name).count()
+        // One line per filter names it (as the filter and as its program).
+        links.iter().filter(|n| *n == name).count()
+            + filters(dir).lines().filter(|l| l.contains(name)).count()
     };
     (
         count("ka_tc_ingress", "ingress"),
@@ -48,10 +58,10 @@ fn ours(ns: &Netns, iface: &str, baseline: &BTreeSet<u32>) -> (usize, usize) {
     )
 }
 
-#[test]
-fn sigkill_restart_attaches_once_and_spares_foreign_filters() {
+fn sigkill_then_restart(tag: &str, mode: &str) {
     require_root();
-    let setup = Setup::new("crash");
+    let setup = Setup::new(tag);
+    let flags = ["--tc.attach-mode", mode];
     let iface = setup.veth.a_if.as_str();
     setup.a.cmd(&["tc", "qdisc", "add", "dev", iface, "clsact"]);
     for dir in ["ingress", "egress"] {
@@ -67,25 +77,41 @@ fn sigkill_restart_attaches_once_and_spares_foreign_filters() {
         "harness: foreign qdisc and filters not in place: {foreign:?}"
     );
 
-    let first = Daemon::spawn(&setup.a, &[iface]);
+    let first = Daemon::spawn_with(&setup.a, &[iface], &flags);
     assert_eq!(ours(&setup.a, iface, &baseline), (1, 1), "first start");
     // SIGKILL: no chance to detach anything itself.
     let stderr = first.kill();
-    assert!(
-        wait_until(BPF_RELEASE_TIMEOUT, || ours(&setup.a, iface, &baseline)
-            == (0, 0)),
-        "after SIGKILL our programs stayed attached: {:?}\n{:?}\nfirst daemon's stderr:\n{stderr}",
-        ours(&setup.a, iface, &baseline),
-        bpftool_links()
-    );
+    if mode == "tcx" {
+        assert!(
+            wait_until(BPF_RELEASE_TIMEOUT, || ours(&setup.a, iface, &baseline)
+                == (0, 0)),
+            "after SIGKILL our links stayed: {:?}\n{:?}\nfirst daemon's stderr:\n{stderr}",
+            ours(&setup.a, iface, &baseline),
+            bpftool_links()
+        );
+    } else {
+        // Legacy filters outlive the process: the leftovers the restart must remove.
+        assert_eq!(
+            ours(&setup.a, iface, &baseline),
+            (1, 1),
+            "netlink filters after SIGKILL (the precondition)"
+        );
+    }
     assert_eq!(
         foreign_state(&setup.a, iface),
         foreign,
         "SIGKILL changed the foreign qdisc or filters"
     );
 
-    let second = Daemon::spawn(&setup.a, &[iface]);
+    let second = Daemon::spawn_with(&setup.a, &[iface], &flags);
     let ctx = || format!("daemon stderr:\n{}", second.stderr());
+    if mode == "netlink" {
+        assert!(
+            second.stderr().contains("removed leftover"),
+            "no leftover removal logged; {}",
+            ctx()
+        );
+    }
     assert_eq!(
         ours(&setup.a, iface, &baseline),
         (1, 1),
@@ -114,4 +140,14 @@ fn sigkill_restart_attaches_once_and_spares_foreign_filters() {
         foreign,
         "SIGTERM changed the foreign qdisc or filters"
     );
+}
+
+#[test]
+fn sigkill_restart_with_tcx_attaches_once_and_spares_foreign_filters() {
+    sigkill_then_restart("crashtcx", "tcx");
+}
+
+#[test]
+fn sigkill_restart_with_netlink_removes_only_our_leftovers() {
+    sigkill_then_restart("crashnl", "netlink");
 }
