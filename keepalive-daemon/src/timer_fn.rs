@@ -106,12 +106,7 @@ pub fn learn(ebpf: &mut Ebpf, offsets: TimerFnCalibration) -> Result<u64, TimerF
 }
 
 fn listen_and_read(ebpf: &mut Ebpf, offsets: TimerFnCalibration) -> Result<u64, TimerFnError> {
-    let mut map: Array<_, TimerFnCalibration> =
-        Array::try_from(ebpf.map_mut(MAP).ok_or_else(|| TimerFnError::Bpf {
-            what: "map TIMER_FN_CALIBRATION missing from the eBPF object",
-            source: "missing".into(),
-        })?)
-        .map_err(bpf("opening TIMER_FN_CALIBRATION"))?;
+    let mut map = calibration_map(ebpf)?;
     // Loopback when it is up; any address otherwise (a fresh namespace has lo down).
     // Nothing connects: the socket listens for microseconds with a backlog of 1.
     let mut last = None;
@@ -163,18 +158,23 @@ fn listen_and_read(ebpf: &mut Ebpf, offsets: TimerFnCalibration) -> Result<u64, 
 /// Writes `function` as the address the timer programs use (kallsyms' when the
 /// learned one disagrees with it).
 pub fn set(ebpf: &mut Ebpf, function: u64) -> Result<(), TimerFnError> {
-    let mut map: Array<_, TimerFnCalibration> =
-        Array::try_from(ebpf.map_mut(MAP).ok_or_else(|| TimerFnError::Bpf {
-            what: "map TIMER_FN_CALIBRATION missing from the eBPF object",
-            source: "missing".into(),
-        })?)
-        .map_err(bpf("opening TIMER_FN_CALIBRATION"))?;
+    let mut map = calibration_map(ebpf)?;
     let cal = TimerFnCalibration {
         function,
         ..Default::default()
     };
     map.set(0, &cal, 0)
         .map_err(bpf("writing TIMER_FN_CALIBRATION"))
+}
+
+fn calibration_map(
+    ebpf: &mut Ebpf,
+) -> Result<Array<&mut aya::maps::MapData, TimerFnCalibration>, TimerFnError> {
+    let map = ebpf.map_mut(MAP).ok_or_else(|| TimerFnError::Bpf {
+        what: "map TIMER_FN_CALIBRATION missing from the eBPF object",
+        source: "missing".into(),
+    })?;
+    Array::try_from(map).map_err(bpf("opening TIMER_FN_CALIBRATION"))
 }
 
 /// Kernel text lives in the upper half of the address space on 64-bit Linux.

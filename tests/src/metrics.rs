@@ -46,6 +46,19 @@ pub fn series_key<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'a
 }
 
 impl Samples {
+    /// Mechanism in use per socket hook (`keepalive_daemon_hook_info` series at 1).
+    pub fn hooks_in_use(&self) -> BTreeMap<String, String> {
+        self.matching("keepalive_daemon_hook_info", &[])
+            .filter(|series| series.value == 1.0)
+            .filter_map(|series| {
+                Some((
+                    series.labels.get("hook")?.clone(),
+                    series.labels.get("mechanism")?.clone(),
+                ))
+            })
+            .collect()
+    }
+
     /// Parses the Prometheus text exposition format.
     pub fn parse(text: &str) -> Result<Samples> {
         let mut series = BTreeMap::new();

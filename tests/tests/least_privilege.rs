@@ -4,8 +4,6 @@
 //! and once attached holds only CAP_BPF and CAP_NET_ADMIN, with no_new_privs. SIGTERM:
 //! exit 0 and nothing left attached.
 
-use std::collections::BTreeMap;
-
 use keepalive_tests::names::{PROBES, TIMER_PROBES};
 use keepalive_tests::scenarios::{self, Setup};
 use keepalive_tests::{Daemon, Samples, require_root};
@@ -21,18 +19,6 @@ const WRAPPER: [&str; 4] = [
     "--inh-caps=-all",
     "--",
 ];
-
-fn hooks(s: &Samples) -> BTreeMap<String, String> {
-    s.matching("keepalive_daemon_hook_info", &[])
-        .filter(|series| series.value == 1.0)
-        .filter_map(|series| {
-            Some((
-                series.labels.get("hook")?.clone(),
-                series.labels.get("mechanism")?.clone(),
-            ))
-        })
-        .collect()
-}
 
 /// `Cap<kind>` of every thread of `pid`, and whether each has no_new_privs.
 fn thread_caps(pid: u32, kind: &str) -> Vec<(u64, bool)> {
@@ -61,14 +47,14 @@ fn three_capabilities_suffice_and_only_two_stay() {
 
     // The reference: the same daemon with every capability.
     let full = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
-    let want = hooks(&full.scrape());
+    let want = Samples::hooks_in_use(&full.scrape());
     full.terminate();
     assert_eq!(want.len(), 2, "with every capability: hooks {want:?}");
 
     let daemon = Daemon::spawn_wrapped(&setup.a, &WRAPPER, &[&setup.veth.a_if], &[]);
     let ctx = || format!("daemon stderr:\n{}", daemon.stderr());
     assert_eq!(
-        hooks(&daemon.scrape()),
+        Samples::hooks_in_use(&daemon.scrape()),
         want,
         "hooks under three capabilities; {}",
         ctx()

@@ -53,10 +53,10 @@ pub fn run(unit_text: &str, bin: &Path) -> anyhow::Result<()> {
 
     let ns = Netns::new("sandbox", "x");
     let tmp = TempDir::new("sandbox");
-    let full = hooks(&run_daemon(&ns, bin, None, &tmp)?);
+    let full = Samples::hooks_in_use(&run_daemon(&ns, bin, None, &tmp)?);
     let trace = tmp.join("strace.out");
     let confined = run_daemon(&ns, bin, Some((&bounding, &trace)), &tmp)?;
-    let confined_hooks = hooks(&confined);
+    let confined_hooks = Samples::hooks_in_use(&confined);
     println!("socket hooks with every capability: {full:?}; with {bounding}: {confined_hooks:?}");
     ensure!(
         confined_hooks == full,
@@ -194,19 +194,6 @@ fn scrape_and_stop(
         wait_timeout(child, Duration::from_secs(15)).context("still running 15 s after SIGTERM")?;
     ensure!(status.success(), "exited with {status} after SIGTERM");
     Samples::parse(&body)
-}
-
-/// hook -> mechanism in use (`keepalive_daemon_hook_info == 1`).
-fn hooks(s: &Samples) -> BTreeMap<String, String> {
-    s.matching("keepalive_daemon_hook_info", &[])
-        .filter(|series| series.value == 1.0)
-        .filter_map(|series| {
-            Some((
-                series.labels.get("hook")?.clone(),
-                series.labels.get("mechanism")?.clone(),
-            ))
-        })
-        .collect()
 }
 
 /// System call names in `strace -f -qq` output (`PID name(args) = ret`).
