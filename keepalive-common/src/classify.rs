@@ -92,7 +92,7 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
         // An ACK beyond the probe shows the prober sent data since: it was superseded.
         let answered = other.flags & PROBE_PENDING != 0
             && !(seg.has(TCP_ACK) && before(other.probe_seq.wrapping_add(1), seg.ack));
-        other.flags &= !PROBE_PENDING;
+        clear(other, PROBE_PENDING);
         if answered {
             st.end = match dir {
                 // Our RST answers a probe we received.
@@ -113,13 +113,13 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
                 flow_end::CLOSED
             };
         }
-        me.flags &= !PROBE_PENDING;
+        clear(me, PROBE_PENDING);
         return Verdict::Nothing;
     }
     if seg.has(TCP_FIN) || !seg.has(TCP_ACK) {
-        me.flags &= !PROBE_PENDING;
+        clear(me, PROBE_PENDING);
         if seg.has(TCP_FIN) {
-            me.flags |= FIN_SEEN;
+            set(me, FIN_SEEN);
             if other.flags & FIN_SEEN != 0 && st.end == flow_end::OPEN {
                 st.end = flow_end::CLOSED;
             }
@@ -139,7 +139,7 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
             if me.flags & PROBE_PENDING != 0 {
                 me.unanswered_streak = me.unanswered_streak.wrapping_add(1);
             }
-            me.flags |= PROBE_PENDING;
+            set(me, PROBE_PENDING);
             me.probe_seq = seg.seq;
             me.probes = me.probes.wrapping_add(1);
             Verdict::Probe {
@@ -151,13 +151,13 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
         // consumes no sequence space (a pure ACK, e.g. our answer to the peer's probe
         // when both ends probe at once) leaves it waiting for its answer.
         if sends_new_data(me, seg) {
-            me.flags &= !PROBE_PENDING;
+            clear(me, PROBE_PENDING);
         }
         if seg.payload_len == 0
             && other.flags & PROBE_PENDING != 0
             && seg.ack == other.probe_seq.wrapping_add(1)
         {
-            other.flags &= !PROBE_PENDING;
+            clear(other, PROBE_PENDING);
             other.probe_acks = other.probe_acks.wrapping_add(1);
             other.unanswered_streak = 0;
             Verdict::ProbeAck
@@ -194,23 +194,23 @@ fn learn_dir(me: &mut DirState, other: &mut DirState, seg: &Segment) {
         .wrapping_add((seg.flags & TCP_FIN) as u32);
     raise(me, end);
     if seg.window == 0 {
-        me.flags |= WINDOW_ZERO;
+        set(me, WINDOW_ZERO);
         // Not this segment's end: a keepalive announcing the zero window ends one
         // below what this side has sent.
         me.zero_window_end = me.next_seq;
     } else {
-        me.flags &= !WINDOW_ZERO;
+        clear(me, WINDOW_ZERO);
     }
     if seg.has(TCP_ACK) {
         // The other side sent data after its last zero-window announcement: that data
         // was skipped by the early exit, so its window was open.
         if other.flags & WINDOW_ZERO != 0 && before(other.zero_window_end, seg.ack) {
-            other.flags &= !WINDOW_ZERO;
+            clear(other, WINDOW_ZERO);
         }
         // Acknowledging beyond the other side's pending probe means it sent data since
         // (skipped by the early exit): the probe was superseded, not left unanswered.
         if other.flags & PROBE_PENDING != 0 && before(other.probe_seq.wrapping_add(1), seg.ack) {
-            other.flags &= !PROBE_PENDING;
+            clear(other, PROBE_PENDING);
         }
         raise(other, seg.ack);
     }
@@ -218,12 +218,37 @@ fn learn_dir(me: &mut DirState, other: &mut DirState, seg: &Segment) {
 
 #[inline(always)]
 fn raise(d: &mut DirState, value: u32) {
-    d.next_seq = if d.flags & SEQ_KNOWN != 0 {
+    let next = if d.flags & SEQ_KNOWN != 0 {
         seq_max(d.next_seq, value)
     } else {
         value
     };
-    d.flags |= SEQ_KNOWN;
+    if next != d.next_seq {
+        d.next_seq = next;
+    }
+    set(d, SEQ_KNOWN);
+}
+
+// Writes only on a change. The ingress and egress programs of one connection can run
+// at once on two CPUs (both ends probing: our probe leaves on one while theirs arrives
+// on the other), and both update both directions' flags without a lock (map values
+// of a Rust program carry no BTF, so no bpf_spin_lock). An unconditional
+// read-modify-write of a word that did not change (SEQ_KNOWN on every ACK) could put
+// back a stale copy over the other CPU's PROBE_PENDING; skipping no-op stores leaves
+// only real transitions that can meet, and those follow each other causally (a probe,
+// then its answer). Fewer stores also dirty fewer cache lines per packet.
+#[inline(always)]
+fn set(d: &mut DirState, bit: u32) {
+    if d.flags & bit == 0 {
+        d.flags |= bit;
+    }
+}
+
+#[inline(always)]
+fn clear(d: &mut DirState, bit: u32) {
+    if d.flags & bit != 0 {
+        d.flags &= !bit;
+    }
 }
 
 #[inline(always)]

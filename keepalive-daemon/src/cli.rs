@@ -120,8 +120,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print the keepalive view of each tracked connection from a running daemon
-    /// (GET /connections): probes sent and received, answers, unanswered streaks, time
-    /// since the last probe, and how keepalive ended it.
+    /// (GET /connections). SENT: probes this host sent, SENT_ACKED: those the peer
+    /// answered, SENT_STREAK: unanswered in a row; RECV, RECV_ACKED, RECV_STREAK: the
+    /// same for the peer's probes and this host's answers; then the time since the last
+    /// probe and how keepalive ended the connection.
     Connections {
         /// The running daemon's address.
         #[arg(

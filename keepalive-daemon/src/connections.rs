@@ -148,30 +148,53 @@ pub fn limit_from_query(query: &str) -> usize {
         .map_or(DEFAULT_LIMIT, |n| n.clamp(1, MAX_LIMIT))
 }
 
-/// The table `keepalive-daemon connections` prints.
+/// The table `keepalive-daemon connections` prints. Columns name the probe's direction:
+/// SENT_* are probes this host sent (ACKED: answered by the peer), RECV_* probes it
+/// received (ACKED: answered by this host); STREAK is unanswered probes in a row.
 pub fn table(l: &Listing) -> String {
-    let mut out = format!(
-        "{:<46} {:<46} {:>7} {:>7} {:>9} {:>9} {:>10} {:>11}\n",
-        "LOCAL", "REMOTE", "SENT", "RECV", "ANSWERED", "UNANSW", "LAST(s)", "ENDED"
-    );
+    let row = |cols: [&str; 10]| {
+        format!(
+            "{:<46} {:<46} {:>10} {:>10} {:>11} {:>10} {:>10} {:>11} {:>8} {:>11}\n",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            cols[5],
+            cols[6],
+            cols[7],
+            cols[8],
+            cols[9]
+        )
+    };
+    let mut out = row([
+        "LOCAL",
+        "REMOTE",
+        "SENT",
+        "SENT_ACKED",
+        "SENT_STREAK",
+        "RECV",
+        "RECV_ACKED",
+        "RECV_STREAK",
+        "LAST(s)",
+        "ENDED",
+    ]);
     for c in &l.connections {
         let last = c
             .seconds_since_last_probe
             .map_or("-".to_owned(), |s| format!("{s:.1}"));
-        out += &format!(
-            "{:<46} {:<46} {:>7} {:>7} {:>9} {:>9} {:>10} {:>11}\n",
-            c.local,
-            c.remote,
-            c.probes_sent,
-            c.probes_received,
-            format!("{}/{}", c.probes_sent_answered, c.probes_received_answered),
-            format!(
-                "{}/{}",
-                c.unanswered_streak_sent, c.unanswered_streak_received
-            ),
-            last,
-            c.ended
-        );
+        out += &row([
+            c.local.as_str(),
+            c.remote.as_str(),
+            &c.probes_sent.to_string(),
+            &c.probes_sent_answered.to_string(),
+            &c.unanswered_streak_sent.to_string(),
+            &c.probes_received.to_string(),
+            &c.probes_received_answered.to_string(),
+            &c.unanswered_streak_received.to_string(),
+            &last,
+            c.ended.as_str(),
+        ]);
     }
     out += &format!(
         "{} of {} connections. {}\n",

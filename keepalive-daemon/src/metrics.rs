@@ -94,7 +94,7 @@ impl Metrics {
                 probe_acks: counter_vec(
                     &r,
                     "tcp_keepalive_port_probe_acks_total",
-                    "Keepalive probes answered by an ACK, for allowlisted local ports; direction is the probe's.",
+                    "Keepalive probes answered by a pure ACK of probe seq + 1, for allowlisted local ports; direction is the probe's.",
                     &["local_port", "direction"],
                 )?,
                 resets: counter_vec(
@@ -115,7 +115,7 @@ impl Metrics {
             probe_acks: counter_vec(
                 &r,
                 "tcp_keepalive_probe_acks_total",
-                "Keepalive probes answered by an ACK; direction is the probe's.",
+                "Keepalive probes answered: the other side sent a pure ACK of probe seq + 1 before the prober's next probe; direction is the probe's (sent = this host's probes, answered by peers).",
                 &["direction", "family"],
             )?,
             resets: counter_vec(

@@ -133,8 +133,10 @@ fn track(seg: &Segment, dir: Direction) {
     match FLOWS.get_ptr_mut(&key) {
         Some(state) => {
             // SAFETY: the pointer comes from a successful lookup and stays valid for the
-            // rest of this program run (RCU); concurrent runs for the same connection on
-            // other CPUs only race on the benign per-connection detail fields.
+            // rest of this program run (RCU). The ingress and egress runs of one
+            // connection can overlap on two CPUs; the classifier stores a flag word only
+            // when it changes, so they cannot undo each other's transitions (classify.rs,
+            // `set`/`clear`).
             let state = unsafe { &mut *state };
             let verdict = classify(state, seg, dir, now);
             if let Some(slot) = counters::for_verdict(verdict, dir, seg.family) {

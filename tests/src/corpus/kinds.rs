@@ -59,6 +59,10 @@ pub enum Difference {
     FirstSegmentOfItsEnd,
     /// The answer to a probe tshark did not flag.
     AnswerToProbeTsharkMissed,
+    /// Both ends probed at once and answer each other's probe: the second answer
+    /// follows the first answer, not a probe, so tshark's keep_alive_ack misses it.
+    /// Neither answer consumes sequence space, so both probes are answered.
+    CrossingAnswerTsharkMissed,
     /// The end's first captured segment was a 0-byte probe: tshark takes its seq as
     /// the next sequence number, one below the truth, and misses every later 0-byte
     /// probe of that end until the end sends new data; we learn from the peer's ACK.
@@ -70,13 +74,14 @@ pub enum Difference {
 }
 
 impl Difference {
-    pub const ALL: [Difference; 8] = [
+    pub const ALL: [Difference; 9] = [
         Difference::ZeroWindowProbeIsKeepAliveForTshark,
         Difference::AckOfRetransmittedLastByte,
         Difference::NewByteZeroWindowProbe,
         Difference::AnswerWithNewWindow,
         Difference::FirstSegmentOfItsEnd,
         Difference::AnswerToProbeTsharkMissed,
+        Difference::CrossingAnswerTsharkMissed,
         Difference::ZeroByteProbeAfterCaptureStartedOnOne,
         Difference::ZeroByteProbeAtSndNxtZero,
     ];
@@ -90,6 +95,7 @@ impl Difference {
             | Difference::AnswerWithNewWindow
             | Difference::FirstSegmentOfItsEnd
             | Difference::AnswerToProbeTsharkMissed
+            | Difference::CrossingAnswerTsharkMissed
             | Difference::ZeroByteProbeAfterCaptureStartedOnOne
             | Difference::ZeroByteProbeAtSndNxtZero => Cat::None,
         }

@@ -203,12 +203,19 @@ fn crossing(shape: Shape, rng: &mut Rng, p: Origin) -> Script {
     s.wait_us(rng.range(5, 50));
     s.probe(q, pay_q, Kind::Probe);
     s.wait_rtt();
-    // p's answer to q's probe also supersedes p's own pending probe...
-    s.answer(p, pay_q, Kind::ProbeAck);
+    // Each end answers the other's probe; the answers cross. Neither consumes sequence
+    // space, so neither supersedes its sender's own probe: both count. tshark flags
+    // only the first (its keep_alive_ack wants the other direction's last segment to
+    // be the probe, and by the second answer it is the first answer).
+    let (first, second, pay_first, pay_second) = if rng.chance(50) {
+        (p, q, pay_q, pay_p)
+    } else {
+        (q, p, pay_p, pay_q)
+    };
+    s.answer(first, pay_first, Kind::ProbeAck);
     s.wait_us(rng.range(5, 50));
-    // ...so q's answer to it counts nowhere (tshark agrees: p's last segment was no
-    // longer a keep-alive).
-    s.answer(q, pay_p, Kind::UncountedAnswer);
+    let j = s.answer(second, pay_second, Kind::ProbeAck);
+    s.differs(j, Difference::CrossingAnswerTsharkMissed);
     interval(&mut s, rng);
     s.probe_round(p, pay_p);
     s

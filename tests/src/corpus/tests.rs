@@ -203,6 +203,7 @@ fn differences_are_isolated_in_their_scenarios() {
             D::AckOfRetransmittedLastByte => &[S::LastByteRetransmission],
             D::NewByteZeroWindowProbe => &[S::NewByteZeroWindow],
             D::AnswerWithNewWindow => &[S::AnswerWithNewWindow],
+            D::CrossingAnswerTsharkMissed => &[S::CrossingProbes],
             D::FirstSegmentOfItsEnd => &[S::MidIdleAckFirst],
             D::ZeroByteProbeAfterCaptureStartedOnOne => &[S::MidIdleProbeFirst, S::MidIdleAckFirst],
             D::ZeroByteProbeAtSndNxtZero => &[S::WrapToZero],
