@@ -123,9 +123,15 @@ impl ProbeOracle {
             "harness: no probes at all; {}",
             ctx()
         );
-        for (side, kernel) in [(Side::A, self.kernel_probes_a), (Side::B, self.kernel_probes_b)] {
+        for (side, kernel) in [
+            (Side::A, self.kernel_probes_a),
+            (Side::B, self.kernel_probes_b),
+        ] {
             assert_eq!(
-                (self.wire_probes.from(side), m.counts(|t| t.probes).from(side)),
+                (
+                    self.wire_probes.from(side),
+                    m.counts(|t| t.probes).from(side)
+                ),
                 (kernel, kernel),
                 "harness: probes sent by {side:?}: (tshark keep_alive, matcher) vs nstat; {}",
                 ctx()
@@ -134,7 +140,11 @@ impl ProbeOracle {
         for family in Family::ALL {
             for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
                 let t = m.get(prober, family);
-                assert!(t.probes > 0, "harness: no {family} probe from {prober:?}; {}", ctx());
+                assert!(
+                    t.probes > 0,
+                    "harness: no {family} probe from {prober:?}; {}",
+                    ctx()
+                );
                 assert_eq!(
                     t.probes,
                     self.wire_probes.get(prober, family),

@@ -210,12 +210,7 @@ impl Answers {
             };
             let mine = side_of(seg.src.ip());
             let theirs = side_of(seg.dst.ip());
-            assert_eq!(
-                mine.1,
-                theirs.1,
-                "segment across families: {}",
-                seg.line()
-            );
+            assert_eq!(mine.1, theirs.1, "segment across families: {}", seg.line());
             assert_ne!(mine.0, theirs.0, "segment within one side: {}", seg.line());
             out.step(key, mine, theirs, me, other, seg);
             out.segments.entry(key).or_default().push(seg.clone());

@@ -101,7 +101,9 @@ fn primed(family: Family) -> Conn {
 
 #[test]
 fn probe_answered() {
-    let c = primed(Family::Ipv4).seg(A, 999, 5000, 0).seg(B, 5000, 1000, 0);
+    let c = primed(Family::Ipv4)
+        .seg(A, 999, 5000, 0)
+        .seg(B, 5000, 1000, 0);
     let m = run(vec![c.frames]);
     assert_eq!(m.get(A, Family::Ipv4), tally(1, 1, 0));
     assert_eq!(m.get(B, Family::Ipv4), Tally::default());
@@ -174,7 +176,9 @@ fn lockstep_rounds_on_two_connections_interleaved() {
 
 #[test]
 fn peer_probe_is_not_an_answer() {
-    let c = primed(Family::Ipv4).seg(A, 999, 5000, 0).seg(B, 4999, 1000, 0);
+    let c = primed(Family::Ipv4)
+        .seg(A, 999, 5000, 0)
+        .seg(B, 4999, 1000, 0);
     let m = run(vec![c.frames]);
     assert_eq!(m.get(A, Family::Ipv4), tally(1, 0, 1));
     assert_eq!(m.get(B, Family::Ipv4), tally(1, 0, 1));
