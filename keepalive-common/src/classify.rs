@@ -12,9 +12,16 @@
 //! - **Zero-window probe**: probe-shaped, but the other side last advertised a zero
 //!   window. Linux sends these through the same tcp_xmit_probe_skb() with
 //!   `seq = snd_una - 1`; they are counted apart and never as keepalives.
-//! - **Answer**: the next segment from the other side after a probe. A pure ACK with
-//!   `ack == probe seq + 1` answers it; a RST resets it. A probe is never an answer.
-//!   Any other segment of the prober's own side supersedes a pending probe.
+//! - **Answer**: a pending probe is answered by the other side's first pure ACK (no
+//!   payload, no SYN/FIN/RST) with `ack == probe seq + 1`, and reset by its RST. A probe
+//!   is never an answer. The prober's next probe leaves it unanswered
+//!   (`unanswered_streak`).
+//! - **Superseded**: decided by what segments mean, not by their order. Only new data
+//!   from the prober ends a pending probe without an answer: seen directly (payload or a
+//!   FIN), or proven (a later segment of the prober starting beyond the probe, or an ACK
+//!   from the other side beyond `probe seq + 1`). A segment that consumes no sequence
+//!   space never does: when both ends probe at once, each side's pure ACK to the other's
+//!   probe crosses the answer to its own (docs/accuracy.md, "Both ends probing").
 //!
 //! # What the state learns, and from which segments
 //! Only small segments (0/1 payload bytes, RST, FIN) and data announcing a zero window
@@ -140,8 +147,12 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
             }
         }
     } else {
-        // Anything else from this side supersedes its own pending probe.
-        me.flags &= !PROBE_PENDING;
+        // Only new data supersedes this side's own pending probe: a segment that
+        // consumes no sequence space (a pure ACK, e.g. our answer to the peer's probe
+        // when both ends probe at once) leaves it waiting for its answer.
+        if sends_new_data(me, seg) {
+            me.flags &= !PROBE_PENDING;
+        }
         if seg.payload_len == 0
             && other.flags & PROBE_PENDING != 0
             && seg.ack == other.probe_seq.wrapping_add(1)
@@ -156,6 +167,15 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
     };
     learn_dir(me, other, seg);
     verdict
+}
+
+/// Whether `seg` (not probe-shaped, ACK set, no FIN/RST) shows that its sender sent new
+/// data after its pending probe: it carries payload (a non-probe segment with payload is
+/// new data, as the sender has nothing in flight when it probes), or it starts beyond
+/// the probe, so data the early exit skipped came in between.
+#[inline(always)]
+fn sends_new_data(me: &DirState, seg: &Segment) -> bool {
+    seg.payload_len > 0 || before(me.probe_seq.wrapping_add(1), seg.seq)
 }
 
 /// Folds what `seg` says about both directions into `st`, without classifying.
@@ -218,3 +238,7 @@ fn split(dirs: &mut [DirState; 2], dir: Direction) -> (&mut DirState, &mut DirSt
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "classify_crossing_tests.rs"]
+mod crossing_tests;

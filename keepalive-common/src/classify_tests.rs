@@ -7,7 +7,7 @@ use crate::{
 
 use Direction::{Received as In, Sent as Out};
 
-fn seg(seq: u32, ack: u32, flags: u8, len: u32, window: u16) -> Segment {
+pub(super) fn seg(seq: u32, ack: u32, flags: u8, len: u32, window: u16) -> Segment {
     Segment {
         family: Family::Ipv4,
         src: [1, 0, 0, 0],
@@ -22,19 +22,19 @@ fn seg(seq: u32, ack: u32, flags: u8, len: u32, window: u16) -> Segment {
     }
 }
 
-fn ack(seq: u32, ack: u32) -> Segment {
+pub(super) fn ack(seq: u32, ack: u32) -> Segment {
     seg(seq, ack, TCP_ACK, 0, 1000)
 }
 
 /// A connection that has exchanged data: our snd_nxt is `ours`, the peer's `theirs`,
 /// both acknowledged (the last pure ACK of the exchange carried both).
-fn established(ours: u32, theirs: u32) -> FlowState {
+pub(super) fn established(ours: u32, theirs: u32) -> FlowState {
     let mut st = FlowState::first_sighting(&ack(ours, theirs), Out, 1);
     learn(&mut st, &ack(theirs, ours), In);
     st
 }
 
-fn run(st: &mut FlowState, steps: &[(Direction, Segment)]) -> Vec<Verdict> {
+pub(super) fn run(st: &mut FlowState, steps: &[(Direction, Segment)]) -> Vec<Verdict> {
     steps
         .iter()
         .map(|(d, s)| classify(st, s, *d, || 5))
