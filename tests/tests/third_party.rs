@@ -30,7 +30,7 @@ const HOLD: Duration = Duration::from_secs(8);
 const SETTLE: Duration = Duration::from_millis(1500);
 
 #[test]
-fn redis_server_and_python_clients_counted_exactly() {
+fn third_party_redis_and_python_clients_counted_exactly() {
     require_root();
     let t0 = Instant::now();
     let setup = Setup::new("3rdp");
