@@ -10,10 +10,9 @@
 //! - `TcpOutSegs`/`TcpInSegs` of B (B has no other TCP traffic),
 //!   `TcpExtTCPACKSkippedSeq` (answers the kernel suppressed) and the listen
 //!   queue counters, to check that the premises hold;
-//! - optionally (`KAT_SCALE_CAPTURE=1`) a tshark capture, which also splits
-//!   probes and answers by family, both with tshark's analysis and with our
-//!   matcher (`crate::answers`). It costs a capture process and two tshark
-//!   passes over some 30,000 frames (a few seconds of CPU).
+//! - optionally (`KAT_SCALE_CAPTURE=1`) a capture, which splits probes and
+//!   answers by family with tshark's analysis and with our matcher
+//!   (`crate::answers`): a capture process and a few seconds of tshark CPU.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -330,8 +329,7 @@ pub struct ScaleOracle {
     /// sender and family, when a capture was requested.
     pub wire_probes: Option<WireCounts>,
     pub wire_acks: Option<WireCounts>,
-    /// Probes and answers matched from the TCP rules on the same capture
-    /// (`crate::answers`), by prober and family, when a capture was requested.
+    /// The matcher's probes and answers (`crate::answers`), with the capture.
     pub answers: Option<Answers>,
     /// How long connecting (with the first byte each way) took.
     pub connect_time: Duration,
