@@ -10,7 +10,9 @@ log() { echo "setup: $*" >&2; }
 STABLE=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel = "\(.*\)"/\1/p' keepalive-ebpf/rust-toolchain.toml)
 BPF_LINKER_VERSION=0.13.0
-PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates openssl iperf3 prometheus strace)
+# redis-server and python3-redis: the third-party keepalive test (tests/tests/third_party.rs).
+PACKAGES=(iproute2 nftables tshark tcpdump bpftool curl ca-certificates openssl iperf3 prometheus strace
+  redis-server python3-redis)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

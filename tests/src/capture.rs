@@ -117,6 +117,17 @@ impl<'ns> Capture<'ns> {
         run_checked(cmd, None)
     }
 
+    /// Every TCP segment of the capture, decoded (see [`crate::answers::decode`]).
+    pub fn segments(&self) -> Vec<crate::answers::Seg> {
+        assert!(self.child.is_none(), "stop the capture before reading it");
+        crate::answers::decode(&self.pcap)
+    }
+
+    /// Probes and their answers matched from the TCP rules ([`crate::answers`]).
+    pub fn answers(&self) -> crate::answers::Answers {
+        crate::answers::Answers::match_segments(&self.segments())
+    }
+
     /// A human-readable summary of the frames matching `filter`, for messages.
     pub fn summary(&self, filter: &str) -> String {
         self.fields(

@@ -4,12 +4,15 @@
 //! pair: A (192.0.2.1, 2001:db8::1) runs the daemon attached to its end, B
 //! (192.0.2.2, 2001:db8::2) is the peer. The daemon's metrics are compared
 //! with oracles that do not depend on it: the kernel's own counters
-//! (`nstat`), tshark's TCP analysis of a capture, and the errors the
-//! application sees on its sockets.
+//! (`nstat`), a capture (decoded by tshark, probes and answers matched by
+//! [`answers`]; tshark's own TCP analysis where it is right), and the errors
+//! the application sees on its sockets.
 //!
 //! Everything is torn down by `Drop` guards, in reverse order of creation,
 //! even when a test fails: declare the namespaces first.
 
+pub mod answers;
+pub mod both_ends;
 pub mod bpf;
 pub mod capture;
 pub mod corpus;
@@ -23,6 +26,7 @@ pub mod scale;
 pub mod scenarios;
 pub mod sockets;
 pub mod tc_vlan_probe;
+pub mod third_party;
 pub mod timing;
 
 pub use capture::Capture;

@@ -10,9 +10,9 @@
 //! - `TcpOutSegs`/`TcpInSegs` of B (B has no other TCP traffic),
 //!   `TcpExtTCPACKSkippedSeq` (answers the kernel suppressed) and the listen
 //!   queue counters, to check that the premises hold;
-//! - optionally (`KAT_SCALE_CAPTURE=1`) a tshark capture, which also splits
-//!   probes and answers by family. It costs a capture process and a tshark
-//!   pass over some 30,000 frames (about 2 s of CPU).
+//! - optionally (`KAT_SCALE_CAPTURE=1`) a capture, which splits probes and
+//!   answers by family with tshark's analysis and with our matcher
+//!   (`crate::answers`): a capture process and a few seconds of tshark CPU.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::answers::Answers;
 use crate::capture::Capture;
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns, parse_nstat};
 use crate::scenarios::{Observed, Setup, Side, WireCounts};
@@ -328,6 +329,8 @@ pub struct ScaleOracle {
     /// sender and family, when a capture was requested.
     pub wire_probes: Option<WireCounts>,
     pub wire_acks: Option<WireCounts>,
+    /// The matcher's probes and answers (`crate::answers`), with the capture.
+    pub answers: Option<Answers>,
     /// How long connecting (with the first byte each way) took.
     pub connect_time: Duration,
     /// From the first keepalive on to keepalive off everywhere.
@@ -424,15 +427,16 @@ pub fn keepalive_at_scale<T>(
     let (a1, b1) = (nstat_all(&setup.a), nstat_all(&setup.b));
     let after = snapshot();
 
-    let (wire_probes, wire_acks) = match capture.as_mut() {
+    let (wire_probes, wire_acks, answers) = match capture.as_mut() {
         Some(cap) => {
             cap.stop();
             (
                 Some(wire_counts(cap, "tcp.analysis.keep_alive")),
                 Some(wire_counts(cap, "tcp.analysis.keep_alive_ack")),
+                Some(cap.answers()),
             )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
 
     let oracle = ScaleOracle {
@@ -447,6 +451,7 @@ pub fn keepalive_at_scale<T>(
         listen_drops_b,
         wire_probes,
         wire_acks,
+        answers,
         connect_time,
         probe_phase,
     };
@@ -461,7 +466,7 @@ pub fn keepalive_at_scale<T>(
     }
 }
 
-fn sleep_until(t: Instant) {
+pub fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
         thread::sleep(t - now);
@@ -469,7 +474,7 @@ fn sleep_until(t: Instant) {
 }
 
 /// Frames matching `filter`, by sender and family, in one tshark pass.
-fn wire_counts(capture: &Capture<'_>, filter: &str) -> WireCounts {
+pub fn wire_counts(capture: &Capture<'_>, filter: &str) -> WireCounts {
     let listing = capture.fields(filter, &["ip.src", "ipv6.src"]);
     let mut counts = BTreeMap::new();
     for line in listing.lines().filter(|l| !l.trim().is_empty()) {

@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::thread;
 use std::time::Instant;
 
+use crate::answers::Answers;
 use crate::capture::Capture;
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns, VethPair};
 use crate::nstat::{KEEPALIVE, WIN_PROBE};
@@ -98,10 +99,76 @@ pub struct ProbeOracle {
     pub kernel_probes_b: u64,
     /// tshark `tcp.analysis.keep_alive` frames, by sender and family.
     pub wire_probes: WireCounts,
-    /// tshark `tcp.analysis.keep_alive_ack` frames, by sender and family.
+    /// tshark `tcp.analysis.keep_alive_ack` frames, by sender and family. Right
+    /// only because the probes never cross here (staggered keepalive): kept to
+    /// cross-check `answers`.
     pub wire_acks: WireCounts,
+    /// Probes and answers matched from the TCP rules on the same capture, by
+    /// prober and family: the oracle for answers.
+    pub answers: Answers,
     /// Keep-alive related frames of the capture, for messages.
     pub capture_listing: String,
+}
+
+impl ProbeOracle {
+    /// Panics unless the oracles agree with each other: nstat, tshark's
+    /// keep_alive and the matcher on probes; tshark's keep_alive_ack and the
+    /// matcher on answers (tshark is right here because the probes never
+    /// cross: the matcher must see no crossing either); on this lossless link,
+    /// every probe answered by exactly one ACK. `ctx` is appended to messages.
+    pub fn assert_consistent(&self, ctx: &dyn Fn() -> String) {
+        let m = &self.answers;
+        assert!(
+            self.kernel_probes_a > 0 && self.kernel_probes_b > 0,
+            "harness: no probes at all; {}",
+            ctx()
+        );
+        for (side, kernel) in [
+            (Side::A, self.kernel_probes_a),
+            (Side::B, self.kernel_probes_b),
+        ] {
+            assert_eq!(
+                (
+                    self.wire_probes.from(side),
+                    m.counts(|t| t.probes).from(side)
+                ),
+                (kernel, kernel),
+                "harness: probes sent by {side:?}: (tshark keep_alive, matcher) vs nstat; {}",
+                ctx()
+            );
+        }
+        for family in Family::ALL {
+            for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+                let t = m.get(prober, family);
+                assert!(
+                    t.probes > 0,
+                    "harness: no {family} probe from {prober:?}; {}",
+                    ctx()
+                );
+                assert_eq!(
+                    t.probes,
+                    self.wire_probes.get(prober, family),
+                    "harness: {family} probes of {prober:?}, matcher vs tshark keep_alive; {}",
+                    ctx()
+                );
+                assert_eq!(
+                    t.answered,
+                    self.wire_acks.get(answerer, family),
+                    "harness: {family} answers to {prober:?}'s probes, matcher vs tshark \
+                     keep_alive_ack (probes do not cross here); {}",
+                    ctx()
+                );
+                assert_eq!(
+                    (t.answered, t.reset, t.crossed, t.one_byte, t.zero_window),
+                    (t.probes, 0, 0, 0, 0),
+                    "harness: on this lossless link with staggered keepalive every {family} \
+                     probe of {prober:?} is answered by exactly one ACK, none crosses; {}\n{}",
+                    ctx(),
+                    m.describe_unanswered(3)
+                );
+            }
+        }
+    }
 }
 
 /// Probe-counting scenario: `v4` + `v6` connections A -> B with fast
@@ -140,6 +207,7 @@ pub fn keepalive_probes<T>(
         kernel_probes_b: ka_b1 - ka_b0,
         wire_probes: WireCounts::from_capture(&capture, "tcp.analysis.keep_alive"),
         wire_acks: WireCounts::from_capture(&capture, "tcp.analysis.keep_alive_ack"),
+        answers: capture.answers(),
         capture_listing: capture.summary("tcp.analysis.keep_alive || tcp.analysis.keep_alive_ack"),
     };
     Observed {

@@ -117,6 +117,12 @@ pub fn disable_keepalive(sock: &impl AsRawFd) {
     setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0);
 }
 
+/// TCP_QUICKACK: an ACK the delayed-ACK timer holds goes out now, and the
+/// next ones are not delayed (until the kernel's heuristics switch back).
+pub fn set_quickack(sock: &impl AsRawFd) {
+    setsockopt_int(sock, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
+}
+
 /// SO_LINGER {on, 0}: close() aborts the connection with a RST.
 pub fn set_linger_zero(sock: &impl AsRawFd) {
     let linger = libc::linger {

@@ -12,7 +12,9 @@
 //! wait, so timing never affects exactness.
 //!
 //! `KAT_SCALE_CAPTURE=1` adds a tshark capture on B's end and compares the
-//! per-family wire counts too (a verification of the oracles). Verified so
+//! per-family wire counts too (a verification of the oracles): probes by
+//! tshark, answers by our matcher (`keepalive_tests::answers`), which must
+//! agree with tshark's keep_alive_ack here since the probes never cross. Verified so
 //! on Linux 6.18 (HZ=250, 2 CPUs), also with a CPU hog running: tshark saw
 //! exactly the nstat probes (e.g. A 4900, B 4400), exactly one keep-alive
 //! ACK per probe, and no other segment in the window. The daemon runs with
@@ -125,6 +127,26 @@ fn thousand_connections_counted_exactly() {
             "harness: tshark keep_alive_ack vs TCP_INFO segments minus probes; {}",
             ctx()
         );
+        let m = o.answers.as_ref().expect("matcher runs with the capture");
+        for family in Family::ALL {
+            for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+                let t = m.get(prober, family);
+                assert_eq!(
+                    (t.probes, t.answered),
+                    (wp.get(prober, family), wa.get(answerer, family)),
+                    "harness: {family} probes of {prober:?} and their answers, matcher vs \
+                     tshark (staggered keepalive: probes do not cross); {}\n{}",
+                    ctx(),
+                    m.describe_unanswered(3)
+                );
+                assert_eq!(
+                    (t.reset, t.crossed, t.one_byte, t.zero_window),
+                    (0, 0, 0, 0),
+                    "harness: {family} probes of {prober:?}; {}",
+                    ctx()
+                );
+            }
+        }
         for family in Family::ALL {
             for side in [Side::A, Side::B] {
                 assert_eq!(
@@ -196,16 +218,16 @@ fn thousand_connections_counted_exactly() {
              vs B's segments; {}",
             ctx()
         );
-        if let (Some(wp), Some(wa)) = (&o.wire_probes, &o.wire_acks) {
+        if let (Some(wp), Some(m)) = (&o.wire_probes, &o.answers) {
             assert_eq!(
                 (probes_sent, probes_received, acks_sent, acks_received),
                 (
                     wp.get(Side::A, family),
                     wp.get(Side::B, family),
-                    wa.get(Side::B, family),
-                    wa.get(Side::A, family)
+                    m.get(Side::A, family).answered,
+                    m.get(Side::B, family).answered
                 ),
-                "{f}: probes sent/received, ACKs sent/received vs tshark; {}",
+                "{f}: probes sent/received vs tshark, ACKs sent/received vs the matcher; {}",
                 ctx()
             );
         }

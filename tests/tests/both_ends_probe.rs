@@ -1,0 +1,177 @@
+//! Both ends probing at once, the common case between two Linux hosts with
+//! equal keepalive settings: 50 IPv4 + 50 IPv6 connections whose ends switch
+//! keepalive on together (probes cross every round), and as many whose B ends
+//! start 1-5 ms later. The daemon runs on A and must count every probe and
+//! every answer exactly.
+//!
+//! Oracles (`keepalive_tests::both_ends`): TcpExtTCPKeepAlive of each
+//! namespace for the probes; for the answers, the matcher of
+//! `keepalive_tests::answers` on a capture of B's end, itself checked against
+//! the sockets' TCP_INFO segment counters. tshark's keep_alive_ack cannot be
+//! used here: it misses the answers to crossed probes.
+
+use std::time::Instant;
+
+use keepalive_tests::both_ends::{self, BothEndsOracle, Groups};
+use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
+use keepalive_tests::scale::ensure_nofile_limit;
+use keepalive_tests::scenarios::{Setup, Side};
+use keepalive_tests::{Daemon, Family, Samples, require_root};
+
+const GROUPS: Groups = Groups {
+    lockstep_v4: 50,
+    lockstep_v6: 50,
+    offset_v4: 50,
+    offset_v6: 50,
+};
+
+#[test]
+fn both_ends_probe_counted_exactly() {
+    require_root();
+    let t0 = Instant::now();
+    ensure_nofile_limit(2 * GROUPS.total() as u64 + 256);
+    let setup = Setup::new("both");
+    let daemon = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
+    let (observed, conns) = both_ends::both_ends_probing(&setup, GROUPS, || daemon.scrape());
+    let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
+    let ctx = || {
+        format!(
+            "oracle: {o:#?}\nmatcher: {}\n{}\ndaemon stderr:\n{}",
+            o.answers.summary(),
+            o.answers.describe_unanswered(3),
+            daemon.stderr()
+        )
+    };
+    check_premises(o, &ctx);
+    check_daemon(o, before, after, &ctx);
+
+    let m = &o.answers;
+    eprintln!(
+        "both_ends: {} connections; keepalive for {:?}; nstat probes A {} B {}; matcher: {}; \
+         tshark keep_alive_ack by answerer: {:?}; daemon probe ACKs sent {} received {}; \
+         {:?} in all",
+        GROUPS.total(),
+        o.probe_phase,
+        o.kernel_probes_a,
+        o.kernel_probes_b,
+        m.summary(),
+        o.tshark_acks.0,
+        after.delta(before, PROBE_ACKS, &[("direction", "sent")]),
+        after.delta(before, PROBE_ACKS, &[("direction", "received")]),
+        t0.elapsed()
+    );
+    drop(conns);
+    daemon.terminate();
+}
+
+/// The oracles agree with each other and the scenario did what it is for.
+fn check_premises(o: &BothEndsOracle, ctx: &dyn Fn() -> String) {
+    let m = &o.answers;
+    assert_eq!(
+        o.segments.not_established,
+        0,
+        "sockets no longer ESTABLISHED; {}",
+        ctx()
+    );
+    assert_eq!(
+        (o.answers_skipped_a, o.answers_skipped_b),
+        (0, 0),
+        "harness: the kernel rate-limited answers to probes (TcpExtTCPACKSkippedSeq); {}",
+        ctx()
+    );
+    for (side, kernel) in [(Side::A, o.kernel_probes_a), (Side::B, o.kernel_probes_b)] {
+        assert!(kernel > 0, "no probes from {side:?}; {}", ctx());
+        assert_eq!(
+            m.counts(|t| t.probes).from(side),
+            kernel,
+            "harness: matcher's probes of {side:?} vs nstat; {}",
+            ctx()
+        );
+    }
+    for family in Family::ALL {
+        for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+            let t = m.get(prober, family);
+            // Nothing is lost on the veth and nothing was rate-limited.
+            assert_eq!(
+                (t.answered, t.reset, t.one_byte, t.zero_window),
+                (t.probes, 0, 0, 0),
+                "harness: every {family} probe of {prober:?} answered by exactly one ACK; {}",
+                ctx()
+            );
+            // What the answerer sent in the window: its own probes and its answers.
+            assert_eq!(
+                m.get(answerer, family).probes + t.answered,
+                o.segments.sent.get(answerer, family),
+                "harness: {family} segments of {answerer:?} (TCP_INFO) vs its probes plus its \
+                 answers (matcher); {}",
+                ctx()
+            );
+            // The premise of this test: probes really crossed.
+            assert!(
+                t.crossed > 0,
+                "harness: no {family} probe of {prober:?} crossed a probe of {answerer:?}; {}",
+                ctx()
+            );
+        }
+    }
+}
+
+/// The daemon on A against the oracles, exactly, per family.
+fn check_daemon(o: &BothEndsOracle, before: &Samples, after: &Samples, ctx: &dyn Fn() -> String) {
+    let m = &o.answers;
+    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
+    assert_eq!(
+        d(PROBES, &[("direction", "sent")]),
+        o.kernel_probes_a,
+        "probes sent vs nstat in A; {}",
+        ctx()
+    );
+    assert_eq!(
+        d(PROBES, &[("direction", "received")]),
+        o.kernel_probes_b,
+        "probes received vs nstat in B; {}",
+        ctx()
+    );
+    for family in Family::ALL {
+        let f = family.label();
+        let got = |name: &str, dir: &str| d(name, &[("direction", dir), ("family", f)]);
+        let (a, b) = (m.get(Side::A, family), m.get(Side::B, family));
+        assert_eq!(
+            (got(PROBES, "sent"), got(PROBES, "received")),
+            (a.probes, b.probes),
+            "{f} probes sent/received vs the matcher; {}",
+            ctx()
+        );
+    }
+    // Answers per family, all in one comparison so that a failure shows them all:
+    // (family, ACKs to probes sent, ACKs to probes received).
+    let counted: Vec<_> = Family::ALL
+        .map(|f| {
+            let got = |dir: &str| d(PROBE_ACKS, &[("direction", dir), ("family", f.label())]);
+            (f, got("sent"), got("received"))
+        })
+        .into();
+    let matcher: Vec<_> = Family::ALL
+        .map(|f| (f, m.get(Side::A, f).answered, m.get(Side::B, f).answered))
+        .into();
+    assert_eq!(
+        counted,
+        matcher,
+        "(family, ACKs to probes sent, ACKs to probes received): daemon (left) vs the \
+         matcher's answers to A's and B's probes (right; its summary says how many crossed); {}",
+        ctx()
+    );
+    assert_eq!(
+        d(PROBES, &[("payload_bytes", "1")]),
+        0,
+        "1-byte probes; {}",
+        ctx()
+    );
+    assert_eq!(
+        d(ZERO_WINDOW_PROBES, &[]),
+        0,
+        "zero-window probes; {}",
+        ctx()
+    );
+    assert_eq!(d(RESETS, &[]), 0, "resets; {}", ctx());
+}

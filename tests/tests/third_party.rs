@@ -1,0 +1,177 @@
+//! A real server and its real client library, keepalive configured the way
+//! their users configure it: Debian's redis-server in B with `tcp-keepalive 3`
+//! in its config file (TCP_KEEPIDLE 3 s, TCP_KEEPINTVL 1 s, TCP_KEEPCNT 3 on
+//! every client connection), and python3-redis clients in A with
+//! `socket_keepalive=True` and the same three values, held idle for a bounded
+//! time. Both ends go idle together after the last reply, so they probe in the
+//! same rounds. The daemon runs on A and must count every probe and answer.
+//!
+//! Oracles: TcpExtTCPKeepAlive of each namespace for the probes, the matcher of
+//! `keepalive_tests::answers` on a capture of B's end for the answers.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use keepalive_tests::answers::Answers;
+use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
+use keepalive_tests::scale::{nstat_all, nstat_delta};
+use keepalive_tests::scenarios::Side;
+use keepalive_tests::third_party::{RedisClients, RedisServer, keepalive_sockets, redis_keepalive};
+use keepalive_tests::{Capture, Daemon, Family, Setup, require_root};
+
+/// `tcp-keepalive` in redis.conf.
+const REDIS_KEEPALIVE_SECS: u32 = 3;
+/// Client connections per family.
+const PER_FAMILY: usize = 10;
+/// How long the connections stay idle: the first probes after 3 s; an answer
+/// is traffic received, so the next round comes 3 s later: two rounds.
+const HOLD: Duration = Duration::from_secs(8);
+/// Quiet time after the clients closed, before the final sample.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn third_party_redis_and_python_clients_counted_exactly() {
+    require_root();
+    let t0 = Instant::now();
+    let setup = Setup::new("3rdp");
+    let daemon = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
+    let server = RedisServer::start(&setup.b, REDIS_KEEPALIVE_SECS);
+    let mut capture = Capture::start(&setup.b, &setup.veth.b_if);
+
+    let (a0, b0) = (nstat_all(&setup.a), nstat_all(&setup.b));
+    let before = daemon.scrape();
+    let held_from = Instant::now();
+    let clients =
+        RedisClients::connect(&setup.a, PER_FAMILY, redis_keepalive(REDIS_KEEPALIVE_SECS));
+    thread::sleep(HOLD / 2);
+    // Both applications switched keepalive on by themselves.
+    let with_keepalive = (keepalive_sockets(&setup.a), keepalive_sockets(&setup.b));
+    thread::sleep(HOLD.saturating_sub(held_from.elapsed()));
+    clients.close();
+    thread::sleep(SETTLE);
+    let (a1, b1) = (nstat_all(&setup.a), nstat_all(&setup.b));
+    let after = daemon.scrape();
+    capture.stop();
+    let m: Answers = capture.answers();
+
+    let probes_a = nstat_delta(&a0, &a1, keepalive_tests::nstat::KEEPALIVE);
+    let probes_b = nstat_delta(&b0, &b1, keepalive_tests::nstat::KEEPALIVE);
+    let skipped = (
+        nstat_delta(&a0, &a1, "TcpExtTCPACKSkippedSeq"),
+        nstat_delta(&b0, &b1, "TcpExtTCPACKSkippedSeq"),
+    );
+    let ctx = || {
+        format!(
+            "nstat probes A {probes_a} B {probes_b}; ACKs skipped {skipped:?}; keepalive \
+             sockets {with_keepalive:?}\nmatcher: {}\n{}\nredis log:\n{}\ndaemon stderr:\n{}",
+            m.summary(),
+            m.describe_unanswered(3),
+            server.log(),
+            daemon.stderr()
+        )
+    };
+
+    // --- Premises. ---
+    let n = 2 * PER_FAMILY;
+    assert_eq!(
+        with_keepalive,
+        (n, n),
+        "sockets with a keepalive timer (A's clients, B's server) while idle; {}",
+        ctx()
+    );
+    assert_eq!(skipped, (0, 0), "harness: answers rate-limited; {}", ctx());
+    for (side, kernel) in [(Side::A, probes_a), (Side::B, probes_b)] {
+        assert!(kernel > 0, "no probes from {side:?}; {}", ctx());
+        assert_eq!(
+            m.counts(|t| t.probes).from(side),
+            kernel,
+            "harness: matcher's probes of {side:?} vs nstat; {}",
+            ctx()
+        );
+    }
+    for family in Family::ALL {
+        for side in [Side::A, Side::B] {
+            let t = m.get(side, family);
+            assert!(t.probes > 0, "no {family} probe from {side:?}; {}", ctx());
+            assert_eq!(
+                (t.answered, t.reset, t.one_byte, t.zero_window),
+                (t.probes, 0, 0, 0),
+                "harness: every {family} probe of {side:?} answered by exactly one ACK; {}",
+                ctx()
+            );
+            // Both ends go idle within microseconds and their timers share a tick:
+            // the case the test is for.
+            assert!(
+                t.crossed > 0,
+                "harness: no {family} probe of {side:?} crossed a probe of the other side; {}",
+                ctx()
+            );
+        }
+    }
+
+    // --- The daemon against the oracles. ---
+    let d = |name: &str, filters: &[(&str, &str)]| after.delta(&before, name, filters);
+    assert_eq!(
+        (
+            d(PROBES, &[("direction", "sent")]),
+            d(PROBES, &[("direction", "received")])
+        ),
+        (probes_a, probes_b),
+        "probes sent/received vs nstat in A/B; {}",
+        ctx()
+    );
+    for family in Family::ALL {
+        let f = family.label();
+        let got = |name: &str, dir: &str| d(name, &[("direction", dir), ("family", f)]);
+        let (a, b) = (m.get(Side::A, family), m.get(Side::B, family));
+        assert_eq!(
+            (got(PROBES, "sent"), got(PROBES, "received")),
+            (a.probes, b.probes),
+            "{f} probes sent/received vs the matcher; {}",
+            ctx()
+        );
+    }
+    // (family, ACKs to probes sent, ACKs to probes received), all families at once.
+    let counted: Vec<_> = Family::ALL
+        .map(|f| {
+            let got = |dir: &str| d(PROBE_ACKS, &[("direction", dir), ("family", f.label())]);
+            (f, got("sent"), got("received"))
+        })
+        .into();
+    let matcher: Vec<_> = Family::ALL
+        .map(|f| (f, m.get(Side::A, f).answered, m.get(Side::B, f).answered))
+        .into();
+    assert_eq!(
+        counted,
+        matcher,
+        "(family, ACKs to probes sent, ACKs to probes received): daemon (left) vs the \
+         matcher's answers to A's and B's probes (right); {}",
+        ctx()
+    );
+    assert_eq!(
+        d(PROBES, &[("payload_bytes", "1")]),
+        0,
+        "1-byte probes; {}",
+        ctx()
+    );
+    assert_eq!(
+        d(ZERO_WINDOW_PROBES, &[]),
+        0,
+        "zero-window probes; {}",
+        ctx()
+    );
+    assert_eq!(d(RESETS, &[]), 0, "resets; {}", ctx());
+
+    eprintln!(
+        "third_party: redis-server (tcp-keepalive {REDIS_KEEPALIVE_SECS}) and {n} python3-redis \
+         connections held {HOLD:?}; nstat probes A {probes_a} B {probes_b}; matcher: {}; \
+         daemon probe ACKs sent {} received {}; {:?} in all",
+        m.summary(),
+        d(PROBE_ACKS, &[("direction", "sent")]),
+        d(PROBE_ACKS, &[("direction", "received")]),
+        t0.elapsed()
+    );
+    drop(capture);
+    drop(server);
+    daemon.terminate();
+}
