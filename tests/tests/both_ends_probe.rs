@@ -12,8 +12,9 @@
 
 use std::time::Instant;
 
+use keepalive_tests::answers::assert_daemon_matches;
 use keepalive_tests::both_ends::{self, BothEndsOracle, Groups};
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
+use keepalive_tests::names::PROBE_ACKS;
 use keepalive_tests::scale::ensure_nofile_limit;
 use keepalive_tests::scenarios::{Setup, Side};
 use keepalive_tests::{Daemon, Family, Samples, require_root};
@@ -118,60 +119,6 @@ fn check_premises(o: &BothEndsOracle, ctx: &dyn Fn() -> String) {
 
 /// The daemon on A against the oracles, exactly, per family.
 fn check_daemon(o: &BothEndsOracle, before: &Samples, after: &Samples, ctx: &dyn Fn() -> String) {
-    let m = &o.answers;
-    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
-    assert_eq!(
-        d(PROBES, &[("direction", "sent")]),
-        o.kernel_probes_a,
-        "probes sent vs nstat in A; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(PROBES, &[("direction", "received")]),
-        o.kernel_probes_b,
-        "probes received vs nstat in B; {}",
-        ctx()
-    );
-    for family in Family::ALL {
-        let f = family.label();
-        let got = |name: &str, dir: &str| d(name, &[("direction", dir), ("family", f)]);
-        let (a, b) = (m.get(Side::A, family), m.get(Side::B, family));
-        assert_eq!(
-            (got(PROBES, "sent"), got(PROBES, "received")),
-            (a.probes, b.probes),
-            "{f} probes sent/received vs the matcher; {}",
-            ctx()
-        );
-    }
-    // Answers per family, all in one comparison so that a failure shows them all:
-    // (family, ACKs to probes sent, ACKs to probes received).
-    let counted: Vec<_> = Family::ALL
-        .map(|f| {
-            let got = |dir: &str| d(PROBE_ACKS, &[("direction", dir), ("family", f.label())]);
-            (f, got("sent"), got("received"))
-        })
-        .into();
-    let matcher: Vec<_> = Family::ALL
-        .map(|f| (f, m.get(Side::A, f).answered, m.get(Side::B, f).answered))
-        .into();
-    assert_eq!(
-        counted,
-        matcher,
-        "(family, ACKs to probes sent, ACKs to probes received): daemon (left) vs the \
-         matcher's answers to A's and B's probes (right; its summary says how many crossed); {}",
-        ctx()
-    );
-    assert_eq!(
-        d(PROBES, &[("payload_bytes", "1")]),
-        0,
-        "1-byte probes; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(ZERO_WINDOW_PROBES, &[]),
-        0,
-        "zero-window probes; {}",
-        ctx()
-    );
-    assert_eq!(d(RESETS, &[]), 0, "resets; {}", ctx());
+    let nstat = (o.kernel_probes_a, o.kernel_probes_b);
+    assert_daemon_matches(&o.answers, nstat, before, after, ctx);
 }

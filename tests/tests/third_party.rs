@@ -12,8 +12,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keepalive_tests::answers::Answers;
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
+use keepalive_tests::answers::{Answers, assert_daemon_matches};
+use keepalive_tests::names::PROBE_ACKS;
 use keepalive_tests::scale::{nstat_all, nstat_delta};
 use keepalive_tests::scenarios::Side;
 use keepalive_tests::third_party::{RedisClients, RedisServer, keepalive_sockets, redis_keepalive};
@@ -110,57 +110,8 @@ fn third_party_redis_and_python_clients_counted_exactly() {
     }
 
     // --- The daemon against the oracles. ---
+    assert_daemon_matches(&m, (probes_a, probes_b), &before, &after, &ctx);
     let d = |name: &str, filters: &[(&str, &str)]| after.delta(&before, name, filters);
-    assert_eq!(
-        (
-            d(PROBES, &[("direction", "sent")]),
-            d(PROBES, &[("direction", "received")])
-        ),
-        (probes_a, probes_b),
-        "probes sent/received vs nstat in A/B; {}",
-        ctx()
-    );
-    for family in Family::ALL {
-        let f = family.label();
-        let got = |name: &str, dir: &str| d(name, &[("direction", dir), ("family", f)]);
-        let (a, b) = (m.get(Side::A, family), m.get(Side::B, family));
-        assert_eq!(
-            (got(PROBES, "sent"), got(PROBES, "received")),
-            (a.probes, b.probes),
-            "{f} probes sent/received vs the matcher; {}",
-            ctx()
-        );
-    }
-    // (family, ACKs to probes sent, ACKs to probes received), all families at once.
-    let counted: Vec<_> = Family::ALL
-        .map(|f| {
-            let got = |dir: &str| d(PROBE_ACKS, &[("direction", dir), ("family", f.label())]);
-            (f, got("sent"), got("received"))
-        })
-        .into();
-    let matcher: Vec<_> = Family::ALL
-        .map(|f| (f, m.get(Side::A, f).answered, m.get(Side::B, f).answered))
-        .into();
-    assert_eq!(
-        counted,
-        matcher,
-        "(family, ACKs to probes sent, ACKs to probes received): daemon (left) vs the \
-         matcher's answers to A's and B's probes (right); {}",
-        ctx()
-    );
-    assert_eq!(
-        d(PROBES, &[("payload_bytes", "1")]),
-        0,
-        "1-byte probes; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(ZERO_WINDOW_PROBES, &[]),
-        0,
-        "zero-window probes; {}",
-        ctx()
-    );
-    assert_eq!(d(RESETS, &[]), 0, "resets; {}", ctx());
 
     eprintln!(
         "third_party: redis-server (tcp-keepalive {REDIS_KEEPALIVE_SECS}) and {n} python3-redis \

@@ -37,6 +37,7 @@
 //! Sides and families come from the source address: A and B are the veth addresses of
 //! the harness ([`crate::netns`]); any other address is a harness error.
 
+mod daemon;
 pub mod decode;
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,7 @@ use crate::netns::{A_V4, A_V6, B_V4, B_V6};
 use crate::scenarios::{Side, WireCounts};
 use crate::sockets::Family;
 
+pub use daemon::assert_daemon_matches;
 pub use decode::decode;
 
 /// TCP header flag bits.
