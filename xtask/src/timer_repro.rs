@@ -59,8 +59,15 @@ struct SideResult {
 }
 
 impl SideResult {
+    /// Fewer timer probes than the kernel sent (a missed burst), accounted or not.
     fn lost(&self) -> bool {
         self.timer != self.nstat
+    }
+
+    /// Kernel probes neither counted nor reported lost by the daemon.
+    fn unaccounted(&self) -> u64 {
+        self.nstat
+            .saturating_sub(self.timer + self.lost_metric.unwrap_or(0))
     }
 
     fn describe(&self, side: &str) -> String {
@@ -68,10 +75,11 @@ impl SideResult {
             .lost_metric
             .map_or_else(|| "-".to_owned(), |v| v.to_string());
         format!(
-            "{side}: timer {} nstat {} wire {} lost-metric {lost}{} [{}]",
+            "{side}: timer {} nstat {} wire {} lost-metric {lost} unaccounted {}{} [{}]",
             self.timer,
             self.nstat,
             self.wire_sent,
+            self.unaccounted(),
             if self.lost() { " LOSS" } else { "" },
             self.progs
         )
@@ -86,12 +94,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("--seconds must be 2..={MAX_SECONDS}");
     }
     scale::ensure_nofile_limit(2 * (V4 + V6) as u64 + 256);
-    let mut losses = 0;
+    let (mut losses, mut unaccounted_runs) = (0, 0);
     for i in 1..=args.runs {
         let started = Instant::now();
         let sides = one_run(args)?;
         let lost = sides.iter().any(|(_, s)| s.lost());
         losses += u32::from(lost);
+        unaccounted_runs += u32::from(sides.iter().any(|(_, s)| s.unaccounted() > 0));
         let text: Vec<String> = sides.iter().map(|(n, s)| s.describe(n)).collect();
         println!(
             "run {i}: {} ({:.1} s){}",
@@ -100,7 +109,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if lost { " BURST LOST" } else { "" }
         );
     }
-    println!("runs: {}, losses: {losses}", args.runs);
+    println!(
+        "runs: {}, losses: {losses}, runs with unaccounted probes: {unaccounted_runs}",
+        args.runs
+    );
     Ok(())
 }
 
