@@ -125,6 +125,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let attached_ifaces = attachments.len();
     let mut hook_summary = Vec::new();
     let kernel_btf = aya::Btf::from_sys_fs().ok();
+    // The tracepoint timer hook can miss whole timer softirqs (timer_loss.rs).
+    let mut timer_tracepoint = false;
     for choice in hooks::attach_all(
         &mut ebpf,
         &prerequisites,
@@ -150,6 +152,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             choice.hook.label(),
             choice.chosen.map_or("none", |m| m.label())
         ));
+        if choice.hook == hooks::Hook::TimerProbes {
+            timer_tracepoint = choice.chosen == Some(hooks::Mechanism::Tracepoint);
+        }
         match choice.chosen {
             Some(m) => log::info!("hook {} attached via {}", choice.hook.label(), m.label()),
             None => log::warn!(
@@ -192,6 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         port_counters,
         flow_map,
         programs,
+        timer_tracepoint && netns.is_some(),
     ));
 
     for listener in listeners {

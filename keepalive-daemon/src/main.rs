@@ -19,6 +19,7 @@ mod sockconfig;
 mod state;
 mod tc;
 mod timer_fn;
+mod timer_loss;
 mod webconfig;
 
 use std::{io::Write as _, process::ExitCode};

@@ -18,6 +18,8 @@ pub struct Metrics {
     resets: IntCounterVec,
     zero_window_probes: IntCounterVec,
     timer_probes: IntCounter,
+    /// Timer runs the tracepoint programs were not run for (see timer_loss.rs).
+    pub timer_probes_lost: IntCounter,
     kernel_errors: IntCounterVec,
     pub hook_info: IntGaugeVec,
     pub tc_programs: IntGaugeVec,
@@ -135,6 +137,11 @@ impl Metrics {
                 &r,
                 "tcp_keepalive_timer_probes_total",
                 "Keepalive probes the kernel's keepalive timer sent, seen at the socket.",
+            )?,
+            timer_probes_lost: counter(
+                &r,
+                "keepalive_daemon_timer_probes_lost_total",
+                "Keepalive probes the kernel counted in this namespace (TcpExtTCPKeepAlive) that the timer tracepoint programs were not run for; measured on the tracepoint path without --all-namespaces, else 0.",
             )?,
             kernel_errors: counter_vec(
                 &r,
@@ -338,6 +345,14 @@ impl Metrics {
         }
     }
 
+    /// Raises the lost-probe counter to `missed` (never backwards).
+    pub fn sync_timer_probes_lost(&self, missed: u64) {
+        let have = self.timer_probes_lost.get();
+        if missed > have {
+            self.timer_probes_lost.inc_by(missed - have);
+        }
+    }
+
     /// Brings one program's run statistics up to the kernel's (monotonic) values.
     pub fn sync_program_stats(&self, program: &str, run_time: std::time::Duration, runs: u64) {
         let secs = self.program_run_seconds.with_label_values(&[program]);
@@ -376,6 +391,7 @@ mod tests {
             text.contains("tcp_keepalive_resets_total{family=\"ipv4\",reason=\"local_reset\"} 0")
         );
         assert!(text.contains("tcp_keepalive_timer_probes_total 0"));
+        assert!(text.contains("keepalive_daemon_timer_probes_lost_total 0"));
         assert!(
             text.contains("keepalive_daemon_kernel_errors_total{kind=\"flow_insert_failed\"} 0")
         );

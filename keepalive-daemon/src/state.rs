@@ -10,7 +10,7 @@ use keepalive_common::{
     ports,
 };
 
-use crate::{connections, flows, metrics::Metrics};
+use crate::{connections, flows, metrics::Metrics, timer_loss::TimerLoss};
 
 pub type FlowMap = HashMap<MapData, FlowKey, FlowState>;
 
@@ -21,6 +21,7 @@ pub struct State {
     flows: Mutex<FlowMap>,
     /// Loaded programs by name, with a descriptor for their run-time statistics.
     programs: Vec<(String, aya::programs::ProgramFd)>,
+    timer_loss: TimerLoss,
 }
 
 /// Sums each slot of a per-CPU counter array over all CPUs.
@@ -45,13 +46,31 @@ impl State {
         port_counters: PerCpuArray<MapData, u64>,
         flows: FlowMap,
         programs: Vec<(String, aya::programs::ProgramFd)>,
+        measure_timer_loss: bool,
     ) -> State {
+        let counters = Mutex::new(counters);
+        // Kernel count first, then the programs' (see TimerLoss::kernel_now).
+        let timer_loss = match crate::timer_loss::read_kernel() {
+            Some(kernel) if measure_timer_loss => match totals(&counters, COUNTER_SLOTS) {
+                Ok(t) => TimerLoss::start(kernel, t[counters::TIMER_PROBES as usize]),
+                Err(e) => {
+                    log::warn!("timer probe loss not measured: {e:#}");
+                    TimerLoss::off()
+                }
+            },
+            None if measure_timer_loss => {
+                log::warn!("timer probe loss not measured: /proc/net/netstat has no TCPKeepAlive");
+                TimerLoss::off()
+            }
+            _ => TimerLoss::off(),
+        };
         State {
             metrics,
-            counters: Mutex::new(counters),
+            counters,
             port_counters: Mutex::new(port_counters),
             flows: Mutex::new(flows),
             programs,
+            timer_loss,
         }
     }
 
@@ -110,8 +129,15 @@ impl State {
     }
 
     fn sync_kernel(&self) -> anyhow::Result<()> {
-        self.metrics
-            .sync_kernel_totals(&totals(&self.counters, COUNTER_SLOTS)?);
+        let kernel_keepalives = self.timer_loss.kernel_now();
+        let kernel_totals = totals(&self.counters, COUNTER_SLOTS)?;
+        if let Some(missed) = kernel_keepalives.and_then(|k| {
+            self.timer_loss
+                .missed(k, kernel_totals[counters::TIMER_PROBES as usize])
+        }) {
+            self.metrics.sync_timer_probes_lost(missed);
+        }
+        self.metrics.sync_kernel_totals(&kernel_totals);
         if self.metrics.has_ports() {
             let slots = (ports::MAX_PORTS as u32) * ports::PORT_SLOTS;
             self.metrics

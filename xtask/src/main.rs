@@ -6,6 +6,7 @@ mod demo;
 mod deploy_check;
 mod package;
 mod sandbox_check;
+mod timer_repro;
 mod tool;
 mod vm;
 
@@ -65,6 +66,9 @@ enum Task {
     /// Kernel matrix (root): the socket-hook check on the host and on Debian's 6.1 and
     /// 6.12 kernels under qemu; which hooks attached and whether the counts matched.
     VmTest(vm::Args),
+    /// Reproducer of the timer-probe burst loss on the tracepoint fallback (root):
+    /// two daemons, 1,000 connections probing at both ends, counts per run.
+    TimerRepro(timer_repro::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +97,20 @@ fn main() -> anyhow::Result<()> {
             demo::run(seconds)
         }
         Task::VmTest(args) => vm::run(args),
+        Task::TimerRepro(args) => {
+            require_root("cargo xtask timer-repro")?;
+            match &args.daemon_bin {
+                Some(bin) => {
+                    // SAFETY: single-threaded at this point; nothing else reads the environment.
+                    unsafe { std::env::set_var(keepalive_tests::daemon::DAEMON_BIN_ENV, bin) };
+                }
+                None => {
+                    cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+                    set_daemon_bin();
+                }
+            }
+            timer_repro::run(&args)
+        }
     }
 }
 
