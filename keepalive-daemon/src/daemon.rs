@@ -179,6 +179,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+    // Only the daemon's own namespace has a kernel count to compare with.
+    let timer_slots = if timer_tracepoint && netns.is_some() {
+        Some(PerCpuArray::try_from(take_map(&mut ebpf, "TIMER_SLOT")?)?)
+    } else {
+        None
+    };
     let port_counters = PerCpuArray::try_from(take_map(&mut ebpf, "PORT_COUNTERS")?)?;
     let flow_map: HashMap<_, FlowKey, FlowState> =
         HashMap::try_from(take_map(&mut ebpf, "FLOWS")?)?;
@@ -197,7 +203,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         port_counters,
         flow_map,
         programs,
-        timer_tracepoint && netns.is_some(),
+        timer_slots,
     ));
 
     for listener in listeners {

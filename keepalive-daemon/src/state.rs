@@ -10,7 +10,13 @@ use keepalive_common::{
     ports,
 };
 
-use crate::{connections, flows, metrics::Metrics, timer_loss::TimerLoss};
+use crate::{
+    connections, flows,
+    metrics::Metrics,
+    timer_loss::{TimerLoss, TimerSlots},
+};
+
+const TIMER_PROBES_SLOT: usize = counters::TIMER_PROBES as usize;
 
 pub type FlowMap = HashMap<MapData, FlowKey, FlowState>;
 
@@ -46,23 +52,20 @@ impl State {
         port_counters: PerCpuArray<MapData, u64>,
         flows: FlowMap,
         programs: Vec<(String, aya::programs::ProgramFd)>,
-        measure_timer_loss: bool,
+        timer_slots: Option<TimerSlots>,
     ) -> State {
         let counters = Mutex::new(counters);
-        // Kernel count first, then the programs' (see TimerLoss::kernel_now).
-        let timer_loss = match crate::timer_loss::read_kernel() {
-            Some(kernel) if measure_timer_loss => match totals(&counters, COUNTER_SLOTS) {
-                Ok(t) => TimerLoss::start(kernel, t[counters::TIMER_PROBES as usize]),
-                Err(e) => {
-                    log::warn!("timer probe loss not measured: {e:#}");
+        let timer_loss = match timer_slots {
+            None => TimerLoss::off(),
+            Some(slots) => {
+                let programs = || Ok(totals(&counters, COUNTER_SLOTS)?[TIMER_PROBES_SLOT]);
+                TimerLoss::start(slots, programs).unwrap_or_else(|e| {
+                    log::warn!(
+                        "keepalive_daemon_timer_probes_lost_total stays at 0, the loss is not measured: {e:#}"
+                    );
                     TimerLoss::off()
-                }
-            },
-            None if measure_timer_loss => {
-                log::warn!("timer probe loss not measured: /proc/net/netstat has no TCPKeepAlive");
-                TimerLoss::off()
+                })
             }
-            _ => TimerLoss::off(),
         };
         State {
             metrics,
@@ -129,14 +132,21 @@ impl State {
     }
 
     fn sync_kernel(&self) -> anyhow::Result<()> {
-        let kernel_keepalives = self.timer_loss.kernel_now();
-        let kernel_totals = totals(&self.counters, COUNTER_SLOTS)?;
-        if let Some(missed) = kernel_keepalives.and_then(|k| {
-            self.timer_loss
-                .missed(k, kernel_totals[counters::TIMER_PROBES as usize])
-        }) {
+        // The programs' counts are read inside the observation, in its order.
+        let mut kernel_totals = None;
+        let missed = self.timer_loss.observe(|| {
+            let t = totals(&self.counters, COUNTER_SLOTS)?;
+            let timer = t[TIMER_PROBES_SLOT];
+            kernel_totals = Some(t);
+            Ok(timer)
+        })?;
+        if let Some(missed) = missed {
             self.metrics.sync_timer_probes_lost(missed);
         }
+        let kernel_totals = match kernel_totals {
+            Some(t) => t,
+            None => totals(&self.counters, COUNTER_SLOTS)?,
+        };
         self.metrics.sync_kernel_totals(&kernel_totals);
         if self.metrics.has_ports() {
             let slots = (ports::MAX_PORTS as u32) * ports::PORT_SLOTS;

@@ -14,14 +14,38 @@
 //! programs count exactly the daemon's own namespace (the default, not
 //! --all-namespaces) and use the tracepoint path (fentry and kprobe do not lose runs).
 
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray};
+use keepalive_common::sockhook::TimerSlot;
+
 /// The namespace's keepalive probe counter, read where the daemon runs.
 const NETSTAT: &str = "/proc/net/netstat";
 const MIB: &str = "TCPKeepAlive";
 
-/// Both counts as they were right after the timer programs were attached.
-#[derive(Clone, Copy, Debug)]
+/// How often to try for a baseline with no timer callback in flight (1 ms apart).
+const BASELINE_TRIES: u32 = 200;
+
+/// The per-CPU record of the keepalive timer callback the entry program saw begin
+/// (timer_tracepoint.rs): non-zero `sk` while the callback is in flight.
+pub type TimerSlots = PerCpuArray<MapData, TimerSlot>;
+
+/// Measures the probes the timer programs were not run for.
+///
+/// Every observation is a lower bound of the true gap, so the exported counter, raised
+/// to the largest observation, never overstates it, and it is exact whenever no probe
+/// is being sent while it is read. One observation reads, in this order:
+/// K, the kernel's count; S, the CPUs inside a keepalive timer callback whose entry the
+/// programs saw; P, the programs' count. A probe in K that the programs will count but
+/// that is not yet in P had its callback entered before K was read and not exited when
+/// P was read, so that callback was in flight when S was read: K - P - S never
+/// overstates the gap. Probes in P sent after K was read only lower it further.
 pub struct TimerLoss {
-    baseline: Option<Baseline>,
+    measured: Option<Measured>,
+}
+
+struct Measured {
+    slots: TimerSlots,
+    baseline: Baseline,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -33,35 +57,77 @@ struct Baseline {
 impl TimerLoss {
     /// Not measured (another hook, or --all-namespaces): the metric stays at zero.
     pub fn off() -> TimerLoss {
-        TimerLoss { baseline: None }
+        TimerLoss { measured: None }
     }
 
-    /// Starts measuring from the kernel count (read first) and the programs' total
-    /// (read after it).
-    pub fn start(kernel: u64, programs: u64) -> TimerLoss {
-        TimerLoss {
-            baseline: Some(Baseline { kernel, programs }),
-        }
+    /// Starts measuring. The baseline must be exact, not a bound (an error in it would
+    /// stay in every later value), so it is taken when nothing is in flight: the
+    /// programs' count read before and after K is the same (no probe counted around
+    /// the kernel read) and S is 0. `programs` reads the programs' count.
+    pub fn start(
+        slots: TimerSlots,
+        mut programs: impl FnMut() -> anyhow::Result<u64>,
+    ) -> anyhow::Result<TimerLoss> {
+        let mut tries = 0;
+        let baseline = loop {
+            tries += 1;
+            let before = programs()?;
+            let kernel = read_kernel().ok_or_else(|| {
+                anyhow::anyhow!("{NETSTAT} has no TcpExt {MIB} (is /proc mounted?)")
+            })?;
+            let in_flight = in_flight(&slots)?;
+            let after = programs()?;
+            let quiet = before == after && in_flight == 0;
+            if quiet || tries == BASELINE_TRIES {
+                if !quiet {
+                    log::warn!(
+                        "timer probe loss baseline taken while keepalive timers were running; \
+                         keepalive_daemon_timer_probes_lost_total may be off by {}",
+                        in_flight + (after - before)
+                    );
+                }
+                break Baseline {
+                    kernel,
+                    programs: after,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        Ok(TimerLoss {
+            measured: Some(Measured { slots, baseline }),
+        })
     }
 
-    /// The kernel's count when measuring. Read it before the program counters: the MIB
-    /// is incremented inside the timer callback and the exit program counts right after
-    /// the callback returns, so by the time the counters are read every probe in this
-    /// count has been counted by the programs if they ran for it.
-    pub fn kernel_now(&self) -> Option<u64> {
-        self.baseline.and_then(|_| read_kernel())
-    }
-
-    /// Probes the programs missed since the start.
-    pub fn missed(&self, kernel: u64, programs: u64) -> Option<u64> {
-        self.baseline.map(|b| gap(b, kernel, programs))
+    /// Observes the gap, `programs` reading the programs' count in its place in the
+    /// order (see the type's doc). None when not measured or /proc/net/netstat is
+    /// unreadable.
+    pub fn observe(
+        &self,
+        programs: impl FnOnce() -> anyhow::Result<u64>,
+    ) -> anyhow::Result<Option<u64>> {
+        let Some(m) = &self.measured else {
+            return Ok(None);
+        };
+        let Some(kernel) = read_kernel() else {
+            return Ok(None);
+        };
+        let in_flight = in_flight(&m.slots)?;
+        let programs = programs()?;
+        Ok(Some(lower_bound(m.baseline, kernel, in_flight, programs)))
     }
 }
 
-fn gap(b: Baseline, kernel: u64, programs: u64) -> u64 {
+/// CPUs inside a keepalive timer callback whose entry the programs saw.
+fn in_flight(slots: &TimerSlots) -> anyhow::Result<u64> {
+    let per_cpu = slots.get(&0, 0).context("reading the TIMER_SLOT map")?;
+    Ok(per_cpu.iter().filter(|s| s.sk != 0).count() as u64)
+}
+
+fn lower_bound(b: Baseline, kernel: u64, in_flight: u64, programs: u64) -> u64 {
     kernel
         .saturating_sub(b.kernel)
         .saturating_sub(programs.saturating_sub(b.programs))
+        .saturating_sub(in_flight)
 }
 
 pub fn read_kernel() -> Option<u64> {
@@ -100,15 +166,27 @@ mod tests {
             kernel: 100,
             programs: 7,
         };
-        assert_eq!(gap(b, 4900, 4707), 100);
-        assert_eq!(gap(b, 4900, 4807), 0);
-        // The programs ahead of the kernel (read order violated) is no loss.
-        assert_eq!(gap(b, 4900, 4900), 0);
+        assert_eq!(lower_bound(b, 4900, 0, 4707), 100);
+        assert_eq!(lower_bound(b, 4900, 0, 4807), 0);
+        // Probes counted by the programs after the kernel read are no loss.
+        assert_eq!(lower_bound(b, 4900, 0, 4900), 0);
     }
 
     #[test]
-    fn only_measured_when_started() {
-        assert_eq!(TimerLoss::off().missed(1, 0), None);
-        assert_eq!(TimerLoss::start(10, 3).missed(150, 43), Some(100));
+    fn callbacks_in_flight_are_not_counted_as_lost() {
+        let b = Baseline {
+            kernel: 0,
+            programs: 0,
+        };
+        // Two CPUs inside a keepalive timer callback that already counted its probe in
+        // the MIB: not lost, the exit programs will count them.
+        assert_eq!(lower_bound(b, 102, 2, 100), 0);
+        // A lost burst of 100 and one callback in flight.
+        assert_eq!(lower_bound(b, 201, 1, 100), 100);
+    }
+
+    #[test]
+    fn not_measured_observes_nothing() {
+        assert_eq!(TimerLoss::off().observe(|| Ok(0)).unwrap(), None);
     }
 }

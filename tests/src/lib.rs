@@ -27,6 +27,7 @@ pub mod scenarios;
 pub mod sockets;
 pub mod tc_vlan_probe;
 pub mod third_party;
+pub mod timer_probes;
 pub mod timing;
 
 pub use capture::Capture;
@@ -56,6 +57,7 @@ pub mod names {
     pub const RESETS: &str = "tcp_keepalive_resets_total";
     pub const ZERO_WINDOW_PROBES: &str = "tcp_keepalive_zero_window_probes_total";
     pub const TIMER_PROBES: &str = "tcp_keepalive_timer_probes_total";
+    pub const TIMER_PROBES_LOST: &str = "keepalive_daemon_timer_probes_lost_total";
     pub const UP: &str = "keepalive_daemon_up";
 }
 

@@ -4,8 +4,9 @@
 //! and once attached holds only CAP_BPF and CAP_NET_ADMIN, with no_new_privs. SIGTERM:
 //! exit 0 and nothing left attached.
 
-use keepalive_tests::names::{PROBES, TIMER_PROBES};
+use keepalive_tests::names::PROBES;
 use keepalive_tests::scenarios::{self, Setup};
+use keepalive_tests::timer_probes::assert_timer_probes;
 use keepalive_tests::{Daemon, Samples, require_root};
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -96,12 +97,7 @@ fn three_capabilities_suffice_and_only_two_stay() {
         "probes received vs nstat in B; {}",
         ctx()
     );
-    assert_eq!(
-        after.delta(before, TIMER_PROBES, &[]),
-        o.kernel_probes_a,
-        "timer probes vs nstat in A; {}",
-        ctx()
-    );
+    assert_timer_probes(before, after, o.kernel_probes_a, ctx);
 
     let stderr = daemon.terminate();
     assert!(

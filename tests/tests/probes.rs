@@ -8,8 +8,9 @@
 //! cross-checked with tshark's keep_alive / keep_alive_ack analysis, which is
 //! right here because keepalive is staggered and probes never cross.
 
-use keepalive_tests::names::{PROBE_ACKS, PROBES, TIMER_PROBES};
+use keepalive_tests::names::{PROBE_ACKS, PROBES};
 use keepalive_tests::scenarios::{self, Setup, Side};
+use keepalive_tests::timer_probes::assert_timer_probes;
 use keepalive_tests::{Daemon, Family, require_root};
 
 #[test]
@@ -68,12 +69,7 @@ fn probes_and_acks_match_kernel_counters_and_capture() {
         ctx()
     );
 
-    assert_eq!(
-        d(TIMER_PROBES, &[]),
-        o.kernel_probes_a,
-        "timer probes vs nstat in A; {}",
-        ctx()
-    );
+    assert_timer_probes(before, after, o.kernel_probes_a, ctx);
 
     assert_eq!(
         d(PROBE_ACKS, &sent),

@@ -23,12 +23,13 @@
 use std::thread;
 use std::time::Instant;
 
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, TIMER_PROBES, ZERO_WINDOW_PROBES};
+use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
 use keepalive_tests::scale::{
     self, CAPTURE_ENV, FLOW_MAP_POLL, FLOW_MAP_REFRESH, FLOW_MAP_REFRESH_FLAG, FLOW_MAP_WAIT,
     ScaleRun,
 };
 use keepalive_tests::scenarios::{Setup, Side};
+use keepalive_tests::timer_probes::assert_timer_probes;
 use keepalive_tests::{Daemon, Family, require_root};
 
 const V4: usize = 500;
@@ -174,12 +175,7 @@ fn thousand_connections_counted_exactly() {
         "probes received vs nstat in B; {}",
         ctx()
     );
-    assert_eq!(
-        d(TIMER_PROBES, &[]),
-        o.kernel_probes_a,
-        "timer probes vs nstat in A; {}",
-        ctx()
-    );
+    assert_timer_probes(before, after, o.kernel_probes_a, ctx);
     assert_eq!(
         d(PROBE_ACKS, &sent),
         o.answers_from_b(),

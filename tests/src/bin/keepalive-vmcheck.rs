@@ -27,7 +27,7 @@ use keepalive_tests::netns::{B_V4, B_V6};
 use keepalive_tests::process::run;
 use keepalive_tests::{
     Conn, Daemon, FAST_KEEPALIVE, Family, Netns, VethPair, disable_keepalive, enable_keepalive,
-    names, spawn_readers,
+    names, spawn_readers, timer_probes::TimerProbes,
 };
 
 /// Addresses B listens on for the connections whose answers it drops.
@@ -631,7 +631,7 @@ fn scenario(expected: &BTreeMap<&'static str, &'static str>) -> Vec<String> {
     println!("VMCHECK phase seconds={:.1}", t0.elapsed().as_secs_f64());
 
     let wire_sent = after.delta(&before, names::PROBES, &[("direction", "sent")]);
-    let timer = after.delta(&before, names::TIMER_PROBES, &[]);
+    let timer = TimerProbes::new(&before, &after, ka);
     let resets = after.delta(&before, names::RESETS, &[("reason", "timeout")]);
     let mut compare = |name: &str, daemon_value: u64, kernel_value: u64, oracle: &str| {
         let ok = daemon_value == kernel_value;
@@ -646,8 +646,17 @@ fn scenario(expected: &BTreeMap<&'static str, &'static str>) -> Vec<String> {
         }
     };
     compare("probes_sent", wire_sent, ka, "TcpExtTCPKeepAlive");
-    compare("timer_probes", timer, ka, "TcpExtTCPKeepAlive");
     compare("timeout_resets", resets, etimedout, "ETIMEDOUT");
+    // On the tracepoint path the kernel may skip the timer programs for a whole
+    // softirq; the daemon accounts for it (docs/timer-burst-loss.md): daemon=timer+lost.
+    let timer_failure = timer.failure();
+    println!(
+        "VMCHECK count name=timer_probes daemon={}+{} TcpExtTCPKeepAlive={ka} match={}",
+        timer.timer,
+        timer.lost,
+        yn(timer_failure.is_none())
+    );
+    failures.extend(timer_failure);
     if etimedout != doomed.len() as u64 {
         failures.push(format!(
             "only {etimedout} of {} doomed connections timed out",
