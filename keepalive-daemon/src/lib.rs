@@ -2,3 +2,4 @@
 //! package`) can generate the man page and shell completions from the same source.
 
 pub mod cli;
+pub mod metric_names;

@@ -50,16 +50,8 @@ pub fn require_root() {
     );
 }
 
-/// Metric names (the daemon's contract).
-pub mod names {
-    pub const PROBES: &str = "tcp_keepalive_probes_total";
-    pub const PROBE_ACKS: &str = "tcp_keepalive_probe_acks_total";
-    pub const RESETS: &str = "tcp_keepalive_resets_total";
-    pub const ZERO_WINDOW_PROBES: &str = "tcp_keepalive_zero_window_probes_total";
-    pub const TIMER_PROBES: &str = "tcp_keepalive_timer_probes_total";
-    pub const TIMER_PROBES_LOST: &str = "keepalive_daemon_timer_probes_lost_total";
-    pub const UP: &str = "keepalive_daemon_up";
-}
+/// Metric names (the daemon's contract), from the daemon's library.
+pub use keepalive_daemon::metric_names as names;
 
 /// `nstat` counter names used as oracles.
 pub mod nstat {
