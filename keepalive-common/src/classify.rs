@@ -46,6 +46,22 @@ use crate::{
     seq::{before, seq_max},
 };
 
+// The first state is built here, next to the rules it starts (flow.rs holds only the
+// layout, so it need not know the classifier).
+impl FlowState {
+    /// State for a connection first seen with `seg` (a small ACK-only segment).
+    #[inline(always)]
+    pub fn first_sighting(seg: &Segment, dir: Direction, now_ns: u64) -> FlowState {
+        let mut st = FlowState {
+            first_seen_ns: now_ns,
+            last_seen_ns: now_ns,
+            ..Default::default()
+        };
+        learn(&mut st, seg, dir);
+        st
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Nothing,
@@ -86,36 +102,10 @@ pub fn classify(
 
 #[inline(always)]
 fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict {
-    let (me, other) = split(&mut st.dir, dir);
-
     if seg.has(TCP_RST) {
-        // An ACK beyond the probe shows the prober sent data since: it was superseded.
-        let answered = other.flags & PROBE_PENDING != 0
-            && !(seg.has(TCP_ACK) && before(other.probe_seq.wrapping_add(1), seg.ack));
-        clear(other, PROBE_PENDING);
-        if answered {
-            st.end = match dir {
-                // Our RST answers a probe we received.
-                Direction::Sent => flow_end::LOCAL_RESET,
-                Direction::Received => flow_end::PEER_RESET,
-            };
-            return Verdict::ProbeReset;
-        }
-        if st.end == flow_end::OPEN {
-            // This host resets while its own probe is unanswered: what the keepalive
-            // timer does when it gives up (tcp_keepalive_timer -> tcp_send_active_reset).
-            // Only the connection view uses this; the timeout metric comes from the
-            // socket hooks, which know for sure.
-            let our_probe_unanswered = dir == Direction::Sent && me.flags & PROBE_PENDING != 0;
-            st.end = if our_probe_unanswered {
-                flow_end::TIMEOUT
-            } else {
-                flow_end::CLOSED
-            };
-        }
-        clear(me, PROBE_PENDING);
-        return Verdict::Nothing;
+        return on_reset(st, seg, dir);
     }
+    let (me, other) = split(&mut st.dir, dir);
     if seg.has(TCP_FIN) || !seg.has(TCP_ACK) {
         clear(me, PROBE_PENDING);
         if seg.has(TCP_FIN) {
@@ -127,46 +117,82 @@ fn classify_inner(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict 
         learn_dir(me, other, seg);
         return Verdict::Nothing;
     }
-
-    let probe_shaped =
-        seg.payload_len <= 1 && me.flags & SEQ_KNOWN != 0 && seg.seq == me.next_seq.wrapping_sub(1);
-
-    let verdict = if probe_shaped {
-        if other.flags & WINDOW_ZERO != 0 {
-            me.zero_window_probes = me.zero_window_probes.wrapping_add(1);
-            Verdict::ZeroWindowProbe
-        } else {
-            if me.flags & PROBE_PENDING != 0 {
-                me.unanswered_streak = me.unanswered_streak.wrapping_add(1);
-            }
-            set(me, PROBE_PENDING);
-            me.probe_seq = seg.seq;
-            me.probes = me.probes.wrapping_add(1);
-            Verdict::Probe {
-                payload_bytes: seg.payload_len,
-            }
-        }
-    } else {
-        // Only new data supersedes this side's own pending probe: a segment that
-        // consumes no sequence space (a pure ACK, e.g. our answer to the peer's probe
-        // when both ends probe at once) leaves it waiting for its answer.
-        if sends_new_data(me, seg) {
-            clear(me, PROBE_PENDING);
-        }
-        if seg.payload_len == 0
-            && other.flags & PROBE_PENDING != 0
-            && seg.ack == other.probe_seq.wrapping_add(1)
-        {
-            clear(other, PROBE_PENDING);
-            other.probe_acks = other.probe_acks.wrapping_add(1);
-            other.unanswered_streak = 0;
-            Verdict::ProbeAck
-        } else {
-            Verdict::Nothing
-        }
-    };
+    let verdict = on_ack(me, other, seg);
     learn_dir(me, other, seg);
     verdict
+}
+
+/// A RST travelling in `dir`: an answer to the other side's pending probe, or the end
+/// of the connection (a keepalive timeout when this host resets with its own probe
+/// unanswered).
+#[inline(always)]
+fn on_reset(st: &mut FlowState, seg: &Segment, dir: Direction) -> Verdict {
+    let (me, other) = split(&mut st.dir, dir);
+    // An ACK beyond the probe shows the prober sent data since: it was superseded.
+    let answered = other.flags & PROBE_PENDING != 0
+        && !(seg.has(TCP_ACK) && before(other.probe_seq.wrapping_add(1), seg.ack));
+    clear(other, PROBE_PENDING);
+    if answered {
+        st.end = match dir {
+            // Our RST answers a probe we received.
+            Direction::Sent => flow_end::LOCAL_RESET,
+            Direction::Received => flow_end::PEER_RESET,
+        };
+        return Verdict::ProbeReset;
+    }
+    if st.end == flow_end::OPEN {
+        // This host resets while its own probe is unanswered: what the keepalive
+        // timer does when it gives up (tcp_keepalive_timer -> tcp_send_active_reset).
+        // Only the connection view uses this; the timeout metric comes from the
+        // socket hooks, which know for sure.
+        let our_probe_unanswered = dir == Direction::Sent && me.flags & PROBE_PENDING != 0;
+        st.end = if our_probe_unanswered {
+            flow_end::TIMEOUT
+        } else {
+            flow_end::CLOSED
+        };
+    }
+    clear(me, PROBE_PENDING);
+    Verdict::Nothing
+}
+
+/// An ACK without FIN or RST sent by `me`: a probe (keepalive or zero-window), an answer
+/// to `other`'s pending probe, or neither.
+#[inline(always)]
+fn on_ack(me: &mut DirState, other: &mut DirState, seg: &Segment) -> Verdict {
+    let probe_shaped =
+        seg.payload_len <= 1 && me.flags & SEQ_KNOWN != 0 && seg.seq == me.next_seq.wrapping_sub(1);
+    if probe_shaped {
+        if other.flags & WINDOW_ZERO != 0 {
+            me.zero_window_probes = me.zero_window_probes.wrapping_add(1);
+            return Verdict::ZeroWindowProbe;
+        }
+        if me.flags & PROBE_PENDING != 0 {
+            me.unanswered_streak = me.unanswered_streak.wrapping_add(1);
+        }
+        set(me, PROBE_PENDING);
+        me.probe_seq = seg.seq;
+        me.probes = me.probes.wrapping_add(1);
+        return Verdict::Probe {
+            payload_bytes: seg.payload_len,
+        };
+    }
+    // Only new data supersedes this side's own pending probe: a segment that
+    // consumes no sequence space (a pure ACK, e.g. our answer to the peer's probe
+    // when both ends probe at once) leaves it waiting for its answer.
+    if sends_new_data(me, seg) {
+        clear(me, PROBE_PENDING);
+    }
+    if seg.payload_len == 0
+        && other.flags & PROBE_PENDING != 0
+        && seg.ack == other.probe_seq.wrapping_add(1)
+    {
+        clear(other, PROBE_PENDING);
+        other.probe_acks = other.probe_acks.wrapping_add(1);
+        other.unanswered_streak = 0;
+        return Verdict::ProbeAck;
+    }
+    Verdict::Nothing
 }
 
 /// Whether `seg` (not probe-shaped, ACK set, no FIN/RST) shows that its sender sent new

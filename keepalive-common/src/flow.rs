@@ -113,20 +113,6 @@ pub struct FlowState {
 }
 const _: () = assert!(core::mem::size_of::<FlowState>() == 104);
 
-impl FlowState {
-    /// State for a connection first seen with `seg` (a small ACK-only segment).
-    #[inline(always)]
-    pub fn first_sighting(seg: &Segment, dir: Direction, now_ns: u64) -> FlowState {
-        let mut st = FlowState {
-            first_seen_ns: now_ns,
-            last_seen_ns: now_ns,
-            ..Default::default()
-        };
-        crate::classify::learn(&mut st, seg, dir);
-        st
-    }
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: FlowKey, DirState and FlowState are repr(C), Copy, made only of integers

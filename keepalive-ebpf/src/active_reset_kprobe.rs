@@ -3,10 +3,7 @@
 
 use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 
-use crate::{
-    maps::config,
-    sock::{count_timeout, in_scope},
-};
+use crate::sock::count_reset;
 
 /// tcp_send_active_reset(sk, priority, reason).
 #[kprobe(function = "tcp_send_active_reset")]
@@ -24,12 +21,4 @@ pub fn ka_arst_kp_r1(ctx: ProbeContext) -> u32 {
         count_reset(sk, reason);
     }
     0
-}
-
-#[inline(always)]
-pub fn count_reset(sk: u64, reason: u32) {
-    let cfg = config();
-    if reason == cfg.keepalive_timeout_reason && sk != 0 && in_scope(&cfg, sk) {
-        count_timeout(&cfg, sk);
-    }
 }

@@ -1,4 +1,6 @@
-//! Reading `struct sock` fields at offsets the daemon found in BTF.
+//! The socket-hook bodies every mechanism shares (fentry, kprobe and tracepoint
+//! programs are thin wrappers that only fetch their arguments), and the reads of
+//! `struct sock` fields at offsets the daemon found in BTF.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use keepalive_common::{
@@ -8,7 +10,7 @@ use keepalive_common::{
     sockhook::{SockConfig, config_flags},
 };
 
-use crate::maps::{count, count_port};
+use crate::maps::{config, count, count_port};
 
 /// Reads a `T` at kernel address `addr`; counts and returns `None` on failure.
 #[inline(always)]
@@ -49,5 +51,25 @@ pub fn count_timeout(cfg: &SockConfig, sk: u64) {
     }
     if let Some(port) = read::<u16>(sk + cfg.skc_num_off as u64) {
         count_port(port, ports::resets(counters::ResetReason::Timeout));
+    }
+}
+
+/// A tcp_write_wakeup(sk, mib) call: a keepalive probe when `mib` is
+/// LINUX_MIB_TCPKEEPALIVE (the zero-window timer passes LINUX_MIB_TCPWINPROBE).
+#[inline(always)]
+pub fn count_probe(sk: u64, mib: u32) {
+    let cfg = config();
+    if mib == cfg.keepalive_mib && in_scope(&cfg, sk) {
+        count(counters::TIMER_PROBES);
+    }
+}
+
+/// A tcp_send_active_reset(sk, .., reason) call: a keepalive timeout when `reason` is
+/// SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT.
+#[inline(always)]
+pub fn count_reset(sk: u64, reason: u32) {
+    let cfg = config();
+    if reason == cfg.keepalive_timeout_reason && sk != 0 && in_scope(&cfg, sk) {
+        count_timeout(&cfg, sk);
     }
 }

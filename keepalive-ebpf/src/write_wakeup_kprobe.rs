@@ -1,12 +1,7 @@
 //! kprobe on tcp_write_wakeup(sk, mib): the fallback when fentry cannot load.
 
+use crate::sock::count_probe;
 use aya_ebpf::{macros::kprobe, programs::ProbeContext};
-use keepalive_common::counters;
-
-use crate::{
-    maps::{config, count},
-    sock::in_scope,
-};
 
 #[kprobe(function = "tcp_write_wakeup")]
 pub fn ka_wakeup_kp(ctx: ProbeContext) -> u32 {
@@ -14,12 +9,4 @@ pub fn ka_wakeup_kp(ctx: ProbeContext) -> u32 {
         count_probe(sk, mib);
     }
     0
-}
-
-#[inline(always)]
-pub fn count_probe(sk: u64, mib: u32) {
-    let cfg = config();
-    if mib == cfg.keepalive_mib && in_scope(&cfg, sk) {
-        count(counters::TIMER_PROBES);
-    }
 }

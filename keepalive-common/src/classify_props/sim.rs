@@ -193,19 +193,7 @@ impl Sim {
     fn play(&mut self, act: &Act) {
         match *act {
             Act::Burst(side, ref sizes, ack_every, reply) => {
-                let o = 1 - side;
-                for (k, &n) in sizes.iter().enumerate() {
-                    let psh = if k + 1 == sizes.len() { TCP_PSH } else { 0 };
-                    self.data(side, u32::from(n), psh);
-                    if ack_every > 0 && (k + 1) % ack_every == 0 {
-                        self.pure_ack(o);
-                    }
-                }
-                match reply {
-                    Some(n) => self.data(o, u32::from(n), TCP_PSH),
-                    None if self.owed[o] => self.pure_ack(o),
-                    None => {}
-                }
+                self.burst(side, sizes, ack_every, reply)
             }
             Act::OneByte(side, ack_now) => {
                 self.data(side, 1, TCP_PSH);
@@ -213,84 +201,124 @@ impl Sim {
                     self.pure_ack(1 - side);
                 }
             }
-            Act::Retransmit(side) if self.una[side] != self.nxt[side] => {
-                let len = self.last_data[side];
-                let seq = self.nxt[side].wrapping_sub(len);
-                self.emit(side, seq, TCP_ACK | TCP_PSH, len);
-                // Duplicate data is acknowledged at once.
-                self.pure_ack(1 - side);
-            }
-            Act::Retransmit(_) => {}
+            Act::Retransmit(side) => self.retransmit(side),
             Act::Idle(side, one_byte, ref answers, give_up) => {
-                let o = 1 - side;
-                self.settle();
-                for a in answers {
-                    self.probe(side, u32::from(one_byte));
-                    match a {
-                        Answer::Ack => self.pure_ack(o),
-                        Answer::Silent => {}
-                        // RFC 9293: the RST takes its seq from the probe's ACK field.
-                        Answer::Reset => return self.emit(o, self.nxt[o], TCP_RST, 0),
-                    }
-                }
-                if give_up && matches!(answers.last(), Some(Answer::Silent)) {
-                    self.emit(side, self.nxt[side], TCP_RST | TCP_ACK, 0);
-                }
+                self.idle(side, one_byte, answers, give_up)
             }
             Act::BothIdle(b) => self.both_idle(b),
-            Act::CrossData(side, size) => {
-                let o = 1 - side;
-                self.settle();
-                self.probe(side, 0);
-                // Sent before the probe arrived.
-                self.emit_crossing(o, self.nxt[o], TCP_ACK | TCP_PSH, u32::from(size), 1);
-                self.owed[side] = true;
-                self.last_data[o] = u32::from(size);
-                self.pure_ack(side);
-                // The duplicate ACK for the probe, sent before `side`'s ACK arrived.
-                self.emit_crossing(o, self.nxt[o], TCP_ACK, 0, 1);
+            Act::CrossData(side, size) => self.cross_data(side, size),
+            Act::LateAnswers(side) => self.late_answers(side),
+            Act::ZeroWindow(side, ref sizes, probes, rx_keepalive, close_data, reopen_data) => {
+                self.zero_window(side, sizes, probes, rx_keepalive, close_data, reopen_data)
             }
-            Act::LateAnswers(side) => {
-                let o = 1 - side;
-                self.settle();
-                self.probe(side, 0);
-                self.probe(side, 0);
-                self.emit_crossing(o, self.nxt[o], TCP_ACK, 0, 1);
+        }
+    }
+
+    fn burst(&mut self, side: usize, sizes: &[u16], ack_every: usize, reply: Option<u16>) {
+        let o = 1 - side;
+        for (k, &n) in sizes.iter().enumerate() {
+            let psh = if k + 1 == sizes.len() { TCP_PSH } else { 0 };
+            self.data(side, u32::from(n), psh);
+            if ack_every > 0 && (k + 1) % ack_every == 0 {
                 self.pure_ack(o);
             }
-            Act::ZeroWindow(side, ref sizes, probes, rx_keepalive, close_data, reopen_data) => {
-                let r = 1 - side;
-                self.settle();
-                for &n in sizes {
-                    self.data(side, u32::from(n), TCP_PSH);
-                }
-                self.window[r] = 0;
-                match close_data {
-                    Some(n) => {
-                        self.data(r, u32::from(n), TCP_PSH);
-                        self.pure_ack(side);
-                    }
-                    None => self.pure_ack(r),
-                }
-                for k in 0..probes {
-                    self.probe(side, 0);
-                    match rx_keepalive {
-                        Some(crossing) if k == 0 => {
-                            // The receiver's keepalive, sent before (crossing) or after
-                            // the window probe arrived, and both answers.
-                            self.probe_crossing(r, 0, usize::from(crossing));
-                            self.pure_ack(r);
-                            self.emit_crossing(side, self.nxt[side], TCP_ACK, 0, 1);
-                        }
-                        _ => self.pure_ack(r),
-                    }
-                }
-                self.window[r] = self.open_window[r];
-                match reopen_data {
-                    Some(n) => self.data(r, u32::from(n), TCP_PSH),
-                    None => self.pure_ack(r),
-                }
+        }
+        match reply {
+            Some(n) => self.data(o, u32::from(n), TCP_PSH),
+            None if self.owed[o] => self.pure_ack(o),
+            None => {}
+        }
+    }
+
+    fn retransmit(&mut self, side: usize) {
+        if self.una[side] == self.nxt[side] {
+            return;
+        }
+        let len = self.last_data[side];
+        let seq = self.nxt[side].wrapping_sub(len);
+        self.emit(side, seq, TCP_ACK | TCP_PSH, len);
+        // Duplicate data is acknowledged at once.
+        self.pure_ack(1 - side);
+    }
+
+    fn idle(&mut self, side: usize, one_byte: bool, answers: &[Answer], give_up: bool) {
+        let o = 1 - side;
+        self.settle();
+        for a in answers {
+            self.probe(side, u32::from(one_byte));
+            match a {
+                Answer::Ack => self.pure_ack(o),
+                Answer::Silent => {}
+                // RFC 9293: the RST takes its seq from the probe's ACK field.
+                Answer::Reset => return self.emit(o, self.nxt[o], TCP_RST, 0),
             }
+        }
+        if give_up && matches!(answers.last(), Some(Answer::Silent)) {
+            self.emit(side, self.nxt[side], TCP_RST | TCP_ACK, 0);
+        }
+    }
+
+    fn cross_data(&mut self, side: usize, size: u16) {
+        let o = 1 - side;
+        self.settle();
+        self.probe(side, 0);
+        // Sent before the probe arrived.
+        self.emit_crossing(o, self.nxt[o], TCP_ACK | TCP_PSH, u32::from(size), 1);
+        self.owed[side] = true;
+        self.last_data[o] = u32::from(size);
+        self.pure_ack(side);
+        // The duplicate ACK for the probe, sent before `side`'s ACK arrived.
+        self.emit_crossing(o, self.nxt[o], TCP_ACK, 0, 1);
+    }
+
+    fn late_answers(&mut self, side: usize) {
+        let o = 1 - side;
+        self.settle();
+        self.probe(side, 0);
+        self.probe(side, 0);
+        self.emit_crossing(o, self.nxt[o], TCP_ACK, 0, 1);
+        self.pure_ack(o);
+    }
+
+    fn zero_window(
+        &mut self,
+        side: usize,
+        sizes: &[u16],
+        probes: usize,
+        rx_keepalive: Option<bool>,
+        close_data: Option<u16>,
+        reopen_data: Option<u16>,
+    ) {
+        let r = 1 - side;
+        self.settle();
+        for &n in sizes {
+            self.data(side, u32::from(n), TCP_PSH);
+        }
+        self.window[r] = 0;
+        match close_data {
+            Some(n) => {
+                self.data(r, u32::from(n), TCP_PSH);
+                self.pure_ack(side);
+            }
+            None => self.pure_ack(r),
+        }
+        for k in 0..probes {
+            self.probe(side, 0);
+            match rx_keepalive {
+                Some(crossing) if k == 0 => {
+                    // The receiver's keepalive, sent before (crossing) or after
+                    // the window probe arrived, and both answers.
+                    self.probe_crossing(r, 0, usize::from(crossing));
+                    self.pure_ack(r);
+                    self.emit_crossing(side, self.nxt[side], TCP_ACK, 0, 1);
+                }
+                _ => self.pure_ack(r),
+            }
+        }
+        self.window[r] = self.open_window[r];
+        match reopen_data {
+            Some(n) => self.data(r, u32::from(n), TCP_PSH),
+            None => self.pure_ack(r),
         }
     }
 
