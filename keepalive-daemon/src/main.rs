@@ -3,6 +3,7 @@
 
 mod attachments;
 mod caps;
+mod catalog;
 mod client;
 mod connections;
 mod daemon;
