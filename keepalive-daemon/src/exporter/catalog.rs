@@ -1,6 +1,6 @@
 //! Every metric family the daemon exports, described once: name, help, label names and,
 //! for the kernel's counters, which counter slot feeds which series. The registry
-//! (metrics.rs) is built from these tables and walks them at scrape to copy the
+//! (registry.rs) is built from these tables and walks them at scrape to copy the
 //! kernel's totals, so adding a kernel counter means adding its slot in
 //! keepalive_common::counters and one row here.
 

@@ -7,13 +7,13 @@ use prometheus::{
     Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::catalog::{self, Describe};
+use super::catalog::{self, Describe};
 
 pub struct Metrics {
     registry: Registry,
     /// Each kernel counter slot with the series it feeds (catalog::KERNEL_COUNTERS).
     kernel: Vec<(u32, IntCounter)>,
-    /// Timer runs the tracepoint programs were not run for (see timer_loss.rs).
+    /// Timer runs the tracepoint programs were not run for (see sockhooks/timer_loss.rs).
     pub timer_probes_lost: IntCounter,
     pub hook_info: IntGaugeVec,
     pub tc_programs: IntGaugeVec,
@@ -29,7 +29,7 @@ pub struct Metrics {
     /// Each per-port counter index (ports::index) with the series it feeds; empty
     /// without --metrics.local-port, when the per-port families are not registered.
     ports: Vec<(u32, IntCounter)>,
-    process: crate::process::ProcessMetrics,
+    self_stats: super::self_stats::SelfStats,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -123,7 +123,7 @@ impl Metrics {
             program_run_seconds,
             program_runs: counter_vec(&r, &catalog::PROGRAM_RUNS)?,
             bpf_stats_enabled: gauge(&r, &catalog::BPF_STATS_ENABLED)?,
-            process: crate::process::ProcessMetrics::register(&r)?,
+            self_stats: super::self_stats::SelfStats::register(&r)?,
             registry: r,
         })
     }
@@ -158,7 +158,7 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> Result<String, prometheus::Error> {
-        self.process.update();
+        self.self_stats.update();
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
