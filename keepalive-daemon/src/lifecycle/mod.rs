@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     metrics.flow_capacity.set(args.flows_max.into());
     let mut attachments = wire::attach_at_start(&mut ebpf, &args, &metrics, &chosen)?;
     let attached_interfaces = attachments.len();
-    let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics);
+    let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics.hook_info);
     caps::drop_after_attach();
 
     // Only the daemon's own namespace has a kernel count to compare with.

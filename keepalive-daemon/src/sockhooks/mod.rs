@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use aya::Ebpf;
 use keepalive_daemon::cli::HookMechanism;
 
-use crate::{exporter::registry::Metrics, kernel::btf::KernelBtf};
+use prometheus::IntGaugeVec;
+
+use crate::kernel::btf::KernelBtf;
 use choice::{Hook, HookChoice};
 use sockconfig::{Prerequisites, Resolved};
 
@@ -54,12 +56,13 @@ pub struct HooksInUse {
 }
 
 /// Learns tcp_keepalive_timer()'s address if the timer tracepoints may need it, then
-/// attaches the best mechanism each hook can get, logging and exporting every choice.
+/// attaches the best mechanism each hook can get, logging every choice and exporting it
+/// in `hook_info` (keepalive_daemon_hook_info).
 pub fn attach(
     ebpf: &mut Ebpf,
     resolved: Resolved,
     disabled: &[HookMechanism],
-    metrics: &Metrics,
+    hook_info: &IntGaugeVec,
 ) -> HooksInUse {
     let Resolved {
         config,
@@ -74,7 +77,7 @@ pub fn attach(
     let mut summary = Vec::new();
     let mut timer_tracepoint = false;
     for choice in choice::attach_all(ebpf, &prerequisites, kernel_btf.as_ref(), disabled) {
-        report(&choice, metrics);
+        report(&choice, hook_info);
         summary.push(format!(
             "{}={}",
             choice.hook.label(),
@@ -91,7 +94,7 @@ pub fn attach(
 }
 
 /// Logs one hook's choice and sets its keepalive_daemon_hook_info series.
-fn report(choice: &HookChoice, metrics: &Metrics) {
+fn report(choice: &HookChoice, hook_info: &IntGaugeVec) {
     for (m, why) in &choice.rejected {
         log::info!(
             "hook {}: {} not used: {why}",
@@ -101,8 +104,7 @@ fn report(choice: &HookChoice, metrics: &Metrics) {
     }
     for m in choice::preference(choice.hook) {
         let v = i64::from(choice.chosen == Some(*m));
-        metrics
-            .hook_info
+        hook_info
             .with_label_values(&[choice.hook.label(), m.label()])
             .set(v);
     }
