@@ -63,17 +63,23 @@ impl KernelError {
     }
 }
 
-const PROBES: u32 = 0; // direction x family x payload_bytes: 8 slots
-const PROBE_ACKS: u32 = 8; // direction x family: 4
-const ZERO_WINDOW: u32 = 12; // direction x family: 4
-const RESETS: u32 = 16; // reason x family: 6
-pub const TIMER_PROBES: u32 = 22;
-const ERRORS: u32 = 23; // KernelError: 4
+// Each block of slots follows the previous one; its size is the product of its labels.
+const DIRECTIONS: u32 = Direction::ALL.len() as u32;
+const FAMILIES: u32 = Family::ALL.len() as u32;
+const PROBES: u32 = 0; // direction x family x payload_bytes (0 or 1)
+const PROBE_ACKS: u32 = PROBES + DIRECTIONS * FAMILIES * 2; // direction x family
+const ZERO_WINDOW: u32 = PROBE_ACKS + DIRECTIONS * FAMILIES; // direction x family
+const RESETS: u32 = ZERO_WINDOW + DIRECTIONS * FAMILIES; // reason x family
+pub const TIMER_PROBES: u32 = RESETS + ResetReason::ALL.len() as u32 * FAMILIES;
+const ERRORS: u32 = TIMER_PROBES + 1; // KernelError
 /// Flow-map entries the kernel programs created: with the entries the daemon removed
 /// and those still present, it tells how many the LRU evicted.
-pub const FLOWS_CREATED: u32 = 27;
+pub const FLOWS_CREATED: u32 = ERRORS + KernelError::ALL.len() as u32;
+/// Slots in use: 0..USED_SLOTS.
+pub const USED_SLOTS: u32 = FLOWS_CREATED + 1;
 /// Entries in the counter array; room is left for growth.
 pub const COUNTER_SLOTS: u32 = 32;
+const _: () = assert!(USED_SLOTS <= COUNTER_SLOTS);
 
 #[inline(always)]
 pub const fn probes(dir: Direction, family: Family, payload_bytes: u32) -> u32 {
@@ -148,6 +154,10 @@ mod tests {
         mark(TIMER_PROBES);
         for e in KernelError::ALL {
             mark(error(e));
+        }
+        mark(FLOWS_CREATED);
+        for slot in 0..USED_SLOTS {
+            assert!(seen[slot as usize], "slot {slot} in use but never marked");
         }
     }
 

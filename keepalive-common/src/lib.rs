@@ -21,8 +21,6 @@ pub mod seq;
 pub mod sockhook;
 #[cfg(test)]
 mod testframes;
-#[cfg(feature = "user")]
-pub mod tracefs;
 
 /// Which way a segment travels relative to this host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

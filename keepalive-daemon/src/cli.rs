@@ -40,9 +40,13 @@ pub struct Args {
     /// How the tc programs attach: tcx (kernel 6.6+; links the kernel drops with the
     /// process), netlink (clsact qdisc and cls_bpf filters, any kernel), or auto (tcx,
     /// else netlink).
-    #[arg(long = "tc.attach-mode", value_name = "MODE", default_value = "auto",
-          value_parser = ["auto", "tcx", "netlink"])]
-    pub tc_attach_mode: String,
+    #[arg(
+        long = "tc.attach-mode",
+        value_name = "MODE",
+        default_value = "auto",
+        value_enum
+    )]
+    pub tc_attach_mode: TcAttachMode,
 
     /// Connections the kernel tracks at once (LRU map; 144 bytes of key and value each,
     /// plus the kernel's per-entry overhead).
@@ -74,9 +78,8 @@ pub struct Args {
     /// repeat for several. Each hook then takes the next one it can get, in the order
     /// fentry, kprobe, tracepoint, tracepoint_timer_context, e.g. to keep away from
     /// fentry trampolines that another tool relies on.
-    #[arg(long = "hooks.disable", value_name = "MECHANISM",
-          value_parser = ["fentry", "kprobe", "tracepoint", "tracepoint_timer_context"])]
-    pub hooks_disable: Vec<String>,
+    #[arg(long = "hooks.disable", value_name = "MECHANISM", value_enum)]
+    pub hooks_disable: Vec<HookMechanism>,
 
     /// Kernel BTF, for struct offsets (there is no CO-RE in Rust eBPF).
     #[arg(
@@ -95,6 +98,40 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+/// --tc.attach-mode. (Plain comments on the variants: doc comments would change --help.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttachMode {
+    // TCX, else clsact + netlink.
+    Auto,
+    // TCX only (kernel 6.6+).
+    Tcx,
+    // clsact qdisc and cls_bpf filters only.
+    Netlink,
+}
+
+/// How a socket-level hook attaches (--hooks.disable; the `mechanism` label of
+/// keepalive_daemon_hook_info).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookMechanism {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+    // tcp_keepalive_timer bracketed by timer tracepoints + sock:inet_sk_error_report.
+    #[value(name = "tracepoint_timer_context")]
+    TracepointTimerContext,
+}
+
+impl HookMechanism {
+    pub fn label(self) -> &'static str {
+        match self {
+            HookMechanism::Fentry => "fentry",
+            HookMechanism::Kprobe => "kprobe",
+            HookMechanism::Tracepoint => "tracepoint",
+            HookMechanism::TracepointTimerContext => "tracepoint_timer_context",
+        }
+    }
 }
 
 /// `N` followed by ms, s, m or h (`90s`, `5m`).
@@ -238,8 +275,19 @@ mod tests {
             "kprobe",
         ])
         .unwrap();
-        assert_eq!(a.hooks_disable, ["fentry", "kprobe"]);
+        let disabled: Vec<_> = a.hooks_disable.iter().map(|m| m.label()).collect();
+        assert_eq!(disabled, ["fentry", "kprobe"]);
         assert!(Args::try_parse_from(["keepalive-daemon", "--hooks.disable", "uprobe"]).is_err());
+    }
+
+    /// The label is the flag's value: one spelling for the flag, the log and the metric.
+    #[test]
+    fn hook_mechanism_labels_are_their_flag_values() {
+        use clap::ValueEnum as _;
+        for m in HookMechanism::value_variants() {
+            let v = m.to_possible_value().expect("not skipped");
+            assert_eq!(v.get_name(), m.label());
+        }
     }
 
     #[test]

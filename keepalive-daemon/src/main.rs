@@ -1,26 +1,12 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
-mod attachments;
-mod caps;
-mod client;
-mod connections;
-mod daemon;
-mod flows;
-mod hooks;
-mod http;
-mod interfaces;
+mod exporter;
 mod kernel;
-mod linkwatch;
-mod metrics;
-mod notify;
-mod process;
-mod sockconfig;
-mod state;
-mod tc;
-mod timer_fn;
-mod timer_loss;
-mod webconfig;
+mod lifecycle;
+mod sockhooks;
+mod web;
+mod wire;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -31,7 +17,7 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_level);
     if let Some(cli::Command::Connections { address, limit }) = &args.command {
-        return match client::print_connections(address, *limit) {
+        return match web::client::print_connections(address, *limit) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 log::error!("{e:#}");
@@ -49,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(args)) {
+    match runtime.block_on(lifecycle::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");

@@ -105,7 +105,7 @@ impl WebConfig {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_err("setup", &t.cert_file, e.to_string()))?;
-        let mode = t
+        let value = t
             .client_auth_type
             .as_deref()
             .unwrap_or(if t.client_ca_file.is_some() {
@@ -113,34 +113,17 @@ impl WebConfig {
             } else {
                 "NoClientCert"
             });
+        let unsupported = || WebConfigError::ClientAuth {
+            value: value.to_owned(),
+        };
+        let mode = ClientAuth::parse(value).ok_or_else(unsupported)?;
         let config = match (mode, &t.client_ca_file) {
-            ("NoClientCert", _) => builder.with_no_client_auth(),
-            ("VerifyClientCertIfGiven" | "RequireAndVerifyClientCert", Some(ca)) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(ca)
-                    .map_err(|e| tls_err("client CA", ca, e.to_string()))?
-                {
-                    let cert = cert.map_err(|e| tls_err("client CA", ca, e.to_string()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| tls_err("client CA", ca, e.to_string()))?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-                let verifier = if mode == "VerifyClientCertIfGiven" {
-                    verifier.allow_unauthenticated()
-                } else {
-                    verifier
-                };
-                let verifier: Arc<dyn ClientCertVerifier> = verifier
-                    .build()
-                    .map_err(|e| tls_err("client CA", ca, e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            (value, _) => {
-                return Err(WebConfigError::ClientAuth {
-                    value: value.to_owned(),
-                });
+            (ClientAuth::NoClientCert, _) => builder.with_no_client_auth(),
+            // Verifying client certificates needs the CA to verify them with.
+            (_, None) => return Err(unsupported()),
+            (_, Some(ca)) => {
+                let optional = mode == ClientAuth::VerifyClientCertIfGiven;
+                builder.with_client_cert_verifier(client_verifier(ca, optional, provider)?)
             }
         };
         let config = config
@@ -148,6 +131,51 @@ impl WebConfig {
             .map_err(|e| tls_err("certificate/key pair", &t.cert_file, e.to_string()))?;
         Ok(Some(Arc::new(config)))
     }
+}
+
+/// The client_auth_type values of exporter-toolkit the daemon supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientAuth {
+    NoClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuth {
+    fn parse(value: &str) -> Option<ClientAuth> {
+        match value {
+            "NoClientCert" => Some(ClientAuth::NoClientCert),
+            "VerifyClientCertIfGiven" => Some(ClientAuth::VerifyClientCertIfGiven),
+            "RequireAndVerifyClientCert" => Some(ClientAuth::RequireAndVerifyClientCert),
+            _ => None,
+        }
+    }
+}
+
+/// Verifies client certificates against the CAs in `ca`; `optional`: clients without
+/// a certificate are let through (VerifyClientCertIfGiven).
+fn client_verifier(
+    ca: &str,
+    optional: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, WebConfigError> {
+    let ca_err = |e: &dyn std::fmt::Display| WebConfigError::Tls {
+        what: "client CA",
+        file: ca.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))? {
+        let cert = cert.map_err(|e| ca_err(&e))?;
+        roots.add(cert).map_err(|e| ca_err(&e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let verifier = if optional {
+        verifier.allow_unauthenticated()
+    } else {
+        verifier
+    };
+    verifier.build().map_err(|e| ca_err(&e))
 }
 
 /// Whether a request's `Authorization` header value passes basic auth. With no users

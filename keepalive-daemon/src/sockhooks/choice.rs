@@ -1,4 +1,4 @@
-//! Socket-level hooks, chosen at run time per hook: fentry, then kprobe, then
+//! Which mechanism each socket-level hook uses, chosen at run time per hook: fentry, then kprobe, then
 //! tracepoints. Each choice is logged and exported (keepalive_daemon_hook_info).
 
 use std::collections::HashSet;
@@ -9,7 +9,9 @@ use aya::{
     programs::{FEntry, KProbe, RawTracePoint},
 };
 
-use crate::sockconfig::Prerequisites;
+use keepalive_daemon::cli::HookMechanism as Mechanism;
+
+use super::sockconfig::Prerequisites;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -26,26 +28,6 @@ impl Hook {
         match self {
             Hook::TimerProbes => "timer_probes",
             Hook::Timeouts => "timeouts",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
-    Fentry,
-    Kprobe,
-    Tracepoint,
-    /// tcp_keepalive_timer bracketed by timer tracepoints + sock:inet_sk_error_report.
-    TracepointTimerContext,
-}
-
-impl Mechanism {
-    pub fn label(self) -> &'static str {
-        match self {
-            Mechanism::Fentry => "fentry",
-            Mechanism::Kprobe => "kprobe",
-            Mechanism::Tracepoint => "tracepoint",
-            Mechanism::TracepointTimerContext => "tracepoint_timer_context",
         }
     }
 }
@@ -181,7 +163,7 @@ pub fn attach_all(
     ebpf: &mut Ebpf,
     prereq: &Prerequisites,
     btf: Option<&Btf>,
-    disabled: &[String],
+    disabled: &[Mechanism],
 ) -> Vec<HookChoice> {
     let mut attached: HashSet<&'static str> = HashSet::new();
     Hook::ALL
@@ -193,7 +175,7 @@ pub fn attach_all(
                 rejected: Vec::new(),
             };
             for &m in preference(hook) {
-                if disabled.iter().any(|d| d == m.label()) {
+                if disabled.contains(&m) {
                     choice
                         .rejected
                         .push((m, "disabled by --hooks.disable".to_owned()));

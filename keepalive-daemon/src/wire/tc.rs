@@ -12,6 +12,7 @@ use aya::{
     },
 };
 use keepalive_common::Direction;
+use keepalive_daemon::cli::TcAttachMode;
 
 pub const INGRESS_PROGRAM: &str = "ka_tc_ingress";
 pub const EGRESS_PROGRAM: &str = "ka_tc_egress";
@@ -62,7 +63,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
     baseline: bool,
-    mode: &str,
+    mode: TcAttachMode,
 ) -> anyhow::Result<Vec<TcAttachment>> {
     let cname = CString::new(interface).with_context(|| format!("interface name {interface:?}"))?;
     remove_leftovers(&cname, interface);
@@ -97,63 +98,71 @@ fn attach_one(
     name: &'static str,
     attach_type: TcAttachType,
     direction: Direction,
-    mode: &str,
+    mode: TcAttachMode,
 ) -> anyhow::Result<TcAttachment> {
-    {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-            .try_into()?;
-        let tcx = (mode != "netlink").then(|| {
-            prog.attach(
-                cname.as_c_str(),
-                TcAttach::Tcx {
-                    attach_type,
-                    order: LinkOrder::default(),
-                },
-            )
-        });
-        let (mode, link) = match tcx {
-            Some(Ok(link)) => (TcMode::Tcx, link),
-            Some(Err(tcx_err)) if mode == "tcx" => anyhow::bail!(
-                "attaching {name} to {interface} with TCX failed (--tc.attach-mode tcx; \
-                 kernels before 6.6 need netlink or auto): {tcx_err}"
-            ),
-            tcx => {
-                let why = match tcx {
-                    Some(Err(e)) => format!("TCX: {e}"),
-                    _ => "--tc.attach-mode netlink".to_owned(),
-                };
-                log::debug!("{interface}: {why}; attaching with clsact + netlink");
-                // Already present (ours or another tool's) is fine: we only add a filter.
-                if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
-                    log::debug!("adding clsact qdisc on {interface}: {e}");
-                }
-                let link = prog
-                    .attach(
-                        cname.as_c_str(),
-                        TcAttach::Netlink {
-                            parent: attach_type.into(),
-                            options: Default::default(),
-                        },
-                    )
-                    .map_err(|nl_err| {
-                        anyhow!(
-                            "attaching {name} to {interface} failed: {why}; netlink: {nl_err}. \
-                             The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
-                        )
-                    })?;
-                (TcMode::Netlink, link)
-            }
-        };
-        Ok(TcAttachment {
-            program: name,
-            interface: interface.to_owned(),
-            direction,
-            mode,
-            link,
-        })
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    let tcx = (mode != TcAttachMode::Netlink).then(|| {
+        prog.attach(
+            cname.as_c_str(),
+            TcAttach::Tcx {
+                attach_type,
+                order: LinkOrder::default(),
+            },
+        )
+    });
+    let (mode, link) = match tcx {
+        Some(Ok(link)) => (TcMode::Tcx, link),
+        Some(Err(tcx_err)) if mode == TcAttachMode::Tcx => anyhow::bail!(
+            "attaching {name} to {interface} with TCX failed (--tc.attach-mode tcx; \
+             kernels before 6.6 need netlink or auto): {tcx_err}"
+        ),
+        tcx => {
+            let why = match tcx {
+                Some(Err(e)) => format!("TCX: {e}"),
+                _ => "--tc.attach-mode netlink".to_owned(),
+            };
+            let link = attach_netlink(prog, cname, (name, interface), attach_type, &why)?;
+            (TcMode::Netlink, link)
+        }
+    };
+    Ok(TcAttachment {
+        program: name,
+        interface: interface.to_owned(),
+        direction,
+        mode,
+        link,
+    })
+}
+
+/// The fallback: a clsact qdisc and a cls_bpf filter; `why` says why not TCX.
+fn attach_netlink(
+    prog: &mut SchedClassifier,
+    cname: &CString,
+    (name, interface): (&str, &str),
+    attach_type: TcAttachType,
+    why: &str,
+) -> anyhow::Result<SchedClassifierLinkId> {
+    log::debug!("{interface}: {why}; attaching with clsact + netlink");
+    // Already present (ours or another tool's) is fine: we only add a filter.
+    if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
+        log::debug!("adding clsact qdisc on {interface}: {e}");
     }
+    prog.attach(
+        cname.as_c_str(),
+        TcAttach::Netlink {
+            parent: attach_type.into(),
+            options: Default::default(),
+        },
+    )
+    .map_err(|nl_err| {
+        anyhow!(
+            "attaching {name} to {interface} failed: {why}; netlink: {nl_err}. \
+             The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
+        )
+    })
 }
 
 /// Removes legacy clsact filters of ours that a daemon which could not clean up left

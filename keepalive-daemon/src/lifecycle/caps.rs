@@ -178,6 +178,23 @@ fn uname_release() -> Option<String> {
     Some(r.to_string_lossy().into_owned())
 }
 
+/// Everything is attached: keeps only what run time needs, and says what went. A
+/// failure is logged, not fatal.
+pub fn drop_after_attach() {
+    match drop_all_but(&KEPT_AFTER_ATTACH) {
+        Ok(dropped) => log::info!(
+            "dropped {} capabilities no longer needed ({}); kept CAP_BPF and CAP_NET_ADMIN",
+            dropped.len(),
+            dropped
+                .iter()
+                .map(|&c| name(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::warn!("{e}"),
+    }
+}
+
 /// After attaching: keeps only `keep` (of what this thread has), clears the inheritable
 /// and ambient sets, shrinks the bounding set when allowed (CAP_SETPCAP) and sets
 /// no_new_privs. The daemon is single-threaded (a current-thread runtime), so this

@@ -4,6 +4,9 @@
 use aya::maps::{HashMap, MapData};
 use keepalive_common::flow::{FlowKey, FlowState, flow_end};
 
+/// The kernel's flow map (FLOWS in keepalive-ebpf), as the daemon holds it.
+pub type FlowMap = HashMap<MapData, FlowKey, FlowState>;
+
 /// Closed connections stay this long so late segments (TIME-WAIT ACKs) find them.
 pub const CLOSED_GRACE_NS: u64 = 60_000_000_000;
 
@@ -19,7 +22,7 @@ pub fn is_stale(state: &FlowState, now_ns: u64) -> bool {
     state.end != flow_end::OPEN && now_ns.saturating_sub(state.last_seen_ns) > CLOSED_GRACE_NS
 }
 
-pub fn sweep(map: &mut HashMap<MapData, FlowKey, FlowState>, now_ns: u64) -> SweepResult {
+pub fn sweep(map: &mut FlowMap, now_ns: u64) -> SweepResult {
     let mut r = SweepResult::default();
     let mut stale = Vec::new();
     for item in map.iter() {

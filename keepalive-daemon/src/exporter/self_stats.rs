@@ -4,7 +4,7 @@
 
 use prometheus::{Counter, IntGauge, Registry};
 
-pub struct ProcessMetrics {
+pub struct SelfStats {
     cpu_seconds: Counter,
     resident_bytes: IntGauge,
     virtual_bytes: IntGauge,
@@ -12,8 +12,8 @@ pub struct ProcessMetrics {
     start_time: IntGauge,
 }
 
-impl ProcessMetrics {
-    pub fn register(r: &Registry) -> prometheus::Result<ProcessMetrics> {
+impl SelfStats {
+    pub fn register(r: &Registry) -> prometheus::Result<SelfStats> {
         let cpu_seconds = Counter::new(
             "process_cpu_seconds_total",
             "Total user and system CPU time spent in seconds.",
@@ -36,7 +36,7 @@ impl ProcessMetrics {
         r.register(Box::new(virtual_bytes.clone()))?;
         r.register(Box::new(open_fds.clone()))?;
         r.register(Box::new(start_time.clone()))?;
-        let m = ProcessMetrics {
+        let m = SelfStats {
             cpu_seconds,
             resident_bytes,
             virtual_bytes,

@@ -6,28 +6,30 @@ use std::collections::BTreeMap;
 
 use aya::Ebpf;
 
-use crate::{
+use keepalive_daemon::cli::TcAttachMode;
+
+use super::{
     interfaces::{self, Interface},
     linkwatch::LinkEvent,
-    metrics::Metrics,
     tc::{self, TcAttachment},
 };
+use crate::exporter::registry::Metrics;
 
 pub struct Attachments {
     patterns: Vec<String>,
     baseline: bool,
     /// --tc.attach-mode
-    mode: String,
+    mode: TcAttachMode,
     /// By interface index: the name it had when attached and our attachments.
     by_index: BTreeMap<u32, (String, Vec<TcAttachment>)>,
 }
 
 impl Attachments {
-    pub fn new(patterns: &[String], baseline: bool, mode: &str) -> Attachments {
+    pub fn new(patterns: &[String], baseline: bool, mode: TcAttachMode) -> Attachments {
         Attachments {
             patterns: patterns.to_vec(),
             baseline,
-            mode: mode.to_owned(),
+            mode,
             by_index: BTreeMap::new(),
         }
     }
@@ -43,7 +45,7 @@ impl Attachments {
         metrics: &Metrics,
         iface: &Interface,
     ) -> anyhow::Result<()> {
-        let done = tc::attach(ebpf, &iface.name, self.baseline, &self.mode)?;
+        let done = tc::attach(ebpf, &iface.name, self.baseline, self.mode)?;
         for a in &done {
             log::info!(
                 "attached {} ({}) to {} ({})",

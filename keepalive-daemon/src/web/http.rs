@@ -9,7 +9,8 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::{connections, state::State, webconfig};
+use super::webconfig;
+use crate::exporter::{connections, state::State};
 
 /// What --web.config.file asks of every connection.
 #[derive(Default)]

@@ -1,30 +1,32 @@
-//! What the HTTP handlers share: the registry and the kernel counter arrays.
+//! What the HTTP handlers share: the registry and the kernel maps it is read from.
 
 use std::sync::Mutex;
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray},
+};
 use keepalive_common::{
     counters::{self, COUNTER_SLOTS},
     flow::{FlowKey, FlowState},
     ports,
 };
 
-use crate::{
-    connections, flows,
-    metrics::Metrics,
-    timer_loss::{TimerLoss, TimerSlots},
+use super::{
+    connections,
+    flow_map::{self, FlowMap},
+    registry::Metrics,
 };
+use crate::sockhooks::timer_loss::{TimerLoss, TimerSlots};
 
 const TIMER_PROBES_SLOT: usize = counters::TIMER_PROBES as usize;
-
-pub type FlowMap = HashMap<MapData, FlowKey, FlowState>;
 
 pub struct State {
     pub metrics: Metrics,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     port_counters: Mutex<PerCpuArray<MapData, u64>>,
-    flows: Mutex<FlowMap>,
+    flow_map: Mutex<FlowMap>,
     /// Loaded programs by name, with a descriptor for their run-time statistics.
     programs: Vec<(String, aya::programs::ProgramFd)>,
     timer_loss: TimerLoss,
@@ -45,12 +47,52 @@ fn totals(map: &Mutex<PerCpuArray<MapData, u64>>, slots: u32) -> anyhow::Result<
         .collect()
 }
 
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
 impl State {
-    pub fn new(
+    /// Takes the maps the scrapes read out of `ebpf`; with `measure_timer_loss` also the
+    /// timer slots (sockhooks/timer_loss.rs).
+    pub fn from_ebpf(
+        ebpf: &mut Ebpf,
+        metrics: Metrics,
+        measure_timer_loss: bool,
+    ) -> anyhow::Result<State> {
+        let counters = PerCpuArray::try_from(take_map(ebpf, "COUNTERS")?)?;
+        let timer_slots = if measure_timer_loss {
+            Some(PerCpuArray::try_from(take_map(ebpf, "TIMER_SLOT")?)?)
+        } else {
+            None
+        };
+        let port_counters = PerCpuArray::try_from(take_map(ebpf, "PORT_COUNTERS")?)?;
+        let flow_map = FlowMap::try_from(take_map(ebpf, "FLOWS")?)?;
+        // Our own descriptors: their fdinfo has the run statistics, readable without the
+        // capabilities dropped after attaching (enumerating all programs would need
+        // CAP_SYS_ADMIN).
+        let programs = ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.try_clone().ok()?;
+                Some((name.to_owned(), fd))
+            })
+            .collect();
+        Ok(State::new(
+            metrics,
+            counters,
+            port_counters,
+            flow_map,
+            programs,
+            timer_slots,
+        ))
+    }
+
+    fn new(
         metrics: Metrics,
         counters: PerCpuArray<MapData, u64>,
         port_counters: PerCpuArray<MapData, u64>,
-        flows: FlowMap,
+        flow_map: FlowMap,
         programs: Vec<(String, aya::programs::ProgramFd)>,
         timer_slots: Option<TimerSlots>,
     ) -> State {
@@ -71,15 +113,15 @@ impl State {
             metrics,
             counters,
             port_counters: Mutex::new(port_counters),
-            flows: Mutex::new(flows),
+            flow_map: Mutex::new(flow_map),
             programs,
             timer_loss,
         }
     }
 
     /// Drops closed connections from the flow map and refreshes its gauges.
-    pub fn sweep_flows(&self) {
-        let Ok(mut map) = self.flows.lock() else {
+    pub fn sweep_flow_map(&self) {
+        let Ok(mut map) = self.flow_map.lock() else {
             return;
         };
         // Created is read before the walk, so entries created during it can only make
@@ -87,12 +129,12 @@ impl State {
         let created = totals(&self.counters, COUNTER_SLOTS)
             .ok()
             .map(|t| t[counters::FLOWS_CREATED as usize]);
-        let r = flows::sweep(&mut map, flows::monotonic_ns());
+        let r = flow_map::sweep(&mut map, flow_map::monotonic_ns());
         self.metrics.flow_entries.set(r.entries as i64);
         self.metrics.flows_swept.inc_by(r.removed);
         self.metrics.map_read_errors.inc_by(r.read_errors);
         if let Some(created) = created {
-            let evicted = flows::evictions(created, self.metrics.flows_swept.get(), r.entries);
+            let evicted = flow_map::evictions(created, self.metrics.flows_swept.get(), r.entries);
             let have = self.metrics.flow_evictions.get();
             if evicted > have {
                 self.metrics.flow_evictions.inc_by(evicted - have);
@@ -103,11 +145,15 @@ impl State {
     /// The per-connection view, at most `limit` connections.
     pub fn connections(&self, limit: usize) -> anyhow::Result<connections::Listing> {
         let map = self
-            .flows
+            .flow_map
             .lock()
             .map_err(|_| anyhow!("flow map lock poisoned"))?;
         let entries: Vec<(FlowKey, FlowState)> = map.iter().filter_map(Result::ok).collect();
-        Ok(connections::listing(entries, limit, flows::monotonic_ns()))
+        Ok(connections::listing(
+            entries,
+            limit,
+            flow_map::monotonic_ns(),
+        ))
     }
 
     /// Run time and run count of our programs (non-zero only with kernel.bpf_stats_enabled=1).

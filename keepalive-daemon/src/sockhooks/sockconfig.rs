@@ -1,0 +1,265 @@
+//! Builds the [`SockConfig`] global from BTF, kallsyms and tracefs, and records which
+//! hook mechanisms the kernel can support at all (what is missing, and why).
+
+use std::path::Path;
+
+use keepalive_common::sockhook::{SockConfig, TimerFnCalibration, config_flags};
+
+use crate::kernel::{
+    btf::{BtfError, KernelBtf},
+    kallsyms, tracefs,
+};
+
+/// Why a hook mechanism cannot be used on this kernel; `None` means it may be tried.
+#[derive(Debug, Default)]
+pub struct Prerequisites {
+    /// tcp_write_wakeup(sk, mib) and LINUX_MIB_TCPKEEPALIVE (fentry/kprobe timer probes).
+    pub write_wakeup: Option<String>,
+    /// tcp_send_active_reset(sk, priority, reason) and the keepalive reason (6.10+).
+    pub active_reset_reason: Option<String>,
+    /// Position of `reason` among tcp_send_active_reset()'s parameters (1 or 2).
+    pub active_reset_reason_arg: u32,
+    /// timer:timer_expire_entry/exit, tcp_keepalive_timer's address, sock offsets.
+    pub timer_tracepoints: Option<String>,
+    /// tcp:tcp_send_reset with a reason field.
+    pub send_reset_tracepoint: Option<String>,
+    /// sock:inet_sk_error_report with an error field.
+    pub error_report_tracepoint: Option<String>,
+}
+
+pub struct Resolved {
+    pub config: SockConfig,
+    pub prerequisites: Prerequisites,
+    /// What the program that learns tcp_keepalive_timer()'s address needs (timer_fn.rs),
+    /// when BTF and tracefs have it.
+    pub timer_fn_learning: Option<TimerFnCalibration>,
+}
+
+impl Prerequisites {
+    /// Every mechanism ruled out for the same reason.
+    pub fn all_missing(why: &str) -> Prerequisites {
+        let why = Some(why.to_owned());
+        Prerequisites {
+            write_wakeup: why.clone(),
+            active_reset_reason: why.clone(),
+            active_reset_reason_arg: 2,
+            timer_tracepoints: why.clone(),
+            send_reset_tracepoint: why.clone(),
+            error_report_tracepoint: why,
+        }
+    }
+}
+
+/// Works out the [`SockConfig`] and which mechanisms may be tried. Fails only without
+/// the socket fields every hook needs; a missing piece of one mechanism is recorded in
+/// [`Prerequisites`].
+pub fn resolve(
+    btf: &KernelBtf,
+    kallsyms_path: &Path,
+    netns_inum: Option<u32>,
+) -> anyhow::Result<Resolved> {
+    let mut c = sock_fields(btf)?;
+    if let Some(inum) = netns_inum {
+        c.netns_inum = inum;
+        c.flags |= config_flags::FILTER_NETNS;
+    }
+    let mut p = Prerequisites {
+        write_wakeup: write_wakeup(btf, &mut c),
+        ..Prerequisites::default()
+    };
+    active_reset(btf, &mut c, &mut p);
+
+    // The timer programs need tcp_keepalive_timer()'s address: learned in-kernel
+    // (timer_fn.rs) and, where this process may read kallsyms addresses (CAP_SYSLOG or
+    // kernel.kptr_restrict=0), cross-checked against /proc/kallsyms.
+    let kallsyms_fn = kallsyms::address(kallsyms_path, "tcp_keepalive_timer");
+    c.keepalive_timer_fn = *kallsyms_fn.as_ref().unwrap_or(&0);
+    let learning = timer_fn_learning(btf);
+    let timer = (|| {
+        if let (Err(learn), Err(kallsyms)) = (&learning, &kallsyms_fn) {
+            anyhow::bail!(
+                "tcp_keepalive_timer's address: cannot learn it ({learn:#}) nor read it ({kallsyms})"
+            );
+        }
+        timer_tracepoints(btf, &mut c)
+    })();
+    p.timer_tracepoints = timer.err().map(|e| format!("{e:#}"));
+
+    if p.send_reset_tracepoint.is_none() {
+        p.send_reset_tracepoint = send_reset_tracepoint(btf).err().map(|e| format!("{e:#}"));
+    }
+    p.error_report_tracepoint = error_report_tracepoint(btf, &mut c)
+        .err()
+        .map(|e| format!("{e:#}"));
+
+    Ok(Resolved {
+        config: c,
+        prerequisites: p,
+        timer_fn_learning: learning.ok(),
+    })
+}
+
+/// Socket fields every hook needs; without them no socket hook can run.
+fn sock_fields(btf: &KernelBtf) -> anyhow::Result<SockConfig> {
+    use anyhow::Context as _;
+    Ok(SockConfig {
+        skc_family_off: btf.member("sock", &["__sk_common", "skc_family"])?.offset,
+        skc_net_off: btf.member("sock", &["__sk_common", "skc_net"])?.offset,
+        skc_num_off: btf.member("sock", &["__sk_common", "skc_num"])?.offset,
+        net_inum_off: btf
+            .member("net", &["ns", "inum"])
+            .context("struct net's namespace inode")?
+            .offset,
+        ..SockConfig::default()
+    })
+}
+
+/// What the fentry/kprobe timer probe hook needs: LINUX_MIB_TCPKEEPALIVE and
+/// tcp_write_wakeup(sk, mib). Returns why not, if it cannot be used.
+fn write_wakeup(btf: &KernelBtf, c: &mut SockConfig) -> Option<String> {
+    match btf.enumerator("LINUX_MIB_TCPKEEPALIVE") {
+        Ok(v) => c.keepalive_mib = v as u32,
+        Err(e) => return Some(e.to_string()),
+    }
+    check_params(btf, "tcp_write_wakeup", &[(1, "mib")])
+}
+
+/// What the reason-based timeout hooks need: the keepalive reset reason (6.12+), and
+/// where tcp_send_active_reset() takes it.
+fn active_reset(btf: &KernelBtf, c: &mut SockConfig, p: &mut Prerequisites) {
+    match btf.enumerator("SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT") {
+        Ok(v) => c.keepalive_timeout_reason = v as u32,
+        Err(e) => {
+            // Never matches a real reason: keeps the reason-based programs inert.
+            c.keepalive_timeout_reason = u32::MAX;
+            let why = format!("{e} (kernel before 6.12)");
+            p.active_reset_reason = Some(why.clone());
+            p.send_reset_tracepoint = Some(why);
+            return;
+        }
+    }
+    match btf.function_params("tcp_send_active_reset") {
+        Ok(params) => match reason_position(&params) {
+            Some(i) => p.active_reset_reason_arg = i,
+            None => {
+                p.active_reset_reason = Some(format!(
+                    "tcp_send_active_reset has parameters {params:?}: no `reason` at position 1 or 2"
+                ))
+            }
+        },
+        Err(e) => p.active_reset_reason = Some(e.to_string()),
+    }
+}
+
+/// What the program that learns tcp_keepalive_timer()'s address reads (timer_fn.rs).
+fn timer_fn_learning(btf: &KernelBtf) -> anyhow::Result<TimerFnCalibration> {
+    let function = btf.member("timer_list", &["function"])?;
+    let f = tracefs::EventFormat::read(&tracefs::root()?, "sock", "inet_sock_set_state")?;
+    Ok(TimerFnCalibration {
+        timer_function_off: function.offset,
+        tp_skaddr_off: f.field("skaddr")?.offset,
+        tp_sport_off: f.field("sport")?.offset,
+        tp_protocol_off: f.field("protocol")?.offset,
+        ..Default::default()
+    })
+}
+
+/// The socket and timer offsets the timer tracepoint programs read.
+fn timer_tracepoints(btf: &KernelBtf, c: &mut SockConfig) -> anyhow::Result<()> {
+    c.keepalive_timer_off = keepalive_timer_offset(btf)?;
+    let probes_out = btf.member("inet_connection_sock", &["icsk_probes_out"])?;
+    anyhow::ensure!(
+        probes_out.size == Some(1),
+        "icsk_probes_out is {:?} bytes, the timer programs read one",
+        probes_out.size
+    );
+    c.probes_out_off = probes_out.offset;
+    c.timer_function_off = btf.member("timer_list", &["function"])?.offset;
+    // Raw tracepoints: the programs take the timer from argument 0 of both.
+    for tp in ["timer_expire_entry", "timer_expire_exit"] {
+        anyhow::ensure!(
+            btf.raw_tracepoint_args(tp)? >= 1,
+            "raw tracepoint {tp} passes no timer"
+        );
+    }
+    Ok(())
+}
+
+/// tcp:tcp_send_reset is (sk, skb, reason) since 6.10: ka_send_reset reads arguments 0
+/// and 2.
+fn send_reset_tracepoint(btf: &KernelBtf) -> anyhow::Result<()> {
+    let n = btf.raw_tracepoint_args("tcp_send_reset")?;
+    anyhow::ensure!(
+        n == 3,
+        "raw tracepoint tcp_send_reset passes {n} arguments, not (sk, skb, reason)"
+    );
+    Ok(())
+}
+
+/// sock:inet_sk_error_report passes just the socket, whose sk_err the program reads.
+fn error_report_tracepoint(btf: &KernelBtf, c: &mut SockConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        btf.raw_tracepoint_args("inet_sk_error_report")? == 1,
+        "raw tracepoint inet_sk_error_report does not pass just the socket"
+    );
+    let err = btf.member("sock", &["sk_err"])?;
+    anyhow::ensure!(
+        err.size == Some(4),
+        "sk_err is {:?} bytes, not an int",
+        err.size
+    );
+    c.sk_err_off = err.offset;
+    Ok(())
+}
+
+/// Where tcp_keepalive_timer() finds its socket: kernels that have
+/// inet_connection_sock.icsk_keepalive_timer (in a union with mptcp_tout_timer; seen in
+/// Debian's 6.1.192 and 6.12.117) arm and recover the keepalive timer there
+/// (`from_timer(icsk, t, icsk_keepalive_timer)`), even though struct sock still has an
+/// sk_timer; the others (mainline 6.18) use sk->sk_timer. Taking sk_timer on the former
+/// made every container_of land 736 bytes off the socket (the qemu matrix found it).
+fn keepalive_timer_offset(btf: &KernelBtf) -> Result<u32, BtfError> {
+    match btf.member("inet_connection_sock", &["icsk_keepalive_timer"]) {
+        Ok(m) => Ok(m.offset),
+        Err(_) => Ok(btf.member("sock", &["sk_timer"])?.offset),
+    }
+}
+
+/// Where tcp_send_active_reset() takes its `reason`: mainline has (sk, priority, reason),
+/// some stable kernels (Debian's 6.12.117) (sk, reason).
+fn reason_position(params: &[String]) -> Option<u32> {
+    [1u32, 2]
+        .into_iter()
+        .find(|i| params.get(*i as usize).map(String::as_str) == Some("reason"))
+}
+
+/// Checks that kernel function `func` has each `(index, name)` parameter.
+fn check_params(btf: &KernelBtf, func: &str, want: &[(usize, &str)]) -> Option<String> {
+    match btf.function_params(func) {
+        Err(e) => Some(e.to_string()),
+        Ok(params) => want.iter().find_map(|(i, name)| {
+            (params.get(*i).map(String::as_str) != Some(*name)).then(|| {
+                format!("{func} has parameters {params:?}, expected `{name}` at position {i}")
+            })
+        }),
+    }
+}
+
+/// The inode of the network namespace this process runs in (what `ns.inum` holds).
+pub fn own_netns_inum() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata("/proc/self/ns/net")?.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_position_follows_the_signature() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(reason_position(&p(&["sk", "priority", "reason"])), Some(2));
+        assert_eq!(reason_position(&p(&["sk", "reason"])), Some(1));
+        assert_eq!(reason_position(&p(&["sk", "priority"])), None);
+    }
+}

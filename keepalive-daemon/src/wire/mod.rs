@@ -1,0 +1,59 @@
+//! The wire programs: which interfaces carry them (selected at start-up, then followed
+//! through link events) and how they attach (tc: TCX or netlink).
+
+pub mod attachments;
+pub mod interfaces;
+pub mod linkwatch;
+pub mod tc;
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use keepalive_daemon::cli::Args;
+
+use crate::exporter::registry::Metrics;
+use attachments::Attachments;
+use interfaces::Interface;
+use linkwatch::LinkWatch;
+
+/// Subscribes to link events, then picks the interfaces to watch now (--interface),
+/// Ethernet-like only. Subscribed before listing, so no interface falls between the two.
+pub fn watch_and_select(patterns: &[String]) -> anyhow::Result<(LinkWatch, Vec<Interface>)> {
+    let links = LinkWatch::open().context("subscribing to rtnetlink link events")?;
+    let all = interfaces::list()?;
+    let mut chosen = interfaces::select(&all, patterns)?;
+    chosen.retain(|i| {
+        let ok = i.has_ethernet_header();
+        if !ok {
+            log::warn!(
+                "skipping {}: link type {} has no Ethernet header",
+                i.name,
+                i.link_type
+            );
+        }
+        ok
+    });
+    Ok((links, chosen))
+}
+
+/// Loads the tc programs and attaches them to the interfaces chosen at start-up.
+pub fn attach_at_start(
+    ebpf: &mut Ebpf,
+    args: &Args,
+    metrics: &Metrics,
+    chosen: &[Interface],
+) -> anyhow::Result<Attachments> {
+    let mut tc_programs = vec![tc::INGRESS_PROGRAM, tc::EGRESS_PROGRAM];
+    if args.baseline_program {
+        tc_programs.push(tc::BASELINE_PROGRAM);
+    }
+    tc::load(ebpf, &tc_programs)?;
+    let mut attachments =
+        Attachments::new(&args.interfaces, args.baseline_program, args.tc_attach_mode);
+    for iface in chosen {
+        attachments.attach(ebpf, metrics, iface)?;
+    }
+    if attachments.len() == 0 {
+        log::warn!("no interface to watch yet: wire counters stay at zero");
+    }
+    Ok(attachments)
+}
