@@ -325,7 +325,8 @@ fn keepalive_in_groups(conns: &[Conn]) -> Duration {
     start.elapsed()
 }
 
-/// tshark's probes and answers and the matcher's, from a stopped `capture`.
+/// Stops `capture` (if any) and counts its probes and answers, by tshark's
+/// analysis and by the matcher.
 fn capture_counts(
     capture: Option<&mut Capture<'_>>,
 ) -> (Option<WireCounts>, Option<WireCounts>, Option<Answers>) {
@@ -342,6 +343,7 @@ fn capture_counts(
     }
 }
 
+/// Sleeps until `t`; returns at once if `t` has passed.
 pub fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
