@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::bpf_syscall::{
-    Attr, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_LOAD, bpf_fd, map_lookup as lookup,
+    Attr, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_LOAD, bpf_fd, map_lookup,
 };
 use crate::netns::Netns;
 
@@ -66,7 +66,7 @@ impl VlanProbe {
     pub fn read(&self) -> io::Result<(VlanSeen, VlanSeen)> {
         let mut v = [0u64; 6];
         for (i, slot) in v.iter_mut().enumerate() {
-            *slot = map_lookup(&self.map, i as u32)?;
+            *slot = read_slot(&self.map, i as u32)?;
         }
         let seen = |b: usize| VlanSeen {
             frames: v[b],
@@ -154,9 +154,10 @@ fn map_create(entries: u32) -> io::Result<OwnedFd> {
     bpf_fd(BPF_MAP_CREATE, &mut a)
 }
 
-fn map_lookup(map: &OwnedFd, key: u32) -> io::Result<u64> {
+/// The counter in slot `key` of the probe's array map.
+fn read_slot(map: &OwnedFd, key: u32) -> io::Result<u64> {
     let mut value = [0u8; 8];
-    lookup(map.as_fd(), &key.to_ne_bytes(), &mut value)?;
+    map_lookup(map.as_fd(), &key.to_ne_bytes(), &mut value)?;
     Ok(u64::from_ne_bytes(value))
 }
 
