@@ -14,9 +14,9 @@
 //! ([`Difference`]). See `docs/accuracy.md`.
 
 pub mod accounting;
+pub mod conversations;
 mod kinds;
 mod rng;
-pub mod scenarios;
 pub mod script;
 pub mod tshark;
 pub mod wire;
@@ -27,9 +27,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use crate::Family;
+pub use conversations::Scenario;
 pub use kinds::{Cat, Difference, Kind};
 pub use rng::Rng;
-pub use scenarios::Scenario;
 
 /// MAC addresses of the two ends. Neither is the address of a test interface, so the
 /// receiving stacks drop the replayed frames (PACKET_OTHERHOST) after tc has seen them.
@@ -171,7 +171,7 @@ pub fn generate(seed: u64, per_scenario: usize) -> Corpus {
             Family::Ipv6
         };
         let shape = shape(&mut rng, i as u32, family);
-        frames.extend(scenarios::write(scenario, shape.clone(), &mut rng));
+        frames.extend(conversations::write(scenario, shape.clone(), &mut rng));
         flows.push(FlowInfo { scenario, shape });
     }
     // Interleave: by time, then conversation (each conversation's frames are already

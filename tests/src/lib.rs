@@ -14,6 +14,7 @@
 pub mod answers;
 pub mod both_ends;
 pub mod bpf;
+pub mod bpf_syscall;
 pub mod capture;
 pub mod corpus;
 pub mod daemon;

@@ -7,15 +7,13 @@
 //! The links are released (and the programs detached) on drop.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use crate::bpf_syscall::{
+    Attr, BPF_LINK_CREATE, BPF_MAP_CREATE, BPF_PROG_LOAD, bpf_fd, map_lookup,
+};
 use crate::netns::Netns;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_TCX_INGRESS: u32 = 46;
@@ -68,7 +66,7 @@ impl VlanProbe {
     pub fn read(&self) -> io::Result<(VlanSeen, VlanSeen)> {
         let mut v = [0u64; 6];
         for (i, slot) in v.iter_mut().enumerate() {
-            *slot = map_lookup(&self.map, i as u32)?;
+            *slot = read_slot(&self.map, i as u32)?;
         }
         let seen = |b: usize| VlanSeen {
             frames: v[b],
@@ -147,58 +145,35 @@ fn program(map_fd: i32, base: u32) -> Vec<u64> {
     p
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<i64> {
-    // SAFETY: bpf(2) with a zero-padded 128-byte attribute buffer we own.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            mem::size_of_val(attr),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
-fn fd(rc: i64) -> OwnedFd {
-    // SAFETY: the kernel just returned this new descriptor to us.
-    unsafe { OwnedFd::from_raw_fd(rc as i32) }
-}
-
 fn map_create(entries: u32) -> io::Result<OwnedFd> {
-    let mut a = [0u64; 16];
-    a[0] = u64::from(BPF_MAP_TYPE_ARRAY) | (4u64 << 32); // map_type, key_size
-    a[1] = 8 | (u64::from(entries) << 32); // value_size, max_entries
-    bpf(BPF_MAP_CREATE, &mut a).map(fd)
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_ARRAY)
+        .u32(4, 4) // key_size
+        .u32(8, 8) // value_size
+        .u32(12, entries); // max_entries
+    bpf_fd(BPF_MAP_CREATE, &mut a)
 }
 
-fn map_lookup(map: &OwnedFd, key: u32) -> io::Result<u64> {
-    let mut value = 0u64;
-    let mut a = [0u64; 16];
-    a[0] = map.as_raw_fd() as u64;
-    a[1] = (&raw const key) as u64;
-    a[2] = (&raw mut value) as u64;
-    bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
-    Ok(value)
+/// The counter in slot `key` of the probe's array map.
+fn read_slot(map: &OwnedFd, key: u32) -> io::Result<u64> {
+    let mut value = [0u8; 8];
+    map_lookup(map.as_fd(), &key.to_ne_bytes(), &mut value)?;
+    Ok(u64::from_ne_bytes(value))
 }
 
 fn prog_load(insns: &[u64]) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
-    let mut a = [0u64; 16];
-    a[0] = u64::from(BPF_PROG_TYPE_SCHED_CLS) | ((insns.len() as u64) << 32);
-    a[1] = insns.as_ptr() as u64;
-    a[2] = license.as_ptr() as u64;
-    a[3] = 1 | ((log.len() as u64) << 32); // log_level, log_size
-    a[4] = log.as_mut_ptr() as u64;
-    // prog_name at byte 48.
-    let name = *b"kat_vlan_probe\0\0";
-    a[6] = u64::from_le_bytes(name[..8].try_into().expect("8 bytes"));
-    a[7] = u64::from_le_bytes(name[8..].try_into().expect("8 bytes"));
-    bpf(BPF_PROG_LOAD, &mut a).map(fd).map_err(|e| {
+    let mut a = Attr::new();
+    a.u32(0, BPF_PROG_TYPE_SCHED_CLS)
+        .u32(4, insns.len() as u32) // insn_cnt
+        .ptr(8, insns.as_ptr())
+        .ptr(16, license.as_ptr())
+        .u32(24, 1) // log_level
+        .u32(28, log.len() as u32) // log_size
+        .ptr(32, log.as_mut_ptr())
+        .bytes(48, b"kat_vlan_probe\0\0"); // prog_name
+    bpf_fd(BPF_PROG_LOAD, &mut a).map_err(|e| {
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         io::Error::new(
             e.kind(),
@@ -211,10 +186,11 @@ fn prog_load(insns: &[u64]) -> io::Result<OwnedFd> {
 }
 
 fn link_create(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
-    let mut a = [0u64; 16];
-    a[0] = prog.as_raw_fd() as u64 | (u64::from(ifindex) << 32);
-    a[1] = u64::from(attach_type); // flags 0: append after the programs already there
-    bpf(BPF_LINK_CREATE, &mut a).map(fd)
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, ifindex) // target_ifindex
+        .u32(8, attach_type); // flags 0: append after the programs already there
+    bpf_fd(BPF_LINK_CREATE, &mut a)
 }
 
 #[cfg(test)]

@@ -174,6 +174,18 @@ struct DirState {
     pending: Option<Pending>,
 }
 
+/// One segment being matched, with the state of its direction (`me`) and of
+/// the opposite one (`other`).
+struct Step<'a> {
+    key: ConnKey,
+    /// (side, family) of the sender and of the receiver.
+    mine: (Side, Family),
+    theirs: (Side, Family),
+    me: &'a mut DirState,
+    other: &'a mut DirState,
+    seg: &'a Seg,
+}
+
 /// The matcher's findings over a whole capture.
 #[derive(Clone, Default)]
 pub struct Answers {
@@ -214,7 +226,14 @@ impl Answers {
             let theirs = side_of(seg.dst.ip());
             assert_eq!(mine.1, theirs.1, "segment across families: {}", seg.line());
             assert_ne!(mine.0, theirs.0, "segment within one side: {}", seg.line());
-            out.step(key, mine, theirs, me, other, seg);
+            out.step(Step {
+                key,
+                mine,
+                theirs,
+                me,
+                other,
+                seg,
+            });
             out.segments.entry(key).or_default().push(seg.clone());
         }
         for (key, dirs) in &states {
@@ -232,91 +251,106 @@ impl Answers {
         out
     }
 
-    fn step(
-        &mut self,
-        key: ConnKey,
-        mine: (Side, Family),
-        theirs: (Side, Family),
-        me: &mut DirState,
-        other: &mut DirState,
-        seg: &Seg,
-    ) {
-        let tally = &mut self.tally;
-        let unanswered = &mut self.unanswered;
-        let mut lose = |p: Pending, why: &'static str| {
-            unanswered.push(Unanswered {
-                frame: p.frame,
-                conn: key,
-                why,
-            });
-        };
-
-        if seg.has(RST) {
-            if let Some(p) = other.pending.take() {
-                let beyond = seg.has(ACK) && after(seg.ack, p.seq.wrapping_add(1));
-                if beyond {
-                    lose(p, "the peer's RST acknowledged beyond it");
-                } else {
-                    tally.entry(theirs).or_default().reset += 1;
-                }
-            }
-            if let Some(p) = me.pending.take() {
-                lose(p, "its sender reset the connection");
-            }
+    /// Matches one segment: a reset ends what is pending both ways, a
+    /// probe-shaped segment is a probe (or a zero-window probe), and an ACK
+    /// may answer the peer's pending probe. Every segment then advances its
+    /// direction's `snd_nxt`.
+    fn step(&mut self, mut s: Step<'_>) {
+        if s.seg.has(RST) {
+            self.on_rst(&mut s);
             return;
         }
-
+        let seg = s.seg;
         let probe_shaped = seg.has(ACK)
             && !seg.has(SYN)
             && !seg.has(FIN)
             && seg.len <= 1
-            && me.snd_nxt == Some(seg.seq.wrapping_add(1));
-        if probe_shaped && other.window_zero {
-            tally.entry(mine).or_default().zero_window += 1;
+            && s.me.snd_nxt == Some(seg.seq.wrapping_add(1));
+        if probe_shaped && s.other.window_zero {
+            self.tally.entry(s.mine).or_default().zero_window += 1;
         } else if probe_shaped {
-            if let Some(p) = me.pending.take() {
-                lose(p, "its sender probed again first");
-            }
-            let crossed = match other.pending.as_mut() {
-                Some(peer) => {
-                    if !peer.crossed {
-                        peer.crossed = true;
-                        tally.entry(theirs).or_default().crossed += 1;
-                    }
-                    true
-                }
-                None => false,
-            };
-            let t = tally.entry(mine).or_default();
-            t.probes += 1;
-            t.one_byte += u64::from(seg.len == 1);
-            t.crossed += u64::from(crossed);
-            me.pending = Some(Pending {
-                seq: seg.seq,
-                frame: seg.frame,
-                crossed,
-            });
+            self.on_probe(&mut s);
         } else if seg.has(ACK)
-            && let Some(p) = other.pending
+            && let Some(p) = s.other.pending
         {
-            let no_new_data =
-                !seg.has(SYN) && !seg.has(FIN) && me.snd_nxt.is_some_and(|n| !after(seg.end(), n));
-            if no_new_data && seg.ack == p.seq.wrapping_add(1) {
-                other.pending = None;
-                tally.entry(theirs).or_default().answered += 1;
-            } else if after(seg.ack, p.seq.wrapping_add(1)) {
-                other.pending = None;
-                lose(p, "the peer acknowledged beyond it");
-            }
+            self.on_ack(&mut s, p);
         }
 
         // Learn from every segment, probes included.
         let end = seg.end();
-        me.snd_nxt = Some(match me.snd_nxt {
+        s.me.snd_nxt = Some(match s.me.snd_nxt {
             Some(n) if !after(end, n) => n,
             _ => end,
         });
-        me.window_zero = seg.window == 0;
+        s.me.window_zero = seg.window == 0;
+    }
+
+    /// Records the probe `p` of connection `key` as never answered.
+    fn lose(&mut self, key: ConnKey, p: Pending, why: &'static str) {
+        self.unanswered.push(Unanswered {
+            frame: p.frame,
+            conn: key,
+            why,
+        });
+    }
+
+    /// A reset: the peer's pending probe was answered by it (unless it
+    /// acknowledges beyond the probe); the sender's own is lost.
+    fn on_rst(&mut self, s: &mut Step<'_>) {
+        if let Some(p) = s.other.pending.take() {
+            let beyond = s.seg.has(ACK) && after(s.seg.ack, p.seq.wrapping_add(1));
+            if beyond {
+                self.lose(s.key, p, "the peer's RST acknowledged beyond it");
+            } else {
+                self.tally.entry(s.theirs).or_default().reset += 1;
+            }
+        }
+        if let Some(p) = s.me.pending.take() {
+            self.lose(s.key, p, "its sender reset the connection");
+        }
+    }
+
+    /// A probe: replaces the sender's pending one, and crosses the peer's
+    /// pending probe if there is one.
+    fn on_probe(&mut self, s: &mut Step<'_>) {
+        if let Some(p) = s.me.pending.take() {
+            self.lose(s.key, p, "its sender probed again first");
+        }
+        let crossed = match s.other.pending.as_mut() {
+            Some(peer) => {
+                if !peer.crossed {
+                    peer.crossed = true;
+                    self.tally.entry(s.theirs).or_default().crossed += 1;
+                }
+                true
+            }
+            None => false,
+        };
+        let t = self.tally.entry(s.mine).or_default();
+        t.probes += 1;
+        t.one_byte += u64::from(s.seg.len == 1);
+        t.crossed += u64::from(crossed);
+        s.me.pending = Some(Pending {
+            seq: s.seg.seq,
+            frame: s.seg.frame,
+            crossed,
+        });
+    }
+
+    /// An ACK while the peer's probe `p` is pending: an answer if it carries
+    /// no new data and acknowledges exactly the probe; the probe is lost if it
+    /// acknowledges beyond it.
+    fn on_ack(&mut self, s: &mut Step<'_>, p: Pending) {
+        let seg = s.seg;
+        let no_new_data =
+            !seg.has(SYN) && !seg.has(FIN) && s.me.snd_nxt.is_some_and(|n| !after(seg.end(), n));
+        if no_new_data && seg.ack == p.seq.wrapping_add(1) {
+            s.other.pending = None;
+            self.tally.entry(s.theirs).or_default().answered += 1;
+        } else if after(seg.ack, p.seq.wrapping_add(1)) {
+            s.other.pending = None;
+            self.lose(s.key, p, "the peer acknowledged beyond it");
+        }
     }
 
     /// The tally of probes sent by `side` in `family` (zero if none).

@@ -4,7 +4,7 @@
 //! format (LINKTYPE_ETHERNET, microsecond timestamps).
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -87,65 +87,91 @@ pub fn frame(
     }
     match (src.ip, dst.ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            out.extend_from_slice(&ETH_P_IP.to_be_bytes());
-            let opts: &[u8] = if ip_extras { &IPV4_OPTIONS } else { &[] };
-            let hlen = 20 + opts.len();
-            let mut h = Vec::with_capacity(hlen);
-            h.push(0x40 | (hlen / 4) as u8);
-            h.push(0);
-            h.extend_from_slice(&((hlen + segment.len()) as u16).to_be_bytes());
-            h.extend_from_slice(&ip_id.to_be_bytes());
-            h.extend_from_slice(&0x4000u16.to_be_bytes()); // DF
-            h.push(64);
-            h.push(IPPROTO_TCP);
-            h.extend_from_slice(&[0, 0]);
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            h.extend_from_slice(opts);
-            let sum = checksum(&[&h]);
-            h[10..12].copy_from_slice(&sum.to_be_bytes());
-            out.extend_from_slice(&h);
+            push_ipv4(&mut out, (s, d), ip_extras, ip_id, segment.len());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            out.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
-            let ext: Vec<u8> = if ip_extras {
-                // Hop-by-hop (next: destination options), then destination options
-                // (next: TCP); each one PadN option filling its 8 bytes.
-                vec![
-                    IPPROTO_DSTOPTS,
-                    0,
-                    1,
-                    4,
-                    0,
-                    0,
-                    0,
-                    0,
-                    IPPROTO_TCP,
-                    0,
-                    1,
-                    4,
-                    0,
-                    0,
-                    0,
-                    0,
-                ]
-            } else {
-                Vec::new()
-            };
             // Flow label from the ports, so each flow keeps one.
             let label = (u32::from(src.port) ^ (u32::from(dst.port) << 4)) & 0xf_ffff;
-            out.extend_from_slice(&(0x6000_0000u32 | label).to_be_bytes());
-            out.extend_from_slice(&((ext.len() + segment.len()) as u16).to_be_bytes());
-            out.push(if ip_extras { 0 } else { IPPROTO_TCP });
-            out.push(64);
-            out.extend_from_slice(&s.octets());
-            out.extend_from_slice(&d.octets());
-            out.extend_from_slice(&ext);
+            push_ipv6(&mut out, (s, d), label, ip_extras, segment.len());
         }
         _ => panic!("mixed address families {src:?} -> {dst:?}"),
     }
     out.extend_from_slice(&segment);
     out
+}
+
+/// Appends the IPv4 ethertype and header (with [`IPV4_OPTIONS`] when `options`) of a
+/// packet carrying `payload_len` bytes of TCP.
+fn push_ipv4(
+    out: &mut Vec<u8>,
+    (s, d): (Ipv4Addr, Ipv4Addr),
+    options: bool,
+    ip_id: u16,
+    payload_len: usize,
+) {
+    out.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let opts: &[u8] = if options { &IPV4_OPTIONS } else { &[] };
+    let hlen = 20 + opts.len();
+    let mut h = Vec::with_capacity(hlen);
+    h.push(0x40 | (hlen / 4) as u8);
+    h.push(0);
+    h.extend_from_slice(&((hlen + payload_len) as u16).to_be_bytes());
+    h.extend_from_slice(&ip_id.to_be_bytes());
+    h.extend_from_slice(&0x4000u16.to_be_bytes()); // DF
+    h.push(64);
+    h.push(IPPROTO_TCP);
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(&s.octets());
+    h.extend_from_slice(&d.octets());
+    h.extend_from_slice(opts);
+    let sum = checksum(&[&h]);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    out.extend_from_slice(&h);
+}
+
+/// Hop-by-hop (next: destination options), then destination options (next: TCP);
+/// each one PadN option filling its 8 bytes.
+const IPV6_EXTENSION_HEADERS: [u8; 16] = [
+    IPPROTO_DSTOPTS,
+    0,
+    1,
+    4,
+    0,
+    0,
+    0,
+    0,
+    IPPROTO_TCP,
+    0,
+    1,
+    4,
+    0,
+    0,
+    0,
+    0,
+];
+
+/// Appends the IPv6 ethertype and header (followed by [`IPV6_EXTENSION_HEADERS`] when
+/// `extensions`) of a packet carrying `payload_len` bytes of TCP.
+fn push_ipv6(
+    out: &mut Vec<u8>,
+    (s, d): (Ipv6Addr, Ipv6Addr),
+    flow_label: u32,
+    extensions: bool,
+    payload_len: usize,
+) {
+    out.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+    let ext: &[u8] = if extensions {
+        &IPV6_EXTENSION_HEADERS
+    } else {
+        &[]
+    };
+    out.extend_from_slice(&(0x6000_0000u32 | flow_label).to_be_bytes());
+    out.extend_from_slice(&((ext.len() + payload_len) as u16).to_be_bytes());
+    out.push(if extensions { 0 } else { IPPROTO_TCP });
+    out.push(64);
+    out.extend_from_slice(&s.octets());
+    out.extend_from_slice(&d.octets());
+    out.extend_from_slice(ext);
 }
 
 fn push_tag(out: &mut Vec<u8>, tpid: u16, vid: u16) {

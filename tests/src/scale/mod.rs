@@ -14,9 +14,9 @@
 //!   answers by family with tshark's analysis and with our matcher
 //!   (`crate::answers`): a capture process and a few seconds of tshark CPU.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,17 +26,14 @@ use crate::capture::Capture;
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns, parse_nstat};
 use crate::scenarios::{Observed, Setup, Side, WireCounts};
 use crate::sockets::{Conn, FAST_KEEPALIVE, Family, disable_keepalive, enable_keepalive};
-use crate::timing::{ACCEPT_TIMEOUT, KEEPALIVE_STAGGER, POLL_INTERVAL};
+use crate::timing::KEEPALIVE_STAGGER;
+
+pub mod connect;
+
+pub use connect::{CONNECT_BATCH, LISTEN_BACKLOG, ensure_nofile_limit, open_many, sysctl};
 
 /// Environment variable that adds a tshark capture to the scale scenario.
 pub const CAPTURE_ENV: &str = "KAT_SCALE_CAPTURE";
-
-/// Backlog requested for the listeners (the kernel caps it at
-/// `net.core.somaxconn` of B, 4096 by default).
-pub const LISTEN_BACKLOG: u32 = 1024;
-/// Connections opened before their server ends are accepted. Must fit in
-/// the listen backlog, or SYNs are dropped and connects stall for seconds.
-pub const CONNECT_BATCH: usize = 100;
 
 /// Keepalive is switched on in this many groups of connections,
 /// [`GROUP_SPACING`] apart (B's ends [`KEEPALIVE_STAGGER`] after A's, as in
@@ -68,42 +65,6 @@ pub const FLOW_MAP_REFRESH_FLAG: &str = "2s";
 /// the moment they were all open.
 pub const FLOW_MAP_WAIT: Duration = Duration::from_secs(25);
 pub const FLOW_MAP_POLL: Duration = Duration::from_millis(500);
-
-/// Raises RLIMIT_NOFILE of this process to at least `min` (root may raise
-/// the hard limit too).
-pub fn ensure_nofile_limit(min: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes into the live `lim`.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    assert!(rc == 0, "getrlimit: {}", io::Error::last_os_error());
-    if lim.rlim_cur >= min as libc::rlim_t {
-        return;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: min as libc::rlim_t,
-        rlim_max: lim.rlim_max.max(min as libc::rlim_t),
-    };
-    // SAFETY: setrlimit(2) reads the live `raised`.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
-    assert!(
-        rc == 0,
-        "setrlimit(RLIMIT_NOFILE, {min}) from {}/{}: {}",
-        lim.rlim_cur,
-        lim.rlim_max,
-        io::Error::last_os_error()
-    );
-}
-
-/// A sysctl of the namespace (`net.core.somaxconn` as `net/core/somaxconn`).
-pub fn sysctl(ns: &Netns, path: &str) -> u64 {
-    let out = ns.cmd(&["cat", &format!("/proc/sys/{path}")]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{path} in {}: {out:?}: {e}", ns.name()))
-}
 
 /// Every `nstat` counter of the namespace, absolute values, in one call.
 pub fn nstat_all(ns: &Netns) -> BTreeMap<String, u64> {
@@ -207,105 +168,6 @@ impl SegmentTotals {
     }
 }
 
-fn relisten(l: &TcpListener, backlog: u32) {
-    let backlog = libc::c_int::try_from(backlog).expect("backlog fits in c_int");
-    // SAFETY: listen(2) on a listening socket only updates its backlog.
-    let rc = unsafe { libc::listen(l.as_raw_fd(), backlog) };
-    assert!(rc == 0, "listen({backlog}): {}", io::Error::last_os_error());
-}
-
-/// Accepts `n` connections from `listeners` (non-blocking), keyed by peer.
-fn accept_n(listeners: &[(Family, TcpListener)], n: usize) -> HashMap<SocketAddr, TcpStream> {
-    let mut accepted = HashMap::with_capacity(n);
-    let deadline = Instant::now() + ACCEPT_TIMEOUT;
-    while accepted.len() < n {
-        let mut progress = false;
-        for (_, l) in listeners {
-            match l.accept() {
-                Ok((stream, peer)) => {
-                    stream
-                        .set_nonblocking(false)
-                        .expect("blocking server socket");
-                    assert!(accepted.insert(peer, stream).is_none(), "peer {peer} twice");
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-        if !progress {
-            assert!(
-                Instant::now() < deadline,
-                "accepted only {} of {n} connections of a batch within {ACCEPT_TIMEOUT:?}",
-                accepted.len()
-            );
-            thread::sleep(POLL_INTERVAL);
-        }
-    }
-    accepted
-}
-
-/// Opens `v4` IPv4 then `v6` IPv6 connections from A to listeners in B,
-/// [`CONNECT_BATCH`] at a time, accepting each batch before the next, so the
-/// listen queues never overflow.
-pub fn open_many(a: &Netns, b: &Netns, v4: usize, v6: usize) -> Vec<Conn> {
-    let somaxconn = sysctl(b, "net/core/somaxconn");
-    let backlog = u64::from(LISTEN_BACKLOG).min(somaxconn);
-    assert!(
-        CONNECT_BATCH as u64 <= backlog,
-        "a batch of {CONNECT_BATCH} connections does not fit in the listen backlog \
-         (min({LISTEN_BACKLOG}, net.core.somaxconn {somaxconn}))"
-    );
-    let listeners: Vec<(Family, TcpListener)> = b.run_in(|| {
-        Family::ALL
-            .iter()
-            .map(|&f| {
-                let l = TcpListener::bind(SocketAddr::new(f.b_addr(), 0))
-                    .unwrap_or_else(|e| panic!("bind {f} listener: {e}"));
-                relisten(&l, LISTEN_BACKLOG);
-                l.set_nonblocking(true).expect("nonblocking listener");
-                (f, l)
-            })
-            .collect()
-    });
-    let target = |f: Family| -> SocketAddr {
-        let (_, l) = listeners.iter().find(|(lf, _)| *lf == f).expect("listener");
-        l.local_addr().expect("listener address")
-    };
-    let families: Vec<Family> = std::iter::repeat_n(Family::Ipv4, v4)
-        .chain(std::iter::repeat_n(Family::Ipv6, v6))
-        .collect();
-    // Sockets keep the namespace they were created in: connect from a thread
-    // in A, accept (on B's listeners) from the same thread.
-    a.run_in(|| {
-        let mut conns = Vec::with_capacity(families.len());
-        for batch in families.chunks(CONNECT_BATCH) {
-            let clients: Vec<(Family, TcpStream)> = batch
-                .iter()
-                .map(|&f| (f, crate::sockets::connect_with_retry(target(f))))
-                .collect();
-            let mut servers = accept_n(&listeners, clients.len());
-            for (family, client) in clients {
-                let local = client.local_addr().expect("client address");
-                let server = servers
-                    .remove(&local)
-                    .unwrap_or_else(|| panic!("no accepted socket for client {local}"));
-                conns.push(Conn {
-                    family,
-                    client,
-                    server: Some(server),
-                });
-            }
-            assert!(
-                servers.is_empty(),
-                "accepted connections nobody opened: {:?}",
-                servers.keys().collect::<Vec<_>>()
-            );
-        }
-        conns
-    })
-}
-
 /// Oracle of the scale scenario; every count is a delta over the probing
 /// window (baseline to final sample), unless said otherwise.
 #[derive(Debug)]
@@ -398,46 +260,14 @@ pub fn keepalive_at_scale<T>(
     let (a0, b0) = (nstat_all(&setup.a), nstat_all(&setup.b));
     let before = snapshot();
 
-    let mut schedule: Vec<(Duration, Side, usize)> = (0..KEEPALIVE_GROUPS)
-        .flat_map(|g| {
-            let at = GROUP_SPACING * g as u32;
-            [(at, Side::A, g), (at + KEEPALIVE_STAGGER, Side::B, g)]
-        })
-        .collect();
-    schedule.sort();
-    let start = Instant::now();
-    for (at, side, group) in schedule {
-        sleep_until(start + at);
-        for c in conns.iter().skip(group).step_by(KEEPALIVE_GROUPS) {
-            match side {
-                Side::A => enable_keepalive(&c.client, FAST_KEEPALIVE),
-                Side::B => enable_keepalive(c.server(), FAST_KEEPALIVE),
-            }
-        }
-    }
-    sleep_until(start + SCALE_PROBE_PHASE);
-    for c in &conns {
-        disable_keepalive(&c.client);
-        disable_keepalive(c.server());
-    }
-    let probe_phase = start.elapsed();
+    let probe_phase = keepalive_in_groups(&conns);
     thread::sleep(SCALE_SETTLE);
 
     let seg1 = SegmentTotals::sample(&conns);
     let (a1, b1) = (nstat_all(&setup.a), nstat_all(&setup.b));
     let after = snapshot();
 
-    let (wire_probes, wire_acks, answers) = match capture.as_mut() {
-        Some(cap) => {
-            cap.stop();
-            (
-                Some(wire_counts(cap, "tcp.analysis.keep_alive")),
-                Some(wire_counts(cap, "tcp.analysis.keep_alive_ack")),
-                Some(cap.answers()),
-            )
-        }
-        None => (None, None, None),
-    };
+    let (wire_probes, wire_acks, answers) = capture_counts(capture.as_mut());
 
     let oracle = ScaleOracle {
         connections: conns.len(),
@@ -466,6 +296,54 @@ pub fn keepalive_at_scale<T>(
     }
 }
 
+/// Switches fast keepalive on group by group ([`KEEPALIVE_GROUPS`], B's ends
+/// [`KEEPALIVE_STAGGER`] after A's), then off everywhere once
+/// [`SCALE_PROBE_PHASE`] has passed; returns how long probing lasted.
+fn keepalive_in_groups(conns: &[Conn]) -> Duration {
+    let mut schedule: Vec<(Duration, Side, usize)> = (0..KEEPALIVE_GROUPS)
+        .flat_map(|g| {
+            let at = GROUP_SPACING * g as u32;
+            [(at, Side::A, g), (at + KEEPALIVE_STAGGER, Side::B, g)]
+        })
+        .collect();
+    schedule.sort();
+    let start = Instant::now();
+    for (at, side, group) in schedule {
+        sleep_until(start + at);
+        for c in conns.iter().skip(group).step_by(KEEPALIVE_GROUPS) {
+            match side {
+                Side::A => enable_keepalive(&c.client, FAST_KEEPALIVE),
+                Side::B => enable_keepalive(c.server(), FAST_KEEPALIVE),
+            }
+        }
+    }
+    sleep_until(start + SCALE_PROBE_PHASE);
+    for c in conns {
+        disable_keepalive(&c.client);
+        disable_keepalive(c.server());
+    }
+    start.elapsed()
+}
+
+/// Stops `capture` (if any) and counts its probes and answers, by tshark's
+/// analysis and by the matcher.
+fn capture_counts(
+    capture: Option<&mut Capture<'_>>,
+) -> (Option<WireCounts>, Option<WireCounts>, Option<Answers>) {
+    match capture {
+        Some(cap) => {
+            cap.stop();
+            (
+                Some(wire_counts(cap, "tcp.analysis.keep_alive")),
+                Some(wire_counts(cap, "tcp.analysis.keep_alive_ack")),
+                Some(cap.answers()),
+            )
+        }
+        None => (None, None, None),
+    }
+}
+
+/// Sleeps until `t`; returns at once if `t` has passed.
 pub fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
