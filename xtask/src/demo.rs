@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use keepalive_daemon::metric_names::{HOOK_INFO, PROBE_ACKS, PROBES, RESETS, TIMER_PROBES};
 use keepalive_tests::daemon::daemon_bin;
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, TIMER_PROBES};
 use keepalive_tests::netns::A_V4;
 use keepalive_tests::sockets::{exchange_byte, set_linger_zero};
 use keepalive_tests::{
@@ -227,7 +227,7 @@ fn stop(setup: &Setup, daemon: Daemon, conns: Vec<Conn>) {
 /// Which mechanism each socket hook uses (`keepalive_daemon_hook_info`).
 fn print_hooks(s: &Samples) {
     let hooks: Vec<String> = s
-        .matching("keepalive_daemon_hook_info", &[])
+        .matching(HOOK_INFO, &[])
         .filter(|series| series.value == 1.0)
         .map(|series| {
             let label = |k: &str| series.labels.get(k).map(String::as_str).unwrap_or("?");
