@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use clap::{CommandFactory as _, Parser as _};
 use keepalive_daemon::cli::Args;
 
-use super::{DEFAULTS, Problems, read};
+use super::files::{DEFAULTS, read};
+use super::problems::Problems;
 
 pub(super) fn check_defaults() -> anyhow::Result<()> {
     let text = read(DEFAULTS)?;

@@ -13,9 +13,10 @@ use clap::Parser as _;
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 use serde_yaml::Value;
 
+use super::files::{KUBERNETES_DIR, PORT, UNIT, read};
+use super::problems::Problems;
 use super::unit::unit_capabilities;
 use super::yaml::{at, bool_at, parse_documents, seq_at, str_at, u64_at};
-use super::{KUBERNETES_DIR, PORT, Problems, UNIT, read};
 use crate::tool::{have, run_tool};
 use crate::workspace::workspace_root;
 

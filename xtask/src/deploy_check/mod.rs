@@ -4,7 +4,7 @@
 //! - deploy/systemd/keepalive-daemon.service: `systemd-analyze verify` (on a copy whose
 //!   ExecStart points at an existing binary, with the generated man page on MANPATH) and
 //!   `systemd-analyze security --offline=yes`, whose exposure must be at most
-//!   [`MAX_EXPOSURE`] (unit.rs);
+//!   [`unit::MAX_EXPOSURE`] (unit.rs);
 //! - as root, the daemon with the unit's capabilities, system call filter and address
 //!   families (see sandbox_check.rs);
 //! - deploy/systemd/keepalive-daemon.default: syntax, and every flag it mentions parses
@@ -15,31 +15,20 @@
 //!   built around it (with alerts.yaml as rule file when present) (prometheus.rs).
 
 mod defaults;
+mod files;
 mod kubernetes;
+mod problems;
 mod prometheus;
 mod unit;
 mod yaml;
 
-use std::fs;
-
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use keepalive_tests::process::TempDir;
 
+use self::files::{UNIT, read};
 use crate::workspace::{build_release_daemon, workspace_root};
 
-/// Highest acceptable `systemd-analyze security` exposure (0 = locked down, 10 = open).
-pub const MAX_EXPOSURE: f64 = 2.5;
-
-const UNIT: &str = "deploy/systemd/keepalive-daemon.service";
-const DEFAULTS: &str = "deploy/systemd/keepalive-daemon.default";
-const KUBERNETES_DIR: &str = "deploy/kubernetes";
-const SCRAPE_CONFIG: &str = "deploy/prometheus/scrape-config.yaml";
-const ALERTS: &str = "deploy/prometheus/alerts.yaml";
-/// Job label the alert rules select on.
-const JOB: &str = "keepalive";
-/// Daemon port everywhere.
-const PORT: u16 = 10291;
-
+/// Runs every check, each reported under its name; fails naming those that failed.
 pub fn run() -> anyhow::Result<()> {
     let tmp = TempDir::new("deploy-check");
     // SAFETY: geteuid has no preconditions.
@@ -73,30 +62,4 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("deploy-check passed");
     Ok(())
-}
-
-/// Problems found by a check, reported together.
-#[derive(Default)]
-struct Problems(Vec<String>);
-
-impl Problems {
-    fn expect(&mut self, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.0.push(what());
-        }
-    }
-
-    fn finish(self) -> anyhow::Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            bail!("\n  {}", self.0.join("\n  "))
-        }
-    }
-}
-
-/// A file of the tree, by its path relative to the workspace root.
-fn read(rel: &str) -> anyhow::Result<String> {
-    let path = workspace_root().join(rel);
-    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }

@@ -9,9 +9,10 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_yaml::{Mapping, Value};
 
+use super::files::{ALERTS, JOB, PORT, SCRAPE_CONFIG, read};
 use super::kubernetes::{DaemonSetFacts, daemonset_facts, load_kubernetes};
+use super::problems::Problems;
 use super::yaml::{at, parse_documents, seq_at, str_at};
-use super::{ALERTS, JOB, PORT, Problems, SCRAPE_CONFIG, read};
 use crate::tool::have;
 use crate::workspace::workspace_root;
 

@@ -8,11 +8,15 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use super::{MAX_EXPOSURE, Problems, UNIT};
+use super::files::UNIT;
+use super::problems::Problems;
 use crate::man_pages::write_man_pages;
 use crate::systemd_verify::verify_unit;
 use crate::tool::describe;
 use crate::workspace::workspace_root;
+
+/// Highest acceptable `systemd-analyze security` exposure (0 = locked down, 10 = open).
+pub(super) const MAX_EXPOSURE: f64 = 2.5;
 
 pub(super) fn check_unit(tmp: &Path) -> anyhow::Result<()> {
     let man_root = tmp.join("man");
