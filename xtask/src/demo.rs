@@ -203,7 +203,7 @@ fn watch(
     Ok((connections_cmd, start))
 }
 
-/// Unblocks the readers, stops the daemon, then the namespaces go (Setup's Drop).
+/// Unblocks the readers and stops the daemon; the namespaces go after it (Setup's Drop).
 fn stop(setup: &Setup, daemon: Daemon, conns: Vec<Conn>) {
     for c in &conns {
         let _ = c.client.shutdown(Shutdown::Both);

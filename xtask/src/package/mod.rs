@@ -22,6 +22,7 @@ pub const CARGO_DEB_VERSION: &str = "3.8.0";
 /// target directory, and keepalive-daemon/Cargo.toml lists these paths.
 const DEB_ASSETS: &str = "target/release/deb-assets";
 
+/// Generates the assets, builds the .deb and, with `check`, inspects it.
 pub fn run(check: bool) -> anyhow::Result<()> {
     let version = cargo_deb_version()?;
     if version != CARGO_DEB_VERSION {

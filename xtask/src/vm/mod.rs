@@ -42,6 +42,8 @@ struct Binaries {
     check: PathBuf,
 }
 
+/// Builds the binaries, runs the check on each wanted kernel, prints and saves the
+/// summary; fails if any kernel failed.
 pub fn run(args: Args) -> anyhow::Result<()> {
     require_root("cargo xtask vm-test")?;
     let wanted = |name: &str| args.kernels.is_empty() || args.kernels.iter().any(|k| k == name);
