@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use keepalive_daemon::metric_names::{HOOK_INFO, PROBE_ACKS, PROBES, RESETS, TIMER_PROBES};
 use keepalive_tests::daemon::daemon_bin;
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, TIMER_PROBES};
 use keepalive_tests::netns::A_V4;
 use keepalive_tests::sockets::{exchange_byte, set_linger_zero};
 use keepalive_tests::{
@@ -77,6 +77,27 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     }
 
     let setup = Setup::new("demo");
+    let daemon = start_daemon(&setup);
+    let (mut conns, ports) = open_demo_connections(&setup, total)?;
+    let (mut table, start) = watch(&setup, &daemon, &mut conns, &ports, total)?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        println!("\ninterrupted; cleaning up");
+    } else {
+        let now = sample(&daemon.scrape());
+        println!("\nfinal values:");
+        for (i, (name, labels)) in WATCHED.iter().enumerate() {
+            println!("  {:<58} {}", selector(name, labels), now[i]);
+        }
+        if let Some(table) = table.as_mut() {
+            table.print(&setup.a, start.elapsed());
+        }
+    }
+    stop(&setup, daemon, conns);
+    Ok(())
+}
+
+/// The daemon in A, watching the veth; prints where it runs and its socket hooks.
+fn start_daemon(setup: &Setup) -> Daemon<'_> {
     println!(
         "namespaces {} (A: 192.0.2.1, runs the daemon) and {} (B: 192.0.2.2), joined by a veth pair",
         setup.a.name(),
@@ -89,8 +110,12 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         setup.veth.a_if
     );
     print_hooks(&daemon.scrape());
+    daemon
+}
 
-    let mut conns = open_connections(&setup.a, &setup.b, 3, 0);
+/// The three connections with keepalive on, described; returns them and A's ports.
+fn open_demo_connections(setup: &Setup, total: Duration) -> anyhow::Result<(Vec<Conn>, Vec<u16>)> {
+    let conns = open_connections(&setup.a, &setup.b, 3, 0);
     exchange_byte(&conns);
     for c in &conns {
         enable_keepalive(&c.client, CLIENT_KEEPALIVE);
@@ -124,7 +149,20 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         FAILURE_AT.as_secs(),
         total.as_secs()
     );
+    Ok((conns, ports))
+}
 
+/// The demo proper, until `total` has passed or Ctrl-C: fails the peers at
+/// [`FAILURE_AT`], reports how the applications' reads end, and every [`TICK`] prints
+/// the metrics that changed (and the connections table after an event). Returns the
+/// connections table, if the daemon has one, and when the demo started.
+fn watch(
+    setup: &Setup,
+    daemon: &Daemon,
+    conns: &mut [Conn],
+    ports: &[u16],
+    total: Duration,
+) -> anyhow::Result<(Option<ConnectionsTable>, Instant)> {
     let outcomes = watch_reads(&conns[1..], total + Duration::from_secs(5))?;
     let mut connections_cmd = ConnectionsTable::probe();
     let start = Instant::now();
@@ -137,7 +175,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         let t = start.elapsed();
         if !failed && t >= FAILURE_AT {
             failed = true;
-            fail_peers(&setup, &mut conns, &ports, t)?;
+            fail_peers(setup, conns, ports, t)?;
             table_at = Some(t + TICK / 2);
         }
         while let Ok((i, outcome)) = outcomes.try_recv() {
@@ -162,20 +200,11 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        println!("\ninterrupted; cleaning up");
-    } else {
-        let now = sample(&daemon.scrape());
-        println!("\nfinal values:");
-        for (i, (name, labels)) in WATCHED.iter().enumerate() {
-            println!("  {:<58} {}", selector(name, labels), now[i]);
-        }
-        if let Some(table) = connections_cmd.as_mut() {
-            table.print(&setup.a, start.elapsed());
-        }
-    }
+    Ok((connections_cmd, start))
+}
 
-    // Unblock the readers, stop the daemon, then the namespaces go (Setup's Drop).
+/// Unblocks the readers and stops the daemon; the namespaces go after it (Setup's Drop).
+fn stop(setup: &Setup, daemon: Daemon, conns: Vec<Conn>) {
     for c in &conns {
         let _ = c.client.shutdown(Shutdown::Both);
     }
@@ -193,13 +222,12 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         setup.a.name(),
         setup.b.name()
     );
-    Ok(())
 }
 
 /// Which mechanism each socket hook uses (`keepalive_daemon_hook_info`).
 fn print_hooks(s: &Samples) {
     let hooks: Vec<String> = s
-        .matching("keepalive_daemon_hook_info", &[])
+        .matching(HOOK_INFO, &[])
         .filter(|series| series.value == 1.0)
         .map(|series| {
             let label = |k: &str| series.labels.get(k).map(String::as_str).unwrap_or("?");

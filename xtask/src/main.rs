@@ -1,19 +1,24 @@
-//! Project tasks that need more than cargo: the privileged test run. The eBPF object is
+//! Project tasks that need more than cargo: the privileged test run, benchmarks,
+//! packaging and deployment checks, the demo and the kernel matrix. This file is the
+//! command line and its dispatch; each task lives in its own module. The eBPF object is
 //! built only by keepalive-daemon's build.rs; this crate never builds it another way.
 
 mod bench;
 mod demo;
 mod deploy_check;
+mod man_pages;
 mod package;
 mod sandbox_check;
+mod systemd_verify;
+mod test_run;
 mod timer_repro;
 mod tool;
 mod vm;
+mod workspace;
 
-use std::{path::PathBuf, process::Command};
-
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+use crate::workspace::{build_release_daemon, require_root, set_daemon_bin, use_daemon_bin};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "keepalive-daemon project tasks")]
@@ -73,14 +78,14 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Test { unit_only, filter } => test(unit_only, &filter),
+        Task::Test { unit_only, filter } => test_run::run(unit_only, &filter),
         Task::Bench {
             seconds,
             rounds,
             only,
         } => {
             require_root("cargo xtask bench")?;
-            cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+            build_release_daemon()?;
             set_daemon_bin();
             bench::run(&bench::Options {
                 seconds,
@@ -92,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         Task::DeployCheck => deploy_check::run(),
         Task::Demo { seconds } => {
             require_root("cargo xtask demo")?;
-            cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+            build_release_daemon()?;
             set_daemon_bin();
             demo::run(seconds)
         }
@@ -100,77 +105,13 @@ fn main() -> anyhow::Result<()> {
         Task::TimerRepro(args) => {
             require_root("cargo xtask timer-repro")?;
             match &args.daemon_bin {
-                Some(bin) => {
-                    // SAFETY: single-threaded at this point; nothing else reads the environment.
-                    unsafe { std::env::set_var(keepalive_tests::daemon::DAEMON_BIN_ENV, bin) };
-                }
+                Some(bin) => use_daemon_bin(bin),
                 None => {
-                    cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
+                    build_release_daemon()?;
                     set_daemon_bin();
                 }
             }
             timer_repro::run(&args)
         }
     }
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-fn test(unit_only: bool, filter: &[String]) -> anyhow::Result<()> {
-    cargo(&[
-        "test",
-        "--workspace",
-        "--exclude",
-        "keepalive-tests",
-        "--exclude",
-        "keepalive-ebpf",
-    ])?;
-    if unit_only {
-        return Ok(());
-    }
-    require_root("cargo xtask test")?;
-    cargo(&["build", "--release", "--package", "keepalive-daemon"])?;
-    set_daemon_bin();
-    let mut args = vec![
-        "test",
-        "--package",
-        "keepalive-tests",
-        "--",
-        "--test-threads=1",
-    ];
-    args.extend(filter.iter().map(String::as_str));
-    cargo(&args)
-}
-
-fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "{what} loads eBPF programs and creates network namespaces: run it as root \
-             (`cargo xtask test --unit-only` runs the host tests without root)"
-        );
-    }
-    Ok(())
-}
-
-/// Points the harness at the release daemon just built.
-fn set_daemon_bin() {
-    let daemon = workspace_root().join("target/release/keepalive-daemon");
-    // SAFETY: single-threaded at this point; nothing else reads the environment.
-    unsafe { std::env::set_var(keepalive_tests::daemon::DAEMON_BIN_ENV, &daemon) };
 }

@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use keepalive_daemon::metric_names::{PROBES, TIMER_PROBES, TIMER_PROBES_LOST};
 use keepalive_tests::bpf::proc_bpf_objects;
-use keepalive_tests::names::{PROBES, TIMER_PROBES};
 use keepalive_tests::scale::{self, GROUP_SPACING, KEEPALIVE_GROUPS, SCALE_QUIET, SCALE_SETTLE};
 use keepalive_tests::sockets::{Conn, FAST_KEEPALIVE, disable_keepalive, enable_keepalive};
 use keepalive_tests::{Daemon, Netns, Samples, Setup};
@@ -29,8 +29,6 @@ const SCRAPE_EVERY: Duration = Duration::from_millis(500);
 /// Bounds, so a typo cannot keep the machine busy for a day.
 const MAX_RUNS: u32 = 500;
 const MAX_SECONDS: u64 = 120;
-/// The loss metric, where the daemon exports one (reported as "-" where it does not).
-const LOST: &str = "keepalive_daemon_timer_probes_lost_total";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -176,9 +174,11 @@ fn one_run(args: &Args) -> anyhow::Result<Vec<(&'static str, SideResult)>> {
         .collect()
 }
 
+/// The loss metric's delta, where the daemon exports one (reported as "-" where it does
+/// not, e.g. an older binary given with --daemon-bin).
 fn lost_metric(before: &Samples, after: &Samples) -> Option<u64> {
-    after.get(LOST, &[])?;
-    Some(after.delta(before, LOST, &[]))
+    after.get(TIMER_PROBES_LOST, &[])?;
+    Some(after.delta(before, TIMER_PROBES_LOST, &[]))
 }
 
 /// Keepalive on at both ends of group k at k * GROUP_SPACING, off everywhere after

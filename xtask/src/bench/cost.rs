@@ -3,6 +3,7 @@
 //! in the same run (the daemon's --debug.baseline-program).
 
 use aya::sys::{Stats, enable_stats};
+use keepalive_daemon::metric_names::{PROGRAM_RUN_SECONDS, PROGRAM_RUNS};
 use keepalive_tests::scenarios::Setup;
 
 use super::{Options, iperf, spawn_daemon};
@@ -19,11 +20,8 @@ struct Totals {
 fn totals(s: &keepalive_tests::metrics::Samples, programs: &[&str]) -> Totals {
     let mut t = Totals::default();
     for p in programs {
-        t.seconds += s.value(
-            "keepalive_daemon_program_run_seconds_total",
-            &[("program", p)],
-        );
-        t.runs += s.value("keepalive_daemon_program_runs_total", &[("program", p)]);
+        t.seconds += s.value(PROGRAM_RUN_SECONDS, &[("program", p)]);
+        t.runs += s.value(PROGRAM_RUNS, &[("program", p)]);
     }
     t
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData};
 use keepalive_common::flow::{FlowKey, FlowState};
+use keepalive_daemon::metric_names::FLOW_MAP_ENTRIES;
 use keepalive_tests::scenarios::Setup;
 
 use super::spawn_daemon;
@@ -35,9 +36,7 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
         }
         let cpu =
             (cpu_ticks(pid)? - cpu0) as f64 / ticks_per_second() / start.elapsed().as_secs_f64();
-        let entries = daemon
-            .scrape()
-            .value("keepalive_daemon_flow_map_entries", &[]);
+        let entries = daemon.scrape().value(FLOW_MAP_ENTRIES, &[]);
         anyhow::ensure!(
             entries as u32 >= n * 99 / 100,
             "only {entries} of {n} flows tracked"

@@ -1,0 +1,55 @@
+//! The workspace the tasks work in: its root directory, cargo run there, the release
+//! daemon the privileged tasks build and point the test harness at, and the root check
+//! those tasks make first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// The workspace's root directory (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs cargo (the one running xtask, when known) with `args` in the workspace root.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the release daemon (and, through its build.rs, the eBPF programs).
+pub fn build_release_daemon() -> anyhow::Result<()> {
+    cargo(&["build", "--release", "--package", "keepalive-daemon"])
+}
+
+/// Fails with advice unless xtask runs as root.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "{what} loads eBPF programs and creates network namespaces: run it as root \
+             (`cargo xtask test --unit-only` runs the host tests without root)"
+        );
+    }
+    Ok(())
+}
+
+/// Points the harness at the release daemon just built.
+pub fn set_daemon_bin() {
+    use_daemon_bin(&workspace_root().join("target/release/keepalive-daemon"));
+}
+
+/// Points the harness at the daemon binary `bin`.
+pub fn use_daemon_bin(bin: &Path) {
+    // SAFETY: single-threaded at this point; nothing else reads the environment.
+    unsafe { std::env::set_var(keepalive_tests::daemon::DAEMON_BIN_ENV, bin) };
+}
