@@ -17,6 +17,7 @@ pub mod bpf;
 pub mod capture;
 pub mod corpus;
 pub mod daemon;
+pub mod expect;
 pub mod metrics;
 pub mod netns;
 pub mod process;
