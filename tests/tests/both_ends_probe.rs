@@ -82,7 +82,8 @@ fn check_premises(o: &BothEndsOracle, ctx: &dyn Fn() -> String) {
     assert_matcher_probes_equal_nstat(m, o, ctx);
     for family in Family::ALL {
         for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
-            // The premise of this test: probes really crossed.
+            // Nothing lost on the veth, nothing rate-limited, and the premise of this
+            // test: probes really crossed.
             assert_answered_once_and_crossed(m, family, prober, ctx);
             let t = m.get(prober, family);
             // What the answerer sent in the window: its own probes and its answers.
