@@ -113,7 +113,7 @@ fn diagnose(setup: &Setup, corpus: &Corpus, local: &PacketSocket, remote: &Packe
 
 /// What the replay showed: the daemon's samples around it, the link counters' deltas
 /// of A's and B's ends, and what A's tc hooks saw (egress, ingress).
-struct Observed {
+struct ReplayRun {
     before: Samples,
     after: Samples,
     done: Replayed,
@@ -257,7 +257,7 @@ fn replay_observed(
     vlan: VlanProbe,
     frames: &[(Origin, &[u8])],
     (local, remote): (&PacketSocket, &PacketSocket),
-) -> Observed {
+) -> ReplayRun {
     let before = daemon.scrape();
     let (a0, b0) = (
         LinkStats::read(&setup.a, &setup.veth.a_if),
@@ -280,7 +280,7 @@ fn replay_observed(
         a1.since(&a0),
         b1.since(&b0)
     );
-    Observed {
+    ReplayRun {
         before,
         after,
         done,
@@ -293,7 +293,7 @@ fn replay_observed(
 
 /// Nothing lost on the way, nothing else on the link, and every frame reached both of
 /// A's tc hooks (what they saw of the VLAN tags is printed).
-fn check_link_and_hooks(corpus: &Corpus, r: &Observed) {
+fn check_link_and_hooks(corpus: &Corpus, r: &ReplayRun) {
     let n_local = corpus
         .frames
         .iter()
