@@ -18,6 +18,7 @@ pub mod bpf_syscall;
 pub mod capture;
 pub mod corpus;
 pub mod daemon;
+pub mod expect;
 pub mod metrics;
 pub mod netns;
 pub mod process;

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use keepalive_tests::daemon::daemon_bin;
+use keepalive_tests::names::PORT_PROBES;
 use keepalive_tests::prometheus::{
     describe_output, help_lists_flag, promtool, run_promtool, workspace_root,
 };
@@ -112,7 +113,7 @@ fn live_metrics_pass_promtool_check_metrics() {
     let daemon = Daemon::spawn_with(&setup.a, &[&setup.veth.a_if], extra);
     let text = daemon.scrape_text();
     assert!(
-        !per_port || text.contains("tcp_keepalive_port_probes_total"),
+        !per_port || text.contains(PORT_PROBES),
         "--metrics.local-port 5432 given but no per-port series in:\n{text}"
     );
 

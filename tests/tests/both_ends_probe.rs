@@ -14,6 +14,10 @@ use std::time::Instant;
 
 use keepalive_tests::answers::assert_daemon_matches;
 use keepalive_tests::both_ends::{self, BothEndsOracle, Groups};
+use keepalive_tests::expect::{
+    assert_answered_once_and_crossed, assert_matcher_probes_equal_nstat,
+    assert_no_answer_rate_limited,
+};
 use keepalive_tests::names::PROBE_ACKS;
 use keepalive_tests::scale::ensure_nofile_limit;
 use keepalive_tests::scenarios::{Setup, Side};
@@ -74,43 +78,20 @@ fn check_premises(o: &BothEndsOracle, ctx: &dyn Fn() -> String) {
         "sockets no longer ESTABLISHED; {}",
         ctx()
     );
-    assert_eq!(
-        (o.answers_skipped_a, o.answers_skipped_b),
-        (0, 0),
-        "harness: the kernel rate-limited answers to probes (TcpExtTCPACKSkippedSeq); {}",
-        ctx()
-    );
-    for (side, kernel) in [(Side::A, o.kernel_probes_a), (Side::B, o.kernel_probes_b)] {
-        assert!(kernel > 0, "no probes from {side:?}; {}", ctx());
-        assert_eq!(
-            m.counts(|t| t.probes).from(side),
-            kernel,
-            "harness: matcher's probes of {side:?} vs nstat; {}",
-            ctx()
-        );
-    }
+    assert_no_answer_rate_limited((o.answers_skipped_a, o.answers_skipped_b), ctx);
+    assert_matcher_probes_equal_nstat(m, o, ctx);
     for family in Family::ALL {
         for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+            // Nothing lost on the veth, nothing rate-limited, and the premise of this
+            // test: probes really crossed.
+            assert_answered_once_and_crossed(m, family, prober, ctx);
             let t = m.get(prober, family);
-            // Nothing is lost on the veth and nothing was rate-limited.
-            assert_eq!(
-                (t.answered, t.reset, t.one_byte, t.zero_window),
-                (t.probes, 0, 0, 0),
-                "harness: every {family} probe of {prober:?} answered by exactly one ACK; {}",
-                ctx()
-            );
             // What the answerer sent in the window: its own probes and its answers.
             assert_eq!(
                 m.get(answerer, family).probes + t.answered,
                 o.segments.sent.get(answerer, family),
                 "harness: {family} segments of {answerer:?} (TCP_INFO) vs its probes plus its \
                  answers (matcher); {}",
-                ctx()
-            );
-            // The premise of this test: probes really crossed.
-            assert!(
-                t.crossed > 0,
-                "harness: no {family} probe of {prober:?} crossed a probe of {answerer:?}; {}",
                 ctx()
             );
         }

@@ -13,6 +13,14 @@ use keepalive_tests::{Daemon, require_root};
 /// Every kernel program name of the daemon starts with this.
 const PROG_PREFIX: &str = "ka_";
 
+/// The daemon's programs and links, as found while it runs.
+struct Ours {
+    progs: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+    /// What they were found from, for messages.
+    ctx: String,
+}
+
 #[test]
 fn terminate_detaches_everything() {
     require_root();
@@ -21,10 +29,36 @@ fn terminate_detaches_everything() {
     let preexisting: BTreeSet<u32> = bpftool_progs().into_iter().map(|p| p.id).collect();
 
     let daemon = Daemon::spawn(&setup.a, &[iface]);
+    let ours = find_ours(&setup, &daemon, &preexisting);
 
-    // Which programs and links are this daemon's: loaded after it started,
-    // named ka_*, and held by it (directly, through a link it holds, or
-    // attached to its interface). Other daemons may run concurrently.
+    let stderr = daemon.terminate();
+    let ctx = format!("{}\ndaemon stderr:\n{stderr}", ours.ctx);
+    check_released(&ours, &ctx);
+
+    let net_after = setup.a.cmd(&["bpftool", "net", "show"]);
+    let leftovers: Vec<&str> = net_after
+        .lines()
+        .filter(|l| l.contains(iface) || l.contains(PROG_PREFIX))
+        .collect();
+    assert!(leftovers.is_empty(), "still attached:\n{net_after}\n{ctx}");
+
+    for direction in ["ingress", "egress"] {
+        let filters = setup
+            .a
+            .cmd(&["tc", "filter", "show", "dev", iface, direction]);
+        assert!(
+            filters.trim().is_empty(),
+            "tc {direction} filters left on {iface}:\n{filters}\n{ctx}"
+        );
+    }
+}
+
+/// Which programs and links are this daemon's: loaded after it started (not in
+/// `preexisting`), named ka_*, and held by it (directly, through a link it holds, or
+/// attached to its interface). Other daemons may run concurrently. Panics unless some
+/// are found and one is attached.
+fn find_ours(setup: &Setup, daemon: &Daemon, preexisting: &BTreeSet<u32>) -> Ours {
+    let iface = setup.veth.a_if.as_str();
     let loaded: Vec<_> = bpftool_progs()
         .into_iter()
         .filter(|p| !preexisting.contains(&p.id) && p.name.starts_with(PROG_PREFIX))
@@ -59,24 +93,31 @@ fn terminate_detaches_everything() {
             .any(|id| on_iface.contains(id) || via_links.contains(id)),
         "none of the daemon's programs is attached (clsact filter or link); {ctx}"
     );
+    Ours {
+        progs: ours,
+        links: our_links,
+        ctx,
+    }
+}
 
-    let stderr = daemon.terminate();
-    let ctx = format!("{ctx}\ndaemon stderr:\n{stderr}");
-
+/// None of `ours` is left in the kernel after the daemon exited.
+fn check_released(ours: &Ours, ctx: &str) {
     // Part of the release is deferred (workqueues, RCU): poll, bounded.
     let remaining_progs = || -> Vec<u32> {
         let progs = bpftool_progs();
         progs
             .iter()
             .map(|p| p.id)
-            .filter(|id| ours.contains(id))
+            .filter(|id| ours.progs.contains(id))
             .collect()
     };
     let remaining_links = || -> Vec<String> {
         let links = bpftool_links();
         links
             .into_iter()
-            .filter(|l| our_links.contains(&l.id) || l.prog_id.is_some_and(|p| ours.contains(&p)))
+            .filter(|l| {
+                ours.links.contains(&l.id) || l.prog_id.is_some_and(|p| ours.progs.contains(&p))
+            })
             .map(|l| l.text)
             .collect()
     };
@@ -93,21 +134,4 @@ fn terminate_detaches_everything() {
         Vec::<String>::new(),
         "links still present; {ctx}"
     );
-
-    let net_after = setup.a.cmd(&["bpftool", "net", "show"]);
-    let leftovers: Vec<&str> = net_after
-        .lines()
-        .filter(|l| l.contains(iface) || l.contains(PROG_PREFIX))
-        .collect();
-    assert!(leftovers.is_empty(), "still attached:\n{net_after}\n{ctx}");
-
-    for direction in ["ingress", "egress"] {
-        let filters = setup
-            .a
-            .cmd(&["tc", "filter", "show", "dev", iface, direction]);
-        assert!(
-            filters.trim().is_empty(),
-            "tc {direction} filters left on {iface}:\n{filters}\n{ctx}"
-        );
-    }
 }

@@ -16,19 +16,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use keepalive_tests::corpus::accounting::Comparison;
 use keepalive_tests::corpus::{
     self, Corpus, Frame, LOCAL_MAC, Origin, REMOTE_MAC, accounting, tshark, wire,
 };
-use keepalive_tests::names::TIMER_PROBES;
+use keepalive_tests::expect::assert_link_carried_exactly;
+use keepalive_tests::names::{KERNEL_ERRORS, TIMER_PROBES};
 use keepalive_tests::process::TempDir;
-use keepalive_tests::replay::{self, LinkStats, PacketSocket};
-use keepalive_tests::tc_vlan_probe::VlanProbe;
+use keepalive_tests::replay::{self, LinkStats, PacketSocket, Replayed};
+use keepalive_tests::tc_vlan_probe::{VlanProbe, VlanSeen};
 use keepalive_tests::{Daemon, Samples, Setup, require_root};
 
-const KERNEL_ERRORS: &str = "keepalive_daemon_kernel_errors_total";
 /// Time for the last frames to clear A's ingress before the final scrape.
 const SETTLE: Duration = Duration::from_millis(300);
 
@@ -109,6 +111,18 @@ fn diagnose(setup: &Setup, corpus: &Corpus, local: &PacketSocket, remote: &Packe
     out
 }
 
+/// What the replay showed: the daemon's samples around it, the link counters' deltas
+/// of A's and B's ends, and what A's tc hooks saw (egress, ingress).
+struct ReplayRun {
+    before: Samples,
+    after: Samples,
+    done: Replayed,
+    a: LinkStats,
+    b: LinkStats,
+    egress: VlanSeen,
+    ingress: VlanSeen,
+}
+
 #[test]
 fn corpus_replay_matches_expected_counts_and_tshark() {
     require_root();
@@ -127,50 +141,9 @@ fn corpus_replay_matches_expected_counts_and_tshark() {
     corpus.write_pcap(&pcap).expect("writing the corpus");
     let records =
         wire::read_pcap(std::fs::File::open(&pcap).expect("open corpus")).expect("read corpus");
-    assert_eq!(records.len(), corpus.frames.len());
-    let mut frames = Vec::with_capacity(records.len());
-    for (i, ((ts, bytes), fr)) in records.iter().zip(&corpus.frames).enumerate() {
-        assert!(
-            *ts == fr.time_us && *bytes == fr.bytes,
-            "record {i} differs from the corpus"
-        );
-        assert!(
-            i == 0 || *ts > records[i - 1].0,
-            "timestamps must increase (record {i})"
-        );
-        let origin = Origin::of_frame(bytes).expect("a corpus source MAC");
-        assert_eq!(origin, fr.origin, "record {i}: sender from the MAC address");
-        frames.push((origin, bytes.as_slice()));
-    }
+    let frames = frames_read_back(&corpus, &records);
     eprintln!("{}", corpus.composition());
-
-    // tshark on the same file: clean dissection, then frame-by-frame accounting.
-    assert_eq!(
-        tshark::bad_checksums(&pcap),
-        0,
-        "bad checksums:\n{}",
-        tshark::listing(&pcap, "tcp.checksum.status != 1", 20)
-    );
-    assert_eq!(
-        tshark::malformed(&pcap),
-        0,
-        "malformed frames:\n{}",
-        tshark::listing(&pcap, "_ws.malformed || _ws.expert.severity == error", 20)
-    );
-    let flagged = tshark::analyse(&pcap);
-    let comparison = accounting::compare(&corpus, &flagged);
-    assert!(
-        comparison.unexplained.is_empty(),
-        "tshark disagrees with the corpus where no documented difference says so ({} frames):\n{}",
-        comparison.unexplained.len(),
-        comparison
-            .unexplained
-            .iter()
-            .take(40)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let comparison = tshark_accounting(&corpus, &pcap);
 
     // The replay, with the daemon and the VLAN probe on A's end.
     let setup = Setup::new("corpus");
@@ -179,95 +152,11 @@ fn corpus_replay_matches_expected_counts_and_tshark() {
     let vlan = VlanProbe::attach(&setup.a, &setup.veth.a_if).expect("attaching the tc VLAN probe");
     let local = PacketSocket::open(&setup.a, &setup.veth.a_if);
     let remote = PacketSocket::open(&setup.b, &setup.veth.b_if);
-    let before = daemon.scrape();
-    let (a0, b0) = (
-        LinkStats::read(&setup.a, &setup.veth.a_if),
-        LinkStats::read(&setup.b, &setup.veth.b_if),
-    );
-    let done =
-        replay::replay(frames.iter().copied(), &local, &remote).expect("replaying the corpus");
-    thread::sleep(SETTLE);
-    let (a1, b1) = (
-        LinkStats::read(&setup.a, &setup.veth.a_if),
-        LinkStats::read(&setup.b, &setup.veth.b_if),
-    );
-    let after = daemon.scrape();
-    let (egress, ingress) = vlan.read().expect("reading the VLAN probe");
-    drop(vlan);
-    eprintln!(
-        "replayed {} local + {} remote frames in {:?}; A {:?}; B {:?}",
-        done.local,
-        done.remote,
-        done.elapsed,
-        a1.since(&a0),
-        b1.since(&b0)
-    );
-
-    // Nothing lost on the way, nothing else on the link.
-    let n_local = corpus
-        .frames
-        .iter()
-        .filter(|f| f.origin == Origin::Local)
-        .count() as u64;
-    let n_remote = corpus.frames.len() as u64 - n_local;
-    assert_eq!((done.local, done.remote), (n_local, n_remote));
-    // (rx_dropped counts what the receiving stack discards after tc, e.g. QinQ frames:
-    // once the outer tag is untagged, no handler takes the inner 802.1Q ethertype.)
-    let (da, db) = (a1.since(&a0), b1.since(&b0));
-    assert_eq!(
-        (da.tx_packets, da.tx_dropped, db.rx_packets),
-        (n_local, 0, n_local),
-        "A -> B: {da:?} {db:?}"
-    );
-    assert_eq!(
-        (db.tx_packets, db.tx_dropped, da.rx_packets),
-        (n_remote, 0, n_remote),
-        "B -> A: {da:?} {db:?}"
-    );
-
-    // What tc saw of the VLAN tags; every frame must have reached both hooks.
-    let tagged = |o: Origin, qinq: bool| {
-        corpus
-            .frames
-            .iter()
-            .filter(|f| {
-                f.origin == o && {
-                    let encap = corpus.flows[f.flow as usize].shape.encap;
-                    if qinq {
-                        matches!(encap, wire::Encap::QinQ(..))
-                    } else {
-                        encap != wire::Encap::Plain
-                    }
-                }
-            })
-            .count()
-    };
-    eprintln!(
-        "tc egress saw {egress:?} ({} local frames tagged, {} QinQ); tc ingress saw {ingress:?} ({} remote frames tagged, {} QinQ)",
-        tagged(Origin::Local, false),
-        tagged(Origin::Local, true),
-        tagged(Origin::Remote, false),
-        tagged(Origin::Remote, true)
-    );
-    assert_eq!(egress.frames, n_local, "frames through A's tc egress");
-    assert_eq!(ingress.frames, n_remote, "frames through A's tc ingress");
+    let r = replay_observed(&setup, &daemon, vlan, &frames, (&local, &remote));
+    check_link_and_hooks(&corpus, &r);
 
     // (a) The daemon against the corpus, every series of the wire metrics.
-    let (c0, c1) = (counters(&before), counters(&after));
-    let mut measured = corpus::Counts::new();
-    let mut wrong = Vec::new();
-    for (key, want) in &expected {
-        let delta =
-            c1.get(key).copied().unwrap_or(f64::NAN) - c0.get(key).copied().unwrap_or(f64::NAN);
-        assert!(
-            delta.is_finite() && delta >= 0.0 && delta.fract() == 0.0,
-            "series {key}: {delta}"
-        );
-        measured.insert(key.clone(), delta as u64);
-        if delta as u64 != *want {
-            wrong.push(format!("{key}: daemon {delta}, expected {want}"));
-        }
-    }
+    let (measured, wrong) = measure(&expected, &r.before, &r.after);
     let report = accounting::table(&expected, Some(&measured), &comparison);
     eprintln!("{report}");
     if !wrong.is_empty() {
@@ -280,12 +169,12 @@ fn corpus_replay_matches_expected_counts_and_tshark() {
         );
     }
     assert_eq!(
-        after.delta(&before, TIMER_PROBES, &[]),
+        r.after.delta(&r.before, TIMER_PROBES, &[]),
         0,
         "no socket sends probes here"
     );
     assert_eq!(
-        after.delta(&before, KERNEL_ERRORS, &[]),
+        r.after.delta(&r.before, KERNEL_ERRORS, &[]),
         0,
         "kernel errors:\n{}",
         daemon.scrape_text()
@@ -305,4 +194,167 @@ fn corpus_replay_matches_expected_counts_and_tshark() {
     let elapsed = started.elapsed();
     eprintln!("corpus replay test took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+/// The pcap's records are the corpus's frames, in order, with increasing timestamps
+/// and the sender told by the MAC address: the frames to replay, each with its sender.
+fn frames_read_back<'r>(corpus: &Corpus, records: &'r [(u64, Vec<u8>)]) -> Vec<(Origin, &'r [u8])> {
+    assert_eq!(records.len(), corpus.frames.len());
+    let mut frames = Vec::with_capacity(records.len());
+    for (i, ((ts, bytes), fr)) in records.iter().zip(&corpus.frames).enumerate() {
+        assert!(
+            *ts == fr.time_us && *bytes == fr.bytes,
+            "record {i} differs from the corpus"
+        );
+        assert!(
+            i == 0 || *ts > records[i - 1].0,
+            "timestamps must increase (record {i})"
+        );
+        let origin = Origin::of_frame(bytes).expect("a corpus source MAC");
+        assert_eq!(origin, fr.origin, "record {i}: sender from the MAC address");
+        frames.push((origin, bytes.as_slice()));
+    }
+    frames
+}
+
+/// tshark on the same file: clean dissection, then frame-by-frame accounting, every
+/// difference from the corpus explained by a documented cause.
+fn tshark_accounting(corpus: &Corpus, pcap: &Path) -> Comparison {
+    assert_eq!(
+        tshark::bad_checksums(pcap),
+        0,
+        "bad checksums:\n{}",
+        tshark::listing(pcap, "tcp.checksum.status != 1", 20)
+    );
+    assert_eq!(
+        tshark::malformed(pcap),
+        0,
+        "malformed frames:\n{}",
+        tshark::listing(pcap, "_ws.malformed || _ws.expert.severity == error", 20)
+    );
+    let flagged = tshark::analyse(pcap);
+    let comparison = accounting::compare(corpus, &flagged);
+    assert!(
+        comparison.unexplained.is_empty(),
+        "tshark disagrees with the corpus where no documented difference says so ({} frames):\n{}",
+        comparison.unexplained.len(),
+        comparison
+            .unexplained
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    comparison
+}
+
+/// Replays `frames` through the (local, remote) packet sockets, reading the daemon, the
+/// link counters and the VLAN probe on A's end before and [`SETTLE`] after.
+fn replay_observed(
+    setup: &Setup,
+    daemon: &Daemon,
+    vlan: VlanProbe,
+    frames: &[(Origin, &[u8])],
+    (local, remote): (&PacketSocket, &PacketSocket),
+) -> ReplayRun {
+    let before = daemon.scrape();
+    let (a0, b0) = (
+        LinkStats::read(&setup.a, &setup.veth.a_if),
+        LinkStats::read(&setup.b, &setup.veth.b_if),
+    );
+    let done = replay::replay(frames.iter().copied(), local, remote).expect("replaying the corpus");
+    thread::sleep(SETTLE);
+    let (a1, b1) = (
+        LinkStats::read(&setup.a, &setup.veth.a_if),
+        LinkStats::read(&setup.b, &setup.veth.b_if),
+    );
+    let after = daemon.scrape();
+    let (egress, ingress) = vlan.read().expect("reading the VLAN probe");
+    drop(vlan);
+    eprintln!(
+        "replayed {} local + {} remote frames in {:?}; A {:?}; B {:?}",
+        done.local,
+        done.remote,
+        done.elapsed,
+        a1.since(&a0),
+        b1.since(&b0)
+    );
+    ReplayRun {
+        before,
+        after,
+        done,
+        a: a1.since(&a0),
+        b: b1.since(&b0),
+        egress,
+        ingress,
+    }
+}
+
+/// Nothing lost on the way, nothing else on the link, and every frame reached both of
+/// A's tc hooks (what they saw of the VLAN tags is printed).
+fn check_link_and_hooks(corpus: &Corpus, r: &ReplayRun) {
+    let n_local = corpus
+        .frames
+        .iter()
+        .filter(|f| f.origin == Origin::Local)
+        .count() as u64;
+    let n_remote = corpus.frames.len() as u64 - n_local;
+    assert_eq!((r.done.local, r.done.remote), (n_local, n_remote));
+    // (rx_dropped counts what the receiving stack discards after tc, e.g. QinQ frames:
+    // once the outer tag is untagged, no handler takes the inner 802.1Q ethertype.)
+    assert_link_carried_exactly(&r.a, &r.b, n_local, n_remote);
+
+    let tagged = |o: Origin, qinq: bool| {
+        corpus
+            .frames
+            .iter()
+            .filter(|f| {
+                f.origin == o && {
+                    let encap = corpus.flows[f.flow as usize].shape.encap;
+                    if qinq {
+                        matches!(encap, wire::Encap::QinQ(..))
+                    } else {
+                        encap != wire::Encap::Plain
+                    }
+                }
+            })
+            .count()
+    };
+    eprintln!(
+        "tc egress saw {:?} ({} local frames tagged, {} QinQ); tc ingress saw {:?} ({} remote frames tagged, {} QinQ)",
+        r.egress,
+        tagged(Origin::Local, false),
+        tagged(Origin::Local, true),
+        r.ingress,
+        tagged(Origin::Remote, false),
+        tagged(Origin::Remote, true)
+    );
+    assert_eq!(r.egress.frames, n_local, "frames through A's tc egress");
+    assert_eq!(r.ingress.frames, n_remote, "frames through A's tc ingress");
+}
+
+/// The daemon's deltas of every series the corpus expects (each a whole number, not
+/// negative), and those that differ from the expected counts.
+fn measure(
+    expected: &corpus::Counts,
+    before: &Samples,
+    after: &Samples,
+) -> (corpus::Counts, Vec<String>) {
+    let (c0, c1) = (counters(before), counters(after));
+    let mut measured = corpus::Counts::new();
+    let mut wrong = Vec::new();
+    for (key, want) in expected {
+        let delta =
+            c1.get(key).copied().unwrap_or(f64::NAN) - c0.get(key).copied().unwrap_or(f64::NAN);
+        assert!(
+            delta.is_finite() && delta >= 0.0 && delta.fract() == 0.0,
+            "series {key}: {delta}"
+        );
+        measured.insert(key.clone(), delta as u64);
+        if delta as u64 != *want {
+            wrong.push(format!("{key}: daemon {delta}, expected {want}"));
+        }
+    }
+    (measured, wrong)
 }

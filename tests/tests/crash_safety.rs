@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use keepalive_tests::bpf::{bpftool_links, bpftool_progs, wait_until};
-use keepalive_tests::names::PROBES;
+use keepalive_tests::expect::KernelProbes;
 use keepalive_tests::scenarios::{self, Setup};
 use keepalive_tests::timing::BPF_RELEASE_TIMEOUT;
 use keepalive_tests::{Daemon, Netns, require_root};
@@ -63,45 +63,9 @@ fn sigkill_then_restart(tag: &str, mode: &str) {
     let setup = Setup::new(tag);
     let flags = ["--tc.attach-mode", mode];
     let iface = setup.veth.a_if.as_str();
-    setup.a.cmd(&["tc", "qdisc", "add", "dev", iface, "clsact"]);
-    for dir in ["ingress", "egress"] {
-        let mut args = vec!["tc", "filter", "add", "dev", iface, dir];
-        args.extend(FOREIGN_FILTER);
-        args.push("1:1");
-        setup.a.cmd(&args);
-    }
-    let foreign = foreign_state(&setup.a, iface);
+    let foreign = add_foreign_filters(&setup.a, iface);
     let baseline: BTreeSet<u32> = bpftool_links().into_iter().map(|l| l.id).collect();
-    assert!(
-        foreign.0.contains("clsact") && foreign.1.contains("u32") && foreign.2.contains("u32"),
-        "harness: foreign qdisc and filters not in place: {foreign:?}"
-    );
-
-    let first = Daemon::spawn_with(&setup.a, &[iface], &flags);
-    assert_eq!(ours(&setup.a, iface, &baseline), (1, 1), "first start");
-    // SIGKILL: no chance to detach anything itself.
-    let stderr = first.kill();
-    if mode == "tcx" {
-        assert!(
-            wait_until(BPF_RELEASE_TIMEOUT, || ours(&setup.a, iface, &baseline)
-                == (0, 0)),
-            "after SIGKILL our links stayed: {:?}\n{:?}\nfirst daemon's stderr:\n{stderr}",
-            ours(&setup.a, iface, &baseline),
-            bpftool_links()
-        );
-    } else {
-        // Legacy filters outlive the process: the leftovers the restart must remove.
-        assert_eq!(
-            ours(&setup.a, iface, &baseline),
-            (1, 1),
-            "netlink filters after SIGKILL (the precondition)"
-        );
-    }
-    assert_eq!(
-        foreign_state(&setup.a, iface),
-        foreign,
-        "SIGKILL changed the foreign qdisc or filters"
-    );
+    start_and_kill(&setup.a, iface, mode, &baseline, &foreign);
 
     let second = Daemon::spawn_with(&setup.a, &[iface], &flags);
     let ctx = || format!("daemon stderr:\n{}", second.stderr());
@@ -127,18 +91,67 @@ fn sigkill_then_restart(tag: &str, mode: &str) {
     let observed = scenarios::keepalive_probes(&setup, 1, 1, || second.scrape());
     let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
     assert!(o.kernel_probes_a > 0, "no probes; {}", ctx());
-    assert_eq!(
-        after.delta(before, PROBES, &[("direction", "sent")]),
-        o.kernel_probes_a,
-        "probes sent counted once vs nstat in A; {}",
-        ctx()
-    );
+    o.assert_probes_sent_equal_nstat(before, after, &|| {
+        format!("counted once after the restart; {}", ctx())
+    });
     second.terminate();
     assert_eq!(ours(&setup.a, iface, &baseline), (0, 0), "after SIGTERM");
     assert_eq!(
         foreign_state(&setup.a, iface),
         foreign,
         "SIGTERM changed the foreign qdisc or filters"
+    );
+}
+
+/// Another tool's clsact qdisc and u32 filters on `iface`; returns their state.
+fn add_foreign_filters(ns: &Netns, iface: &str) -> (String, String, String) {
+    ns.cmd(&["tc", "qdisc", "add", "dev", iface, "clsact"]);
+    for dir in ["ingress", "egress"] {
+        let mut args = vec!["tc", "filter", "add", "dev", iface, dir];
+        args.extend(FOREIGN_FILTER);
+        args.push("1:1");
+        ns.cmd(&args);
+    }
+    let foreign = foreign_state(ns, iface);
+    assert!(
+        foreign.0.contains("clsact") && foreign.1.contains("u32") && foreign.2.contains("u32"),
+        "harness: foreign qdisc and filters not in place: {foreign:?}"
+    );
+    foreign
+}
+
+/// A first daemon attaches once and is SIGKILLed: with TCX its links go with it, with
+/// netlink its filters stay (the leftovers of the restart); the foreign ones are intact.
+fn start_and_kill(
+    ns: &Netns,
+    iface: &str,
+    mode: &str,
+    baseline: &BTreeSet<u32>,
+    foreign: &(String, String, String),
+) {
+    let first = Daemon::spawn_with(ns, &[iface], &["--tc.attach-mode", mode]);
+    assert_eq!(ours(ns, iface, baseline), (1, 1), "first start");
+    // SIGKILL: no chance to detach anything itself.
+    let stderr = first.kill();
+    if mode == "tcx" {
+        assert!(
+            wait_until(BPF_RELEASE_TIMEOUT, || ours(ns, iface, baseline) == (0, 0)),
+            "after SIGKILL our links stayed: {:?}\n{:?}\nfirst daemon's stderr:\n{stderr}",
+            ours(ns, iface, baseline),
+            bpftool_links()
+        );
+    } else {
+        // Legacy filters outlive the process: the leftovers the restart must remove.
+        assert_eq!(
+            ours(ns, iface, baseline),
+            (1, 1),
+            "netlink filters after SIGKILL (the precondition)"
+        );
+    }
+    assert_eq!(
+        &foreign_state(ns, iface),
+        foreign,
+        "SIGKILL changed the foreign qdisc or filters"
     );
 }
 

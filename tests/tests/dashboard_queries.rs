@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use keepalive_tests::daemon::daemon_bin;
 use keepalive_tests::prometheus::{
-    Dashboard, Prometheus, Sample, ScrapeConfig, dashboard_path, help_lists_flag,
+    Dashboard, PanelQuery, Prometheus, Sample, ScrapeConfig, dashboard_path, help_lists_flag,
     parse_label_values, substitute, workspace_root,
 };
 use keepalive_tests::scenarios::{self, Setup};
@@ -113,22 +113,7 @@ const TRAFFIC_ALERTS: &[&str] = &["KeepaliveTimeouts", "KeepaliveResets"];
 fn every_dashboard_query_returns_data_from_a_live_prometheus() {
     require_root();
     let t0 = Instant::now();
-    let bin = daemon_bin();
-    assert!(
-        help_lists_flag(&bin, LOCAL_PORT_FLAG),
-        "`{} --help` does not list {LOCAL_PORT_FLAG}: the per-port panels of \
-         dashboards/keepalive.json (Probes by local port, Probe answer ratio by local port, \
-         Keepalive resets by local port) could not be checked. This test needs a daemon \
-         with per-port metrics.",
-        bin.display()
-    );
-
-    let dashboard = Dashboard::load(&dashboard_path());
-    let problems = dashboard.lint();
-    assert!(
-        problems.is_empty(),
-        "dashboards/keepalive.json: {problems:#?}"
-    );
+    let dashboard = load_dashboard();
     let queries = dashboard.queries();
     assert!(!queries.is_empty(), "the dashboard has no query");
 
@@ -158,41 +143,7 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
         t0.elapsed().as_secs_f64(),
         prom.addr()
     );
-
-    // Real keepalive traffic.
-    scenarios::keepalive_probes(&setup, 1, 1, || ());
-    println!("[{:5.1}s] probes scenario done", t0.elapsed().as_secs_f64());
-    listener.probes_then_peer_reset(&setup);
-    println!(
-        "[{:5.1}s] per-port traffic done",
-        t0.elapsed().as_secs_f64()
-    );
-    let timeouts = scenarios::keepalive_timeout(&setup, 1, 1, || ());
-    assert!(
-        timeouts
-            .oracle
-            .outcomes
-            .iter()
-            .all(|(_, o)| o.is_etimedout()),
-        "harness: not every connection timed out: {:?}",
-        timeouts.oracle.outcomes
-    );
-    // The timeout scenario leaves B dropping everything from A.
-    setup.b.cmd(&["nft", "delete", "table", "inet", "kat"]);
-    let resets = scenarios::peer_reset(&setup, 1, 1, || ());
-    assert!(
-        resets
-            .oracle
-            .outcomes
-            .iter()
-            .all(|(_, o)| o.is_econnreset()),
-        "harness: not every connection was reset: {:?}",
-        resets.oracle.outcomes
-    );
-    println!(
-        "[{:5.1}s] timeout and peer reset scenarios done",
-        t0.elapsed().as_secs_f64()
-    );
+    run_traffic(&setup, &listener, t0);
     prom.wait_scraped_after(JOB, SystemTime::now(), SCRAPE_WAIT);
 
     // Windows cover everything since Prometheus started, so rate() sees
@@ -208,9 +159,96 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
         ("__range", window.as_str()),
         ("__interval", "1s"),
     ];
-    let mut failures = Vec::new();
+    let mut failures = check_variables(&dashboard, &prom, &vars);
+    let results = query_panels(&queries, &prom, &vars, &mut failures);
+    failures.extend(check_traffic_shown(&queries, &results));
+    failures.extend(check_alert_rules(&prom));
 
-    // Template variables: label_values() must find what the panels filter on.
+    assert!(
+        failures.is_empty(),
+        "{} problem(s) with dashboards/keepalive.json on live data (window {window}):\n{}\n\
+         daemon stderr:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        daemon.stderr()
+    );
+    println!(
+        "[{:5.1}s] {} panel queries checked",
+        t0.elapsed().as_secs_f64(),
+        queries.len()
+    );
+    prom.stop();
+    daemon.terminate();
+    println!("[{:5.1}s] done", t0.elapsed().as_secs_f64());
+}
+
+/// The dashboard, after checking that this daemon has per-port metrics (the per-port
+/// panels need them) and that the dashboard lints clean.
+fn load_dashboard() -> Dashboard {
+    let bin = daemon_bin();
+    assert!(
+        help_lists_flag(&bin, LOCAL_PORT_FLAG),
+        "`{} --help` does not list {LOCAL_PORT_FLAG}: the per-port panels of \
+         dashboards/keepalive.json (Probes by local port, Probe answer ratio by local port, \
+         Keepalive resets by local port) could not be checked. This test needs a daemon \
+         with per-port metrics.",
+        bin.display()
+    );
+    let dashboard = Dashboard::load(&dashboard_path());
+    let problems = dashboard.lint();
+    assert!(
+        problems.is_empty(),
+        "dashboards/keepalive.json: {problems:#?}"
+    );
+    dashboard
+}
+
+/// Real keepalive traffic: the probe scenario, probes and a peer reset on the per-port
+/// connections, a keepalive timeout, a peer reset.
+fn run_traffic(setup: &Setup, listener: &PortListener, t0: Instant) {
+    scenarios::keepalive_probes(setup, 1, 1, || ());
+    println!("[{:5.1}s] probes scenario done", t0.elapsed().as_secs_f64());
+    listener.probes_then_peer_reset(setup);
+    println!(
+        "[{:5.1}s] per-port traffic done",
+        t0.elapsed().as_secs_f64()
+    );
+    let timeouts = scenarios::keepalive_timeout(setup, 1, 1, || ());
+    assert!(
+        timeouts
+            .oracle
+            .outcomes
+            .iter()
+            .all(|(_, o)| o.is_etimedout()),
+        "harness: not every connection timed out: {:?}",
+        timeouts.oracle.outcomes
+    );
+    // The timeout scenario leaves B dropping everything from A.
+    setup.b.cmd(&["nft", "delete", "table", "inet", "kat"]);
+    let resets = scenarios::peer_reset(setup, 1, 1, || ());
+    assert!(
+        resets
+            .oracle
+            .outcomes
+            .iter()
+            .all(|(_, o)| o.is_econnreset()),
+        "harness: not every connection was reset: {:?}",
+        resets.oracle.outcomes
+    );
+    println!(
+        "[{:5.1}s] timeout and peer reset scenarios done",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Template variables: label_values() must find what the panels filter on. Returns
+/// what is wrong.
+fn check_variables(
+    dashboard: &Dashboard,
+    prom: &Prometheus<'_>,
+    vars: &[(&str, &str)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
     for var in dashboard.variables() {
         let Some(query) = var.query.as_deref().filter(|_| var.kind == "query") else {
             continue;
@@ -222,7 +260,7 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
             ));
             continue;
         };
-        let selector = match substitute(selector.as_deref().unwrap_or("{__name__!=\"\"}"), &vars) {
+        let selector = match substitute(selector.as_deref().unwrap_or("{__name__!=\"\"}"), vars) {
             Ok(s) => s,
             Err(e) => {
                 failures.push(format!("variable {}: {e:#}", var.name));
@@ -245,11 +283,23 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
             Err(e) => failures.push(format!("variable {} ({query}): {e:#}", var.name)),
         }
     }
+    failures
+}
 
-    // Every panel query.
-    let mut results: Vec<(String, String, Vec<Sample>)> = Vec::new();
-    for q in &queries {
-        let promql = match substitute(&q.expr, &vars) {
+/// A panel query's (panel title, refId) and the series it returned.
+type PanelResult = (String, String, Vec<Sample>);
+
+/// Every panel query must succeed and return series: those that do, with what they
+/// returned; the others go to `failures`.
+fn query_panels(
+    queries: &[PanelQuery],
+    prom: &Prometheus<'_>,
+    vars: &[(&str, &str)],
+    failures: &mut Vec<String>,
+) -> Vec<PanelResult> {
+    let mut results = Vec::new();
+    for q in queries {
+        let promql = match substitute(&q.expr, vars) {
             Ok(p) => p,
             Err(e) => {
                 failures.push(format!("{}: {e:#}", q.name()));
@@ -275,8 +325,13 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
             }
         }
     }
+    results
+}
 
-    // The panels that show this traffic must show it.
+/// The panels that show this traffic ([`MUST_SHOW_TRAFFIC`]) must show it. Returns
+/// what is wrong.
+fn check_traffic_shown(queries: &[PanelQuery], results: &[PanelResult]) -> Vec<String> {
+    let mut failures = Vec::new();
     for (title, ref_id, labels) in MUST_SHOW_TRAFFIC {
         let Some((_, _, samples)) = results.iter().find(|(t, r, _)| t == title && r == ref_id)
         else {
@@ -307,55 +362,44 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
             ));
         }
     }
+    failures
+}
 
-    // The alerting rules, evaluated by this Prometheus on the live data.
-    match prom.rules() {
-        Err(e) => failures.push(format!("/api/v1/rules: {e:#}")),
-        Ok(rules) => {
-            if rules.is_empty() {
-                failures.push("prometheus loaded no alerting rule".to_owned());
-            }
-            for r in &rules {
-                println!("rule {}: health {}, state {}", r.name, r.health, r.state);
-                if r.health != "ok" {
-                    failures.push(format!(
-                        "rule {}: health {:?} ({})",
-                        r.name, r.health, r.last_error
-                    ));
-                }
-                let traffic = TRAFFIC_ALERTS.contains(&r.name.as_str());
-                let active = r.state == "pending" || r.state == "firing";
-                if traffic && !active {
-                    failures.push(format!(
-                        "alert {} is {:?} after keepalive timeouts and resets",
-                        r.name, r.state
-                    ));
-                } else if !traffic && r.state != "inactive" {
-                    failures.push(format!(
-                        "alert {} is {:?} on a healthy daemon",
-                        r.name, r.state
-                    ));
-                }
-            }
+/// The alerting rules, evaluated by this Prometheus on the live data: all healthy, the
+/// [`TRAFFIC_ALERTS`] pending or firing, every other alert inactive. Returns what is
+/// wrong.
+fn check_alert_rules(prom: &Prometheus<'_>) -> Vec<String> {
+    let rules = match prom.rules() {
+        Err(e) => return vec![format!("/api/v1/rules: {e:#}")],
+        Ok(rules) => rules,
+    };
+    let mut failures = Vec::new();
+    if rules.is_empty() {
+        failures.push("prometheus loaded no alerting rule".to_owned());
+    }
+    for r in &rules {
+        println!("rule {}: health {}, state {}", r.name, r.health, r.state);
+        if r.health != "ok" {
+            failures.push(format!(
+                "rule {}: health {:?} ({})",
+                r.name, r.health, r.last_error
+            ));
+        }
+        let traffic = TRAFFIC_ALERTS.contains(&r.name.as_str());
+        let active = r.state == "pending" || r.state == "firing";
+        if traffic && !active {
+            failures.push(format!(
+                "alert {} is {:?} after keepalive timeouts and resets",
+                r.name, r.state
+            ));
+        } else if !traffic && r.state != "inactive" {
+            failures.push(format!(
+                "alert {} is {:?} on a healthy daemon",
+                r.name, r.state
+            ));
         }
     }
-
-    assert!(
-        failures.is_empty(),
-        "{} problem(s) with dashboards/keepalive.json on live data (window {window}):\n{}\n\
-         daemon stderr:\n{}",
-        failures.len(),
-        failures.join("\n"),
-        daemon.stderr()
-    );
-    println!(
-        "[{:5.1}s] {} panel queries checked",
-        t0.elapsed().as_secs_f64(),
-        queries.len()
-    );
-    prom.stop();
-    daemon.terminate();
-    println!("[{:5.1}s] done", t0.elapsed().as_secs_f64());
+    failures
 }
 
 /// A dual-stack listener in namespace A whose port is given to the daemon

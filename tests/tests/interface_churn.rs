@@ -9,13 +9,13 @@ use std::thread;
 use std::time::Duration;
 
 use keepalive_tests::bpf::{bpftool_links, bpftool_progs, wait_until};
-use keepalive_tests::names::PROBES;
+use keepalive_tests::expect::KernelProbes;
+use keepalive_tests::names::{INTERFACE_ATTACH_ERRORS, TC_PROGRAMS_ATTACHED, UP};
 use keepalive_tests::nstat::KEEPALIVE;
 use keepalive_tests::sockets::{enable_keepalive_staggered, exchange_byte};
 use keepalive_tests::timing::{PROBE_PHASE, SETTLE};
 use keepalive_tests::{Daemon, Netns, VethPair, disable_keepalive, open_connections, require_root};
 
-const TC_SERIES: &str = "keepalive_daemon_tc_programs_attached";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Live links to our tc programs besides `baseline` (bpftool 7.1 shows TCX links as
@@ -38,7 +38,7 @@ fn our_tc_links(baseline: &BTreeSet<u32>) -> usize {
 fn series_for(daemon: &Daemon, iface: &str) -> usize {
     daemon
         .scrape()
-        .matching(TC_SERIES, &[("interface", iface)])
+        .matching(TC_PROGRAMS_ATTACHED, &[("interface", iface)])
         .count()
 }
 
@@ -60,17 +60,9 @@ fn probes_counted(a: &Netns, b: &Netns, iface: &str, daemon: &Daemon) {
     let (sent, received) = (a.nstat(KEEPALIVE) - ka_a0, b.nstat(KEEPALIVE) - ka_b0);
     drop(conns);
     assert!(sent > 0, "no probes on {iface}");
-    assert_eq!(
-        after.delta(&before, PROBES, &[("direction", "sent")]),
-        sent,
-        "probes sent on {iface} vs nstat in A; daemon stderr:\n{}",
-        daemon.stderr()
-    );
-    assert_eq!(
-        after.delta(&before, PROBES, &[("direction", "received")]),
-        received,
-        "probes received on {iface} vs nstat in B"
-    );
+    (sent, received).assert_probes_equal_nstat(&before, &after, &|| {
+        format!("on {iface}; daemon stderr:\n{}", daemon.stderr())
+    });
 }
 
 #[test]
@@ -112,18 +104,13 @@ fn veths_created_and_deleted_while_running_are_followed() {
             wait_until(WAIT, || our_tc_links(&baseline) == 0),
             "round {round}: links of the deleted {iface} stayed"
         );
-        let up = daemon.scrape().value("keepalive_daemon_up", &[]);
+        let up = daemon.scrape().value(UP, &[]);
         assert_eq!(
             up, 1.0,
             "round {round}: daemon not healthy after the deletion"
         );
     }
-    assert_eq!(
-        daemon
-            .scrape()
-            .value("keepalive_daemon_interface_attach_errors_total", &[]),
-        0.0
-    );
+    assert_eq!(daemon.scrape().value(INTERFACE_ATTACH_ERRORS, &[]), 0.0);
     let stderr = daemon.terminate();
     assert!(stderr.contains("forgetting"), "{stderr}");
 }

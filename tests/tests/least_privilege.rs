@@ -4,7 +4,7 @@
 //! and once attached holds only CAP_BPF and CAP_NET_ADMIN, with no_new_privs. SIGTERM:
 //! exit 0 and nothing left attached.
 
-use keepalive_tests::names::PROBES;
+use keepalive_tests::expect::KernelProbes;
 use keepalive_tests::scenarios::{self, Setup};
 use keepalive_tests::timer_probes::assert_timer_probes;
 use keepalive_tests::{Daemon, Samples, require_root};
@@ -85,18 +85,7 @@ fn three_capabilities_suffice_and_only_two_stay() {
     let observed = scenarios::keepalive_probes(&setup, 2, 2, || daemon.scrape());
     let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
     assert!(o.kernel_probes_a > 0, "no probes sent; {}", ctx());
-    assert_eq!(
-        after.delta(before, PROBES, &[("direction", "sent")]),
-        o.kernel_probes_a,
-        "probes sent vs nstat in A; {}",
-        ctx()
-    );
-    assert_eq!(
-        after.delta(before, PROBES, &[("direction", "received")]),
-        o.kernel_probes_b,
-        "probes received vs nstat in B; {}",
-        ctx()
-    );
+    o.assert_probes_equal_nstat(before, after, &ctx);
     assert_timer_probes(before, after, o.kernel_probes_a, ctx);
 
     let stderr = daemon.terminate();

@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use keepalive_tests::names::PROBES;
+use keepalive_tests::expect::KernelProbes;
+use keepalive_tests::names::{
+    FLOW_MAP_CAPACITY, FLOW_MAP_ENTRIES, FLOW_MAP_EVICTIONS, FLOWS_CREATED, FLOWS_SWEPT,
+};
 use keepalive_tests::scenarios::{self, Setup};
 use keepalive_tests::sockets::{exchange_byte, open_connections};
 use keepalive_tests::{Daemon, Samples, require_root};
@@ -14,10 +17,6 @@ const CAPACITY: u64 = 64;
 /// Connections opened in batches (a listener's backlog holds one batch).
 const BATCHES: usize = 4;
 const BATCH: usize = 100;
-const EVICTIONS: &str = "keepalive_daemon_flow_map_evictions_total";
-const CREATED: &str = "keepalive_daemon_flows_created_total";
-const ENTRIES: &str = "keepalive_daemon_flow_map_entries";
-const CAPACITY_METRIC: &str = "keepalive_daemon_flow_map_capacity";
 /// The sweep refreshes the eviction count; the flag makes it every second.
 const SWEEP: &str = "1s";
 const SWEEP_WAIT: Duration = Duration::from_secs(15);
@@ -35,12 +34,12 @@ fn a_full_flow_map_evicts_counts_it_and_keeps_counting() {
     let ctx = || format!("daemon stderr:\n{}", daemon.stderr());
     let start = daemon.scrape();
     assert_eq!(
-        start.value(EVICTIONS, &[]),
+        start.value(FLOW_MAP_EVICTIONS, &[]),
         0.0,
         "evictions at start; {}",
         ctx()
     );
-    assert_eq!(start.value(CAPACITY_METRIC, &[]), CAPACITY as f64);
+    assert_eq!(start.value(FLOW_MAP_CAPACITY, &[]), CAPACITY as f64);
 
     let mut conns = Vec::new();
     for _ in 0..BATCHES {
@@ -49,19 +48,37 @@ fn a_full_flow_map_evicts_counts_it_and_keeps_counting() {
         conns.extend(batch);
     }
     let n = conns.len() as u64;
+    let s = wait_for_sweep(&daemon, n);
+    check_evictions(&s, n, &ctx);
 
-    // Wait (bounded) for a sweep that saw them all.
+    // Still counting: fresh connections take the place of the idle ones.
+    let observed = scenarios::keepalive_probes(&setup, 2, 2, || daemon.scrape());
+    let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
+    assert!(o.kernel_probes_a > 0, "no probes; {}", ctx());
+    o.assert_probes_equal_nstat(before, after, &|| format!("with a full map; {}", ctx()));
+    drop(conns);
+    daemon.terminate();
+}
+
+/// Waits (bounded by [`SWEEP_WAIT`]) for a sweep that saw all `n` connections: the
+/// first scrape with at least `n - CAPACITY` evictions, or the last one.
+fn wait_for_sweep(daemon: &Daemon, n: u64) -> Samples {
     let deadline = Instant::now() + SWEEP_WAIT;
-    let s: Samples = loop {
+    loop {
         let s = daemon.scrape();
-        if s.value(EVICTIONS, &[]) as u64 >= n - CAPACITY || Instant::now() > deadline {
-            break s;
+        if s.value(FLOW_MAP_EVICTIONS, &[]) as u64 >= n - CAPACITY || Instant::now() > deadline {
+            return s;
         }
         std::thread::sleep(Duration::from_millis(250));
-    };
-    let evictions = s.value(EVICTIONS, &[]) as u64;
-    let created = s.value(CREATED, &[]) as u64;
-    let entries = s.value(ENTRIES, &[]) as u64;
+    }
+}
+
+/// The map stayed within its capacity, every connection created a flow, and the
+/// evictions reported are what pigeonhole and the flow accounting say.
+fn check_evictions(s: &Samples, n: u64, ctx: &dyn Fn() -> String) {
+    let evictions = s.value(FLOW_MAP_EVICTIONS, &[]) as u64;
+    let created = s.value(FLOWS_CREATED, &[]) as u64;
+    let entries = s.value(FLOW_MAP_ENTRIES, &[]) as u64;
     eprintln!(
         "pressure: {n} connections, {created} flows created, {entries} present, {evictions} evicted"
     );
@@ -84,29 +101,10 @@ fn a_full_flow_map_evicts_counts_it_and_keeps_counting() {
     );
     assert_eq!(
         evictions,
-        created - entries - s.value("keepalive_daemon_flows_swept_total", &[]) as u64,
+        created - entries - s.value(FLOWS_SWEPT, &[]) as u64,
         "evictions are created minus present minus swept; {}",
         ctx()
     );
-
-    // Still counting: fresh connections take the place of the idle ones.
-    let observed = scenarios::keepalive_probes(&setup, 2, 2, || daemon.scrape());
-    let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
-    assert!(o.kernel_probes_a > 0, "no probes; {}", ctx());
-    assert_eq!(
-        after.delta(before, PROBES, &[("direction", "sent")]),
-        o.kernel_probes_a,
-        "probes sent vs nstat in A with a full map; {}",
-        ctx()
-    );
-    assert_eq!(
-        after.delta(before, PROBES, &[("direction", "received")]),
-        o.kernel_probes_b,
-        "probes received vs nstat in B with a full map; {}",
-        ctx()
-    );
-    drop(conns);
-    daemon.terminate();
 }
 
 #[test]
@@ -115,7 +113,7 @@ fn the_documented_maximum_for_a_million_connections_starts() {
     let setup = Setup::new("pressmax");
     let daemon = Daemon::spawn_with(&setup.a, &[&setup.veth.a_if], &["--flows.max", "1048576"]);
     let s = daemon.scrape();
-    assert_eq!(s.value(CAPACITY_METRIC, &[]), 1_048_576.0);
-    assert_eq!(s.value(EVICTIONS, &[]), 0.0);
+    assert_eq!(s.value(FLOW_MAP_CAPACITY, &[]), 1_048_576.0);
+    assert_eq!(s.value(FLOW_MAP_EVICTIONS, &[]), 0.0);
     daemon.terminate();
 }

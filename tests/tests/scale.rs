@@ -23,22 +23,22 @@
 use std::thread;
 use std::time::Instant;
 
-use keepalive_tests::names::{PROBE_ACKS, PROBES, RESETS, ZERO_WINDOW_PROBES};
+use keepalive_tests::expect::{
+    KernelProbes, assert_no_answer_rate_limited, assert_only_keepalive_counted,
+};
+use keepalive_tests::names::{
+    FLOW_MAP_CAPACITY, FLOW_MAP_ENTRIES, KERNEL_ERRORS, MAP_READ_ERRORS, PROBE_ACKS, PROBES,
+};
 use keepalive_tests::scale::{
     self, CAPTURE_ENV, FLOW_MAP_POLL, FLOW_MAP_REFRESH, FLOW_MAP_REFRESH_FLAG, FLOW_MAP_WAIT,
-    ScaleRun,
+    ScaleOracle, ScaleRun,
 };
-use keepalive_tests::scenarios::{Setup, Side};
+use keepalive_tests::scenarios::{Setup, Side, WireCounts};
 use keepalive_tests::timer_probes::assert_timer_probes;
-use keepalive_tests::{Daemon, Family, require_root};
+use keepalive_tests::{Daemon, Family, Samples, require_root};
 
 const V4: usize = 500;
 const V6: usize = 500;
-
-const KERNEL_ERRORS: &str = "keepalive_daemon_kernel_errors_total";
-const MAP_READ_ERRORS: &str = "keepalive_daemon_map_read_errors_total";
-const FLOW_ENTRIES: &str = "keepalive_daemon_flow_map_entries";
-const FLOW_CAPACITY: &str = "keepalive_daemon_flow_map_capacity";
 
 #[test]
 fn thousand_connections_counted_exactly() {
@@ -61,11 +61,29 @@ fn thousand_connections_counted_exactly() {
         all_open_at,
     } = scale::keepalive_at_scale(&setup, V4, V6, capture, || daemon.scrape());
     let (o, before, after) = (&observed.oracle, &observed.before, &observed.after);
-    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
     let ctx = || format!("oracle: {o:#?}\ndaemon stderr:\n{}", daemon.stderr());
     assert_eq!(o.connections, n);
 
-    // --- The oracles' premises. ---
+    // The oracles' premises, then the daemon against the oracles.
+    check_premises(o, &ctx);
+    if let (Some(wp), Some(wa)) = (&o.wire_probes, &o.wire_acks) {
+        check_capture_premises(o, wp, wa, &ctx);
+    }
+    check_daemon_totals(o, before, after, &ctx);
+    check_daemon_per_family(o, before, after, &ctx);
+    check_nothing_else_counted(before, after, &ctx);
+    let flow_map = check_flow_map_held_every_connection(&daemon, after, n, all_open_at, &ctx);
+
+    report(o, flow_map, t0);
+    drop(conns);
+    daemon.terminate();
+    eprintln!("scale: done in {:?}", t0.elapsed());
+}
+
+/// What the harness must show before the daemon is judged: no connection lost or
+/// dropped, probes on both sides, no answer rate-limited, nothing lost on the veth,
+/// B's namespace counters equal to its sockets', every probe answered exactly once.
+fn check_premises(o: &ScaleOracle, ctx: &dyn Fn() -> String) {
     assert_eq!(o.listen_drops_b, 0, "listen queue overflowed; {}", ctx());
     assert_eq!(
         o.segments.not_established,
@@ -78,12 +96,7 @@ fn thousand_connections_counted_exactly() {
         "no probes at all; {}",
         ctx()
     );
-    assert_eq!(
-        (o.answers_skipped_a, o.answers_skipped_b),
-        (0, 0),
-        "harness: the kernel rate-limited answers to probes (TcpExtTCPACKSkippedSeq); {}",
-        ctx()
-    );
+    assert_no_answer_rate_limited((o.answers_skipped_a, o.answers_skipped_b), ctx);
     for family in Family::ALL {
         for (from, to) in [(Side::A, Side::B), (Side::B, Side::A)] {
             assert_eq!(
@@ -115,79 +128,96 @@ fn thousand_connections_counted_exactly() {
         "harness: every probe of B must be answered exactly once by A; {}",
         ctx()
     );
-    if let (Some(wp), Some(wa)) = (&o.wire_probes, &o.wire_acks) {
-        assert_eq!(
-            (wp.from(Side::A), wp.from(Side::B)),
-            (o.kernel_probes_a, o.kernel_probes_b),
-            "harness: tshark keep_alive vs nstat; {}",
-            ctx()
-        );
-        assert_eq!(
-            (wa.from(Side::B), wa.from(Side::A)),
-            (o.answers_from_b(), o.answers_from_a()),
-            "harness: tshark keep_alive_ack vs TCP_INFO segments minus probes; {}",
-            ctx()
-        );
-        let m = o.answers.as_ref().expect("matcher runs with the capture");
-        for family in Family::ALL {
-            for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
-                let t = m.get(prober, family);
-                assert_eq!(
-                    (t.probes, t.answered),
-                    (wp.get(prober, family), wa.get(answerer, family)),
-                    "harness: {family} probes of {prober:?} and their answers, matcher vs \
-                     tshark (staggered keepalive: probes do not cross); {}\n{}",
-                    ctx(),
-                    m.describe_unanswered(3)
-                );
-                assert_eq!(
-                    (t.reset, t.crossed, t.one_byte, t.zero_window),
-                    (0, 0, 0, 0),
-                    "harness: {family} probes of {prober:?}; {}",
-                    ctx()
-                );
-            }
-        }
-        for family in Family::ALL {
-            for side in [Side::A, Side::B] {
-                assert_eq!(
-                    wp.get(side, family) + wa.get(side, family),
-                    o.segments.sent.get(side, family),
-                    "harness: {family} segments of {side:?} are not all probes and answers; {}",
-                    ctx()
-                );
-            }
+}
+
+/// With the capture (`KAT_SCALE_CAPTURE=1`): tshark's probes equal nstat's, its
+/// answers the sockets' segments minus probes, the matcher agrees with tshark, and
+/// every segment in the window was a probe or an answer.
+fn check_capture_premises(
+    o: &ScaleOracle,
+    wp: &WireCounts,
+    wa: &WireCounts,
+    ctx: &dyn Fn() -> String,
+) {
+    assert_eq!(
+        (wp.from(Side::A), wp.from(Side::B)),
+        (o.kernel_probes_a, o.kernel_probes_b),
+        "harness: tshark keep_alive vs nstat; {}",
+        ctx()
+    );
+    assert_eq!(
+        (wa.from(Side::B), wa.from(Side::A)),
+        (o.answers_from_b(), o.answers_from_a()),
+        "harness: tshark keep_alive_ack vs TCP_INFO segments minus probes; {}",
+        ctx()
+    );
+    let m = o.answers.as_ref().expect("matcher runs with the capture");
+    for family in Family::ALL {
+        for (prober, answerer) in [(Side::A, Side::B), (Side::B, Side::A)] {
+            let t = m.get(prober, family);
+            assert_eq!(
+                (t.probes, t.answered),
+                (wp.get(prober, family), wa.get(answerer, family)),
+                "harness: {family} probes of {prober:?} and their answers, matcher vs \
+                 tshark (staggered keepalive: probes do not cross); {}\n{}",
+                ctx(),
+                m.describe_unanswered(3)
+            );
+            assert_eq!(
+                (t.reset, t.crossed, t.one_byte, t.zero_window),
+                (0, 0, 0, 0),
+                "harness: {family} probes of {prober:?}; {}",
+                ctx()
+            );
         }
     }
+    for family in Family::ALL {
+        for side in [Side::A, Side::B] {
+            assert_eq!(
+                wp.get(side, family) + wa.get(side, family),
+                o.segments.sent.get(side, family),
+                "harness: {family} segments of {side:?} are not all probes and answers; {}",
+                ctx()
+            );
+        }
+    }
+}
 
-    // --- The daemon against the oracles. ---
-    let sent = [("direction", "sent")];
-    let received = [("direction", "received")];
-    assert_eq!(
-        d(PROBES, &sent),
-        o.kernel_probes_a,
-        "probes sent vs nstat in A; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(PROBES, &received),
-        o.kernel_probes_b,
-        "probes received vs nstat in B; {}",
-        ctx()
-    );
+/// Probes sent/received against nstat, the timer's count against A's kernel, ACKs to
+/// probes sent/received against the other side's segments minus its probes.
+fn check_daemon_totals(
+    o: &ScaleOracle,
+    before: &Samples,
+    after: &Samples,
+    ctx: &dyn Fn() -> String,
+) {
+    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
+    o.assert_probes_equal_nstat(before, after, ctx);
     assert_timer_probes(before, after, o.kernel_probes_a, ctx);
     assert_eq!(
-        d(PROBE_ACKS, &sent),
+        d(PROBE_ACKS, &[("direction", "sent")]),
         o.answers_from_b(),
         "ACKs to probes sent vs B's segments minus B's probes; {}",
         ctx()
     );
     assert_eq!(
-        d(PROBE_ACKS, &received),
+        d(PROBE_ACKS, &[("direction", "received")]),
         o.answers_from_a(),
         "ACKs to probes received vs A's segments minus A's probes; {}",
         ctx()
     );
+}
+
+/// Per family: some probes each way, each side's segments are exactly its probes and
+/// its answers as the daemon counted them, and (with the capture) the counts equal
+/// tshark's probes and the matcher's answers.
+fn check_daemon_per_family(
+    o: &ScaleOracle,
+    before: &Samples,
+    after: &Samples,
+    ctx: &dyn Fn() -> String,
+) {
+    let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
     for family in Family::ALL {
         let f = family.label();
         let probes_sent = d(PROBES, &[("direction", "sent"), ("family", f)]);
@@ -199,21 +229,29 @@ fn thousand_connections_counted_exactly() {
             "no {f} probes; {}",
             ctx()
         );
-        // What A sent on its f sockets: its probes and its answers to B's.
-        assert_eq!(
-            probes_sent + acks_received,
-            o.segments.sent.get(Side::A, family),
-            "{f}: probes sent ({probes_sent}) + ACKs to probes received ({acks_received}) \
-             vs A's segments; {}",
-            ctx()
-        );
-        assert_eq!(
-            probes_received + acks_sent,
-            o.segments.sent.get(Side::B, family),
-            "{f}: probes received ({probes_received}) + ACKs to probes sent ({acks_sent}) \
-             vs B's segments; {}",
-            ctx()
-        );
+        // What each side sent on its f sockets: its probes and its answers to the
+        // other's, as the daemon on A counted them.
+        for (side, probes, answers, counted) in [
+            (
+                Side::A,
+                probes_sent,
+                acks_received,
+                "probes sent + ACKs to probes received",
+            ),
+            (
+                Side::B,
+                probes_received,
+                acks_sent,
+                "probes received + ACKs to probes sent",
+            ),
+        ] {
+            assert_eq!(
+                probes + answers,
+                o.segments.sent.get(side, family),
+                "{f}: {counted} ({probes} + {answers}) vs {side:?}'s segments; {}",
+                ctx()
+            );
+        }
         if let (Some(wp), Some(m)) = (&o.wire_probes, &o.answers) {
             assert_eq!(
                 (probes_sent, probes_received, acks_sent, acks_received),
@@ -228,21 +266,12 @@ fn thousand_connections_counted_exactly() {
             );
         }
     }
-    // Nothing else was seen: no 1-byte probes (Linux sends none), no
-    // zero-window probes, no resets.
-    assert_eq!(
-        d(PROBES, &[("payload_bytes", "1")]),
-        0,
-        "1-byte probes; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(ZERO_WINDOW_PROBES, &[]),
-        0,
-        "zero-window probes; {}",
-        ctx()
-    );
-    assert_eq!(d(RESETS, &[]), 0, "resets; {}", ctx());
+}
+
+/// Nothing else was seen: no 1-byte probes (Linux sends none), no zero-window probes,
+/// no resets; and the kernel programs reported no error.
+fn check_nothing_else_counted(before: &Samples, after: &Samples, ctx: &dyn Fn() -> String) {
+    assert_only_keepalive_counted(before, after, ctx);
     let errors: Vec<(String, f64)> = after
         .matching(KERNEL_ERRORS, &[])
         .map(|s| (format!("{:?}", s.labels), s.value))
@@ -253,18 +282,27 @@ fn thousand_connections_counted_exactly() {
         "kernel errors: {errors:?}; {}",
         ctx()
     );
+}
 
-    // --- The flow map held every connection. Its gauge is refreshed every
-    // FLOW_MAP_REFRESH; wait (bounded) for a refresh after all were open. ---
-    let capacity = after.value(FLOW_CAPACITY, &[]);
+/// The flow map held every connection. Its gauge is refreshed every
+/// FLOW_MAP_REFRESH; wait (bounded) for a refresh after all were open. Returns the
+/// (entries, capacity) seen.
+fn check_flow_map_held_every_connection(
+    daemon: &Daemon,
+    after: &Samples,
+    n: usize,
+    all_open_at: Instant,
+    ctx: &dyn Fn() -> String,
+) -> (f64, f64) {
+    let capacity = after.value(FLOW_MAP_CAPACITY, &[]);
     assert!(
         capacity >= n as f64,
         "flow map capacity {capacity} < {n} connections; {}",
         ctx()
     );
-    let entries = loop {
+    loop {
         let s = daemon.scrape();
-        let entries = s.value(FLOW_ENTRIES, &[]);
+        let entries = s.value(FLOW_MAP_ENTRIES, &[]);
         assert!(
             entries <= n as f64,
             "flow map holds {entries} entries for {n} connections; {}",
@@ -280,7 +318,7 @@ fn thousand_connections_counted_exactly() {
             for (labels, v) in s.matching(KERNEL_ERRORS, &[]).map(|s| (&s.labels, s.value)) {
                 assert_eq!(v, 0.0, "kernel errors {labels:?}; {}", ctx());
             }
-            break entries;
+            return (entries, capacity);
         }
         assert!(
             all_open_at.elapsed() < FLOW_MAP_WAIT,
@@ -289,18 +327,22 @@ fn thousand_connections_counted_exactly() {
             ctx()
         );
         thread::sleep(FLOW_MAP_POLL);
-    };
+    }
+}
 
+/// One line on stderr with what the run measured, for the CI log and docs.
+fn report(o: &ScaleOracle, (entries, capacity): (f64, f64), t0: Instant) {
     let per_family = |side: Side| {
         Family::ALL
             .map(|f| format!("{f} {}", o.segments.sent.get(side, f)))
             .join(", ")
     };
     eprintln!(
-        "scale: {n} connections ({V4} IPv4 + {V6} IPv6) open and primed in {:?}; \
+        "scale: {} connections ({V4} IPv4 + {V6} IPv6) open and primed in {:?}; \
          keepalive for {:?}; probes: A sent {}, B sent {}; answers: B {}, A {}; \
          segments A ({}), B ({}); tshark: {}; flow map {entries} of {capacity}; \
          {:?} so far",
+        o.connections,
         o.connect_time,
         o.probe_phase,
         o.kernel_probes_a,
@@ -315,8 +357,4 @@ fn thousand_connections_counted_exactly() {
         },
         t0.elapsed(),
     );
-
-    drop(conns);
-    daemon.terminate();
-    eprintln!("scale: done in {:?}", t0.elapsed());
 }

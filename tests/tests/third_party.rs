@@ -13,11 +13,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use keepalive_tests::answers::{Answers, assert_daemon_matches};
+use keepalive_tests::expect::{
+    assert_answered_once_and_crossed, assert_matcher_probes_equal_nstat,
+    assert_no_answer_rate_limited,
+};
 use keepalive_tests::names::PROBE_ACKS;
 use keepalive_tests::scale::{nstat_all, nstat_delta};
 use keepalive_tests::scenarios::Side;
 use keepalive_tests::third_party::{RedisClients, RedisServer, keepalive_sockets, redis_keepalive};
-use keepalive_tests::{Capture, Daemon, Family, Setup, require_root};
+use keepalive_tests::{Capture, Daemon, Family, Samples, Setup, require_root};
 
 /// `tcp-keepalive` in redis.conf.
 const REDIS_KEEPALIVE_SECS: u32 = 3;
@@ -29,6 +33,20 @@ const HOLD: Duration = Duration::from_secs(8);
 /// Quiet time after the clients closed, before the final sample.
 const SETTLE: Duration = Duration::from_millis(1500);
 
+/// What one idle hold showed: the daemon's samples around it and the oracles.
+struct Hold {
+    before: Samples,
+    after: Samples,
+    /// TcpExtTCPKeepAlive deltas of A and B: the probes each kernel sent.
+    probes: (u64, u64),
+    /// TcpExtTCPACKSkippedSeq deltas of A and B.
+    skipped: (u64, u64),
+    /// Sockets with a keepalive timer in A (the clients) and B (the server) while idle.
+    with_keepalive: (usize, usize),
+    /// The matcher on the capture of B's end.
+    answers: Answers,
+}
+
 #[test]
 fn third_party_redis_and_python_clients_counted_exactly() {
     require_root();
@@ -37,7 +55,44 @@ fn third_party_redis_and_python_clients_counted_exactly() {
     let daemon = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
     let server = RedisServer::start(&setup.b, REDIS_KEEPALIVE_SECS);
     let mut capture = Capture::start(&setup.b, &setup.veth.b_if);
+    let h = hold_idle_clients(&setup, &daemon, &mut capture);
+    let ((probes_a, probes_b), m) = (h.probes, &h.answers);
+    let ctx = || {
+        format!(
+            "nstat probes A {probes_a} B {probes_b}; ACKs skipped {:?}; keepalive \
+             sockets {:?}\nmatcher: {}\n{}\nredis log:\n{}\ndaemon stderr:\n{}",
+            h.skipped,
+            h.with_keepalive,
+            m.summary(),
+            m.describe_unanswered(3),
+            server.log(),
+            daemon.stderr()
+        )
+    };
 
+    check_premises(&h, &ctx);
+    // The daemon against the oracles.
+    assert_daemon_matches(m, h.probes, &h.before, &h.after, &ctx);
+
+    let d = |name: &str, filters: &[(&str, &str)]| h.after.delta(&h.before, name, filters);
+    eprintln!(
+        "third_party: redis-server (tcp-keepalive {REDIS_KEEPALIVE_SECS}) and {} python3-redis \
+         connections held {HOLD:?}; nstat probes A {probes_a} B {probes_b}; matcher: {}; \
+         daemon probe ACKs sent {} received {}; {:?} in all",
+        2 * PER_FAMILY,
+        m.summary(),
+        d(PROBE_ACKS, &[("direction", "sent")]),
+        d(PROBE_ACKS, &[("direction", "received")]),
+        t0.elapsed()
+    );
+    drop(capture);
+    drop(server);
+    daemon.terminate();
+}
+
+/// The python3-redis clients in A connect, stay idle for [`HOLD`] and close; after
+/// [`SETTLE`] the daemon, nstat and the capture are read.
+fn hold_idle_clients(setup: &Setup, daemon: &Daemon, capture: &mut Capture<'_>) -> Hold {
     let (a0, b0) = (nstat_all(&setup.a), nstat_all(&setup.b));
     let before = daemon.scrape();
     let held_from = Instant::now();
@@ -52,77 +107,41 @@ fn third_party_redis_and_python_clients_counted_exactly() {
     let (a1, b1) = (nstat_all(&setup.a), nstat_all(&setup.b));
     let after = daemon.scrape();
     capture.stop();
-    let m: Answers = capture.answers();
-
-    let probes_a = nstat_delta(&a0, &a1, keepalive_tests::nstat::KEEPALIVE);
-    let probes_b = nstat_delta(&b0, &b1, keepalive_tests::nstat::KEEPALIVE);
-    let skipped = (
-        nstat_delta(&a0, &a1, "TcpExtTCPACKSkippedSeq"),
-        nstat_delta(&b0, &b1, "TcpExtTCPACKSkippedSeq"),
-    );
-    let ctx = || {
-        format!(
-            "nstat probes A {probes_a} B {probes_b}; ACKs skipped {skipped:?}; keepalive \
-             sockets {with_keepalive:?}\nmatcher: {}\n{}\nredis log:\n{}\ndaemon stderr:\n{}",
-            m.summary(),
-            m.describe_unanswered(3),
-            server.log(),
-            daemon.stderr()
-        )
-    };
-
-    // --- Premises. ---
-    let n = 2 * PER_FAMILY;
-    assert_eq!(
+    Hold {
+        before,
+        after,
+        probes: (
+            nstat_delta(&a0, &a1, keepalive_tests::nstat::KEEPALIVE),
+            nstat_delta(&b0, &b1, keepalive_tests::nstat::KEEPALIVE),
+        ),
+        skipped: (
+            nstat_delta(&a0, &a1, "TcpExtTCPACKSkippedSeq"),
+            nstat_delta(&b0, &b1, "TcpExtTCPACKSkippedSeq"),
+        ),
         with_keepalive,
+        answers: capture.answers(),
+    }
+}
+
+/// Both applications kept keepalive on, no answer was rate-limited, the matcher saw
+/// exactly nstat's probes, and every probe was answered once, some crossing.
+fn check_premises(h: &Hold, ctx: &dyn Fn() -> String) {
+    let (n, m) = (2 * PER_FAMILY, &h.answers);
+    assert_eq!(
+        h.with_keepalive,
         (n, n),
         "sockets with a keepalive timer (A's clients, B's server) while idle; {}",
         ctx()
     );
-    assert_eq!(skipped, (0, 0), "harness: answers rate-limited; {}", ctx());
-    for (side, kernel) in [(Side::A, probes_a), (Side::B, probes_b)] {
-        assert!(kernel > 0, "no probes from {side:?}; {}", ctx());
-        assert_eq!(
-            m.counts(|t| t.probes).from(side),
-            kernel,
-            "harness: matcher's probes of {side:?} vs nstat; {}",
-            ctx()
-        );
-    }
+    assert_no_answer_rate_limited(h.skipped, ctx);
+    assert_matcher_probes_equal_nstat(m, &h.probes, ctx);
     for family in Family::ALL {
         for side in [Side::A, Side::B] {
             let t = m.get(side, family);
             assert!(t.probes > 0, "no {family} probe from {side:?}; {}", ctx());
-            assert_eq!(
-                (t.answered, t.reset, t.one_byte, t.zero_window),
-                (t.probes, 0, 0, 0),
-                "harness: every {family} probe of {side:?} answered by exactly one ACK; {}",
-                ctx()
-            );
             // Both ends go idle within microseconds and their timers share a tick:
             // the case the test is for.
-            assert!(
-                t.crossed > 0,
-                "harness: no {family} probe of {side:?} crossed a probe of the other side; {}",
-                ctx()
-            );
+            assert_answered_once_and_crossed(m, family, side, ctx);
         }
     }
-
-    // --- The daemon against the oracles. ---
-    assert_daemon_matches(&m, (probes_a, probes_b), &before, &after, &ctx);
-    let d = |name: &str, filters: &[(&str, &str)]| after.delta(&before, name, filters);
-
-    eprintln!(
-        "third_party: redis-server (tcp-keepalive {REDIS_KEEPALIVE_SECS}) and {n} python3-redis \
-         connections held {HOLD:?}; nstat probes A {probes_a} B {probes_b}; matcher: {}; \
-         daemon probe ACKs sent {} received {}; {:?} in all",
-        m.summary(),
-        d(PROBE_ACKS, &[("direction", "sent")]),
-        d(PROBE_ACKS, &[("direction", "received")]),
-        t0.elapsed()
-    );
-    drop(capture);
-    drop(server);
-    daemon.terminate();
 }

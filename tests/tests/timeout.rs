@@ -2,9 +2,10 @@
 //!
 //! Oracle: which connections the application saw die with ETIMEDOUT.
 
+use keepalive_tests::expect::assert_resets_match_sockets;
 use keepalive_tests::names::RESETS;
 use keepalive_tests::scenarios::{self, Setup};
-use keepalive_tests::{Daemon, Family, ReadOutcome, require_root};
+use keepalive_tests::{Daemon, ReadOutcome, require_root};
 
 #[test]
 fn keepalive_timeouts_are_counted_per_connection() {
@@ -17,28 +18,9 @@ fn keepalive_timeouts_are_counted_per_connection() {
     let d = |name: &str, filters: &[(&str, &str)]| after.delta(before, name, filters);
     let ctx = || format!("oracle: {o:#?}\ndaemon stderr:\n{}", daemon.stderr());
 
-    let timed_out = o.count(None, ReadOutcome::is_etimedout);
-    assert_eq!(
-        timed_out,
-        o.connections(None),
-        "not every connection timed out; {}",
-        ctx()
-    );
-    assert_eq!(
-        d(RESETS, &[("reason", "timeout")]),
-        timed_out,
-        "timeouts; {}",
-        ctx()
-    );
-    for family in Family::ALL {
-        let f = family.label();
-        assert_eq!(
-            d(RESETS, &[("reason", "timeout"), ("family", f)]),
-            o.count(Some(family), ReadOutcome::is_etimedout),
-            "{f} timeouts; {}",
-            ctx()
-        );
-    }
+    // Every connection timed out, and the daemon counted exactly those, per family.
+    let timed_out =
+        assert_resets_match_sockets(o, "timeout", ReadOutcome::is_etimedout, before, after, &ctx);
     // B never sent anything once unreachable, so nothing reset A's connections.
     assert_eq!(
         d(RESETS, &[("reason", "peer_reset")]),
