@@ -129,6 +129,26 @@ impl ProcessFds {
     }
 }
 
+/// Kernel BPF run-time statistics enabled for as long as this lives, through a
+/// BPF_ENABLE_STATS file descriptor: reference-counted by the kernel, so it neither
+/// clobbers nor is undone by kernel.bpf_stats_enabled writes of other processes, and it
+/// ends with the descriptor even if the test dies.
+pub struct BpfStats {
+    _fd: OwnedFd,
+}
+
+impl BpfStats {
+    /// Panics when the kernel refuses (before 5.8, or without CAP_SYS_ADMIN).
+    pub fn enable() -> BpfStats {
+        /// `enum bpf_cmd` BPF_ENABLE_STATS (5.8+).
+        const BPF_ENABLE_STATS: libc::c_long = 32;
+        // `union bpf_attr` for it: `struct { __u32 type; }`, BPF_STATS_RUN_TIME = 0.
+        let fd = bpf_fd(BPF_ENABLE_STATS, Attr::new().u32(0, 0))
+            .unwrap_or_else(|e| panic!("bpf(BPF_ENABLE_STATS): {e}"));
+        BpfStats { _fd: fd }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod expect;
 pub mod metrics;
 pub mod netns;
+pub mod port_listener;
 pub mod process;
 pub mod prometheus;
 pub mod replay;

@@ -16,31 +16,25 @@
 //! the test (through a BPF_ENABLE_STATS descriptor, not the sysctl) so that
 //! the program run-time panel has data.
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::thread;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
+use keepalive_tests::bpf_syscall::BpfStats;
 use keepalive_tests::daemon::daemon_bin;
+use keepalive_tests::port_listener::PortListener;
 use keepalive_tests::prometheus::{
     Dashboard, PanelQuery, Prometheus, Sample, ScrapeConfig, dashboard_path, help_lists_flag,
     parse_label_values, substitute, workspace_root,
 };
 use keepalive_tests::scenarios::{self, Setup};
-use keepalive_tests::sockets::{enable_keepalive_staggered, exchange_byte};
-use keepalive_tests::timing::{
-    ACCEPT_TIMEOUT, CONNECT_TIMEOUT, DAEMON_PORT, POLL_INTERVAL, READ_TIMEOUT, SETTLE,
-};
-use keepalive_tests::{Conn, Daemon, Family, disable_keepalive, require_root, spawn_readers};
+use keepalive_tests::timing::DAEMON_PORT;
+use keepalive_tests::{Daemon, require_root};
 
 /// Scrape job name (the alerting rules expect "keepalive").
 const JOB: &str = "keepalive";
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// Bound on the first successful scrape, and on a scrape after the traffic.
 const SCRAPE_WAIT: Duration = Duration::from_secs(20);
-/// How long keepalive probes run both ways on the per-port connections.
-const PORT_PROBE_PHASE: Duration = Duration::from_secs(4);
 /// The flag that makes the daemon export per-port series.
 const LOCAL_PORT_FLAG: &str = "--metrics.local-port";
 
@@ -400,160 +394,4 @@ fn check_alert_rules(prom: &Prometheus<'_>) -> Vec<String> {
         }
     }
     failures
-}
-
-/// A dual-stack listener in namespace A whose port is given to the daemon
-/// with --metrics.local-port: connections to it have that local port on A.
-struct PortListener {
-    listener: TcpListener,
-    port: u16,
-}
-
-impl PortListener {
-    fn bind(a: &keepalive_tests::Netns) -> PortListener {
-        let listener = a.run_in(|| {
-            TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).expect("bind [::]:0 in namespace A")
-        });
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let port = listener.local_addr().expect("listener address").port();
-        PortListener { listener, port }
-    }
-
-    /// One IPv4 and one IPv6 connection from B to this port. In the returned
-    /// [`Conn`]s, `client` is A's (accepted) end and `server` B's end.
-    fn connect(&self, setup: &Setup) -> Vec<Conn> {
-        let port = self.port;
-        let clients: Vec<(Family, TcpStream)> = setup.b.run_in(|| {
-            Family::ALL
-                .iter()
-                .map(|&f| {
-                    let addr = SocketAddr::new(f.a_addr(), port);
-                    let stream = (0..10)
-                        .find_map(
-                            |_| match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                                Ok(s) => Some(s),
-                                Err(_) => {
-                                    thread::sleep(Duration::from_millis(200));
-                                    None
-                                }
-                            },
-                        )
-                        .unwrap_or_else(|| panic!("connecting to {addr} from B"));
-                    (f, stream)
-                })
-                .collect()
-        });
-        let deadline = Instant::now() + ACCEPT_TIMEOUT;
-        let mut accepted = Vec::new();
-        while accepted.len() < clients.len() {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    stream.set_nonblocking(false).expect("blocking socket");
-                    accepted.push((peer, stream));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "accepted {} of {} connections on port {port}",
-                        accepted.len(),
-                        clients.len()
-                    );
-                    thread::sleep(POLL_INTERVAL);
-                }
-                Err(e) => panic!("accept on port {port}: {e}"),
-            }
-        }
-        clients
-            .into_iter()
-            .map(|(family, b_end)| {
-                let local = b_end.local_addr().expect("B address");
-                let idx = accepted
-                    .iter()
-                    .position(|(peer, _)| {
-                        peer.port() == local.port()
-                            && peer.ip().to_canonical() == local.ip().to_canonical()
-                    })
-                    .unwrap_or_else(|| panic!("no accepted socket for {local}"));
-                let (_, a_end) = accepted.swap_remove(idx);
-                Conn {
-                    family,
-                    client: a_end,
-                    server: Some(b_end),
-                }
-            })
-            .collect()
-    }
-
-    /// Keepalive probes both ways on connections to this port, then B drops
-    /// its ends without telling A (its RSTs are dropped), so A's next probe
-    /// is answered by a RST: a peer reset on this local port.
-    fn probes_then_peer_reset(&self, setup: &Setup) {
-        let mut conns = self.connect(setup);
-        exchange_byte(&conns);
-        enable_keepalive_staggered(&conns);
-        thread::sleep(PORT_PROBE_PHASE);
-        for c in &conns {
-            disable_keepalive(c.server());
-        }
-        setup.b.nft(
-            "table inet katport {\n\
-             \tchain output {\n\
-             \t\ttype filter hook output priority 0; policy accept;\n\
-             \t\ttcp flags & rst == rst counter drop\n\
-             \t}\n\
-             }\n",
-        );
-        let readers = spawn_readers(&conns, READ_TIMEOUT);
-        for c in &mut conns {
-            let b_end = c.server.take().expect("B's end");
-            keepalive_tests::sockets::set_linger_zero(&b_end);
-            drop(b_end);
-        }
-        setup.b.cmd(&["nft", "delete", "table", "inet", "katport"]);
-        let outcomes = readers.join();
-        assert!(
-            outcomes.iter().all(|(_, o)| o.is_econnreset()),
-            "harness: A's ends on port {} were not all reset by B: {outcomes:?}",
-            self.port
-        );
-        thread::sleep(SETTLE);
-    }
-}
-
-/// Kernel BPF run-time statistics enabled for as long as this lives, through
-/// a BPF_ENABLE_STATS file descriptor: reference-counted by the kernel, so it
-/// neither clobbers nor is undone by kernel.bpf_stats_enabled writes of other
-/// processes, and it ends with the descriptor even if the test dies.
-struct BpfStats {
-    _fd: OwnedFd,
-}
-
-impl BpfStats {
-    fn enable() -> BpfStats {
-        /// `enum bpf_cmd` BPF_ENABLE_STATS (5.8+).
-        const BPF_ENABLE_STATS: libc::c_int = 32;
-        // `union bpf_attr` for it: `struct { __u32 type; }`, BPF_STATS_RUN_TIME = 0.
-        let attr: u32 = 0;
-        // SAFETY: bpf(2) reads `size_of::<u32>()` bytes from a live u32.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_ENABLE_STATS,
-                (&raw const attr).cast::<libc::c_void>(),
-                size_of::<u32>() as libc::c_uint,
-            )
-        };
-        let fd = i32::try_from(fd).expect("fd fits in i32");
-        assert!(
-            fd >= 0,
-            "bpf(BPF_ENABLE_STATS): {}",
-            io::Error::last_os_error()
-        );
-        // SAFETY: the kernel just returned this descriptor to us.
-        BpfStats {
-            _fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        }
-    }
 }
