@@ -13,6 +13,7 @@
 
 mod model;
 mod sim;
+mod strategy;
 
 use proptest::prelude::*;
 
@@ -23,7 +24,8 @@ use crate::{
     packet::{self, TCP_ACK},
 };
 use model::{Model, later};
-use sim::{Act, Answer, BothIdle, Conv, Sent, conv, hook_order};
+use sim::{Act, Answer, BothIdle, Conv, Sent, hook_order};
+use strategy::conv;
 
 // ----- Running both -----
 
