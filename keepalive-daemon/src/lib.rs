@@ -2,4 +2,7 @@
 //! package`) can generate the man page and shell completions from the same source.
 
 pub mod cli;
+pub mod error_chain;
+pub mod kernel;
 pub mod metric_names;
+pub mod sockhooks;

@@ -2,9 +2,7 @@
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
 mod exporter;
-mod kernel;
 mod lifecycle;
-mod sockhooks;
 mod web;
 mod wire;
 

@@ -18,7 +18,7 @@ use super::{
     flow_map::{self, FlowMap},
     registry::Metrics,
 };
-use crate::sockhooks::timer_loss::{TimerLoss, TimerSlots};
+use keepalive_daemon::sockhooks::timer_loss::{TimerLoss, TimerSlots};
 
 const TIMER_PROBES_SLOT: usize = counters::TIMER_PROBES as usize;
 
@@ -100,7 +100,7 @@ impl State {
         let timer_loss = match timer_slots {
             None => TimerLoss::off(),
             Some(slots) => {
-                let programs = || Ok(totals(&counters, COUNTER_SLOTS)?[TIMER_PROBES_SLOT]);
+                let programs = || anyhow::Ok(totals(&counters, COUNTER_SLOTS)?[TIMER_PROBES_SLOT]);
                 TimerLoss::start(slots, programs).unwrap_or_else(|e| {
                     log::warn!(
                         "keepalive_daemon_timer_probes_lost_total stays at 0, the loss is not measured: {e:#}"
@@ -184,7 +184,7 @@ impl State {
             let t = totals(&self.counters, COUNTER_SLOTS)?;
             let timer = t[TIMER_PROBES_SLOT];
             kernel_totals = Some(t);
-            Ok(timer)
+            anyhow::Ok(timer)
         })?;
         if let Some(missed) = missed {
             self.metrics.sync_timer_probes_lost(missed);

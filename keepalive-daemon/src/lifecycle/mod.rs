@@ -12,13 +12,11 @@ use keepalive_common::{
     ports::{MAX_PORTS, PortConfig},
     sockhook::SockConfig,
 };
-use keepalive_daemon::cli::Args;
+use keepalive_daemon::{cli::Args, kernel::btf::KernelBtf, sockhooks};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     exporter::{self, registry::Metrics, state::State},
-    kernel::btf::KernelBtf,
-    sockhooks,
     web::Server,
     wire::{self, attachments::Attachments, linkwatch::LinkWatch},
 };
