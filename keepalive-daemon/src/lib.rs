@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod error_chain;
+pub mod exporter;
 pub mod kernel;
 pub mod metric_names;
 pub mod sockhooks;

@@ -1,7 +1,6 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
-mod exporter;
 mod lifecycle;
 mod web;
 mod wire;

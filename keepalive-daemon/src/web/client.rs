@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::exporter::connections::{self, Listing};
+use keepalive_daemon::exporter::connections::{self, Listing};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 use tokio::net::TcpListener;
 
-use crate::exporter::state::State;
+use keepalive_daemon::exporter::state::State;
 
 /// The listeners, bound, with what --web.config.file asks of every connection.
 pub struct Server {

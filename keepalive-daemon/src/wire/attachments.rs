@@ -13,7 +13,7 @@ use super::{
     linkwatch::LinkEvent,
     tc::{self, TcAttachment},
 };
-use crate::exporter::registry::Metrics;
+use keepalive_daemon::exporter::registry::Metrics;
 
 pub struct Attachments {
     patterns: Vec<String>,

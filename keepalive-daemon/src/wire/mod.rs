@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use aya::Ebpf;
 use keepalive_daemon::cli::Args;
 
-use crate::exporter::registry::Metrics;
 use attachments::Attachments;
 use interfaces::Interface;
+use keepalive_daemon::exporter::registry::Metrics;
 use linkwatch::LinkWatch;
 
 /// Subscribes to link events, then picks the interfaces to watch now (--interface),
