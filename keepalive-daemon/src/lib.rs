@@ -7,3 +7,4 @@ pub mod exporter;
 pub mod kernel;
 pub mod metric_names;
 pub mod sockhooks;
+pub mod web;

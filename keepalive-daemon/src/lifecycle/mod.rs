@@ -18,13 +18,11 @@ use keepalive_daemon::{
     exporter::{self, registry::Metrics, state::State},
     kernel::btf::KernelBtf,
     sockhooks,
+    web::Server,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    web::Server,
-    wire::{self, attachments::Attachments, linkwatch::LinkWatch},
-};
+use crate::wire::{self, attachments::Attachments, linkwatch::LinkWatch};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Kernel, capabilities and BTF first: each names what is missing, before anything

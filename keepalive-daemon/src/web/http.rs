@@ -10,7 +10,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::webconfig;
-use keepalive_daemon::{
+use crate::{
     error_chain::Chain,
     exporter::{connections, state::State},
 };
