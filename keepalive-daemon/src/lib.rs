@@ -8,3 +8,4 @@ pub mod kernel;
 pub mod metric_names;
 pub mod sockhooks;
 pub mod web;
+pub mod wire;

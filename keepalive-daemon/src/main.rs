@@ -2,7 +2,6 @@
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
 mod lifecycle;
-mod wire;
 
 use std::{io::Write as _, process::ExitCode};
 

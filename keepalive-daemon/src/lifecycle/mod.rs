@@ -19,10 +19,9 @@ use keepalive_daemon::{
     kernel::btf::KernelBtf,
     sockhooks,
     web::Server,
+    wire::{self, attachments::Attachments, linkwatch::LinkWatch},
 };
 use tokio::signal::unix::{SignalKind, signal};
-
-use crate::wire::{self, attachments::Attachments, linkwatch::LinkWatch};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Kernel, capabilities and BTF first: each names what is missing, before anything
