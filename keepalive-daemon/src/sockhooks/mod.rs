@@ -3,9 +3,9 @@
 //! mechanism each hook gets (choice.rs), and the timer runs the tracepoint path misses
 //! (timer_loss.rs).
 
-pub mod choice;
+pub(crate) mod choice;
 pub mod sockconfig;
-pub mod timer_fn;
+pub(crate) mod timer_fn;
 pub mod timer_loss;
 
 use std::path::Path;

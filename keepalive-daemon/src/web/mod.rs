@@ -2,7 +2,7 @@
 //! auth configuration (--web.config.file), and the `connections` client subcommand.
 
 pub mod client;
-pub mod http;
+pub(crate) mod http;
 pub mod webconfig;
 
 use std::{net::SocketAddr, sync::Arc};
