@@ -1,26 +1,24 @@
 //! keepalive-daemon: loads the keepalive eBPF programs, attaches them, and serves
 //! Prometheus metrics until SIGINT or SIGTERM, then detaches everything and exits 0.
 
-mod exporter;
-mod kernel;
 mod lifecycle;
-mod sockhooks;
-mod web;
-mod wire;
 
 use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
-use keepalive_daemon::cli;
+use keepalive_daemon::{cli, web};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_level);
     if let Some(cli::Command::Connections { address, limit }) = &args.command {
-        return match web::client::print_connections(address, *limit) {
-            Ok(()) => ExitCode::SUCCESS,
+        return match web::client::connections_table(address, *limit) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                log::error!("{e:#}");
+                log::error!("{:#}", anyhow::Error::new(e));
                 ExitCode::FAILURE
             }
         };

@@ -14,7 +14,7 @@ use keepalive_common::{
     ports,
 };
 
-use keepalive_daemon::metric_names as names;
+use crate::metric_names as names;
 
 /// A metric family: what Prometheus shows in `# HELP` and the labels of its series.
 pub struct Describe {

@@ -2,11 +2,11 @@
 //! HTTP handlers read (kernel maps, copied at scrape), the flow map's housekeeping and
 //! the per-connection view.
 
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod connections;
-pub mod flow_map;
+pub(crate) mod flow_map;
 pub mod registry;
-pub mod self_stats;
+pub(crate) mod self_stats;
 pub mod state;
 
 use std::{sync::Arc, time::Duration};

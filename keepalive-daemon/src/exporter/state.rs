@@ -2,10 +2,9 @@
 
 use std::sync::Mutex;
 
-use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{MapData, MapError, PerCpuArray},
 };
 use keepalive_common::{
     counters::{self, COUNTER_SLOTS},
@@ -18,7 +17,33 @@ use super::{
     flow_map::{self, FlowMap},
     registry::Metrics,
 };
-use crate::sockhooks::timer_loss::{TimerLoss, TimerSlots};
+use crate::{
+    error_chain::Chain,
+    sockhooks::timer_loss::{TimerLoss, TimerLossError, TimerSlots},
+};
+
+/// Why the kernel maps cannot be taken or read, or the metrics not encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("map {name} missing from the eBPF object")]
+    MissingMap { name: String },
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error("counter map lock poisoned")]
+    CounterLock,
+    #[error("reading counter slot {slot}")]
+    CounterSlot {
+        slot: u32,
+        #[source]
+        source: MapError,
+    },
+    #[error("flow map lock poisoned")]
+    FlowMapLock,
+    #[error(transparent)]
+    TimerLoss(#[from] TimerLossError),
+    #[error(transparent)]
+    Encode(#[from] prometheus::Error),
+}
 
 const TIMER_PROBES_SLOT: usize = counters::TIMER_PROBES as usize;
 
@@ -33,23 +58,22 @@ pub struct State {
 }
 
 /// Sums each slot of a per-CPU counter array over all CPUs.
-fn totals(map: &Mutex<PerCpuArray<MapData, u64>>, slots: u32) -> anyhow::Result<Vec<u64>> {
-    let counters = map
-        .lock()
-        .map_err(|_| anyhow!("counter map lock poisoned"))?;
+fn totals(map: &Mutex<PerCpuArray<MapData, u64>>, slots: u32) -> Result<Vec<u64>, StateError> {
+    let counters = map.lock().map_err(|_| StateError::CounterLock)?;
     (0..slots)
         .map(|slot| {
             let per_cpu = counters
                 .get(&slot, 0)
-                .with_context(|| format!("reading counter slot {slot}"))?;
+                .map_err(|source| StateError::CounterSlot { slot, source })?;
             Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
         })
         .collect()
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, StateError> {
+    ebpf.take_map(name).ok_or_else(|| StateError::MissingMap {
+        name: name.to_owned(),
+    })
 }
 
 impl State {
@@ -59,7 +83,7 @@ impl State {
         ebpf: &mut Ebpf,
         metrics: Metrics,
         measure_timer_loss: bool,
-    ) -> anyhow::Result<State> {
+    ) -> Result<State, StateError> {
         let counters = PerCpuArray::try_from(take_map(ebpf, "COUNTERS")?)?;
         let timer_slots = if measure_timer_loss {
             Some(PerCpuArray::try_from(take_map(ebpf, "TIMER_SLOT")?)?)
@@ -100,10 +124,12 @@ impl State {
         let timer_loss = match timer_slots {
             None => TimerLoss::off(),
             Some(slots) => {
-                let programs = || Ok(totals(&counters, COUNTER_SLOTS)?[TIMER_PROBES_SLOT]);
+                let programs =
+                    || Ok::<_, StateError>(totals(&counters, COUNTER_SLOTS)?[TIMER_PROBES_SLOT]);
                 TimerLoss::start(slots, programs).unwrap_or_else(|e| {
                     log::warn!(
-                        "keepalive_daemon_timer_probes_lost_total stays at 0, the loss is not measured: {e:#}"
+                        "keepalive_daemon_timer_probes_lost_total stays at 0, the loss is not measured: {}",
+                        Chain(&e)
                     );
                     TimerLoss::off()
                 })
@@ -143,11 +169,8 @@ impl State {
     }
 
     /// The per-connection view, at most `limit` connections.
-    pub fn connections(&self, limit: usize) -> anyhow::Result<connections::Listing> {
-        let map = self
-            .flow_map
-            .lock()
-            .map_err(|_| anyhow!("flow map lock poisoned"))?;
+    pub fn connections(&self, limit: usize) -> Result<connections::Listing, StateError> {
+        let map = self.flow_map.lock().map_err(|_| StateError::FlowMapLock)?;
         let entries: Vec<(FlowKey, FlowState)> = map.iter().filter_map(Result::ok).collect();
         Ok(connections::listing(
             entries,
@@ -177,14 +200,14 @@ impl State {
         self.metrics.bpf_stats_enabled.set(i64::from(enabled));
     }
 
-    fn sync_kernel(&self) -> anyhow::Result<()> {
+    fn sync_kernel(&self) -> Result<(), StateError> {
         // The programs' counts are read inside the observation, in its order.
         let mut kernel_totals = None;
         let missed = self.timer_loss.observe(|| {
             let t = totals(&self.counters, COUNTER_SLOTS)?;
             let timer = t[TIMER_PROBES_SLOT];
             kernel_totals = Some(t);
-            Ok(timer)
+            Ok::<_, StateError>(timer)
         })?;
         if let Some(missed) = missed {
             self.metrics.sync_timer_probes_lost(missed);
@@ -203,14 +226,14 @@ impl State {
     }
 
     /// Reads the kernel counters, failing if they cannot be read (watchdog, /healthz).
-    pub fn render_metrics_checked(&self) -> anyhow::Result<()> {
+    pub fn render_metrics_checked(&self) -> Result<(), StateError> {
         self.sync_kernel()
     }
 
-    pub fn render_metrics(&self) -> anyhow::Result<String> {
+    pub fn render_metrics(&self) -> Result<String, StateError> {
         if let Err(e) = self.sync_kernel() {
             self.metrics.map_read_errors.inc();
-            log::warn!("{e:#}");
+            log::warn!("{}", Chain(&e));
         }
         self.sync_program_stats();
         Ok(self.metrics.encode()?)

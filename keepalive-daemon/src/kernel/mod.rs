@@ -2,5 +2,5 @@
 //! Rust eBPF has no CO-RE, so everything layout-dependent is resolved here, once.
 
 pub mod btf;
-pub mod kallsyms;
+pub(crate) mod kallsyms;
 pub mod tracefs;

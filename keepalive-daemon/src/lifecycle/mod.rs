@@ -12,16 +12,16 @@ use keepalive_common::{
     ports::{MAX_PORTS, PortConfig},
     sockhook::SockConfig,
 };
-use keepalive_daemon::cli::Args;
-use tokio::signal::unix::{SignalKind, signal};
-
-use crate::{
+use keepalive_daemon::{
+    cli::Args,
+    error_chain::Chain,
     exporter::{self, registry::Metrics, state::State},
     kernel::btf::KernelBtf,
     sockhooks,
     web::Server,
     wire::{self, attachments::Attachments, linkwatch::LinkWatch},
 };
+use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Kernel, capabilities and BTF first: each names what is missing, before anything
@@ -102,7 +102,7 @@ fn tell_systemd(state: &Arc<State>, attached_interfaces: usize, hooks_in_use: &s
             tick.tick().await;
             match state.render_metrics_checked() {
                 Ok(()) => notifier.send("WATCHDOG=1"),
-                Err(e) => log::error!("watchdog: kernel counters unreadable: {e:#}"),
+                Err(e) => log::error!("watchdog: kernel counters unreadable: {}", Chain(&e)),
             }
         }
     });

@@ -3,15 +3,64 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, RawTracePoint},
+    programs::{FEntry, KProbe, ProgramError, RawTracePoint},
 };
 
-use keepalive_daemon::cli::HookMechanism as Mechanism;
-
 use super::sockconfig::Prerequisites;
+use crate::{cli::HookMechanism as Mechanism, error_chain::Chain};
+
+/// Why one mechanism of a hook could not be attached (the next one is tried).
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("program {name} missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("no kernel BTF for fentry")]
+    NoBtf,
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error("loading fentry {prog} for {func}")]
+    LoadFentry {
+        prog: &'static str,
+        func: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching fentry {prog} to {func}")]
+    AttachFentry {
+        prog: &'static str,
+        func: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("loading kprobe {prog}")]
+    LoadKprobe {
+        prog: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching kprobe {prog} to {func}")]
+    AttachKprobe {
+        prog: &'static str,
+        func: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("loading raw tracepoint program {prog}")]
+    LoadTracepoint {
+        prog: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {prog} to raw tracepoint {name}")]
+    AttachTracepoint {
+        prog: &'static str,
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -190,7 +239,7 @@ pub fn attach_all(
                         choice.chosen = Some(m);
                         break;
                     }
-                    Err(e) => choice.rejected.push((m, format!("{e:#}"))),
+                    Err(e) => choice.rejected.push((m, Chain(&e).to_string())),
                 }
             }
             choice
@@ -204,7 +253,7 @@ fn attach_steps(
     steps: &[Step],
     btf: Option<&Btf>,
     attached: &mut HashSet<&'static str>,
-) -> anyhow::Result<()> {
+) -> Result<(), AttachError> {
     let mut new = Vec::new();
     for step in steps {
         let prog = match step {
@@ -241,33 +290,37 @@ fn unload(p: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramEr
     }
 }
 
-fn get<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+fn get<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::programs::Program, AttachError> {
     ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+        .ok_or(AttachError::MissingProgram { name })
 }
 
-fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> anyhow::Result<()> {
+fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> Result<(), AttachError> {
     match *step {
         Step::Fentry { prog, func } => {
-            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fentry"))?;
+            let btf = btf.ok_or(AttachError::NoBtf)?;
             let p: &mut FEntry = get(ebpf, prog)?.try_into()?;
             p.load(func, btf)
-                .with_context(|| format!("loading fentry {prog} for {func}"))?;
+                .map_err(|source| AttachError::LoadFentry { prog, func, source })?;
             p.attach()
-                .with_context(|| format!("attaching fentry {prog} to {func}"))?;
+                .map_err(|source| AttachError::AttachFentry { prog, func, source })?;
         }
         Step::Kprobe { prog, func } => {
             let p: &mut KProbe = get(ebpf, prog)?.try_into()?;
-            p.load().with_context(|| format!("loading kprobe {prog}"))?;
+            p.load()
+                .map_err(|source| AttachError::LoadKprobe { prog, source })?;
             p.attach(func, 0)
-                .with_context(|| format!("attaching kprobe {prog} to {func}"))?;
+                .map_err(|source| AttachError::AttachKprobe { prog, func, source })?;
         }
         Step::Tracepoint { prog, name } => {
             let p: &mut RawTracePoint = get(ebpf, prog)?.try_into()?;
             p.load()
-                .with_context(|| format!("loading raw tracepoint program {prog}"))?;
+                .map_err(|source| AttachError::LoadTracepoint { prog, source })?;
             p.attach(name)
-                .with_context(|| format!("attaching {prog} to raw tracepoint {name}"))?;
+                .map_err(|source| AttachError::AttachTracepoint { prog, name, source })?;
         }
     }
     Ok(())

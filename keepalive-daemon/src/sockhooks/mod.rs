@@ -3,30 +3,35 @@
 //! mechanism each hook gets (choice.rs), and the timer runs the tracepoint path misses
 //! (timer_loss.rs).
 
-pub mod choice;
+pub(crate) mod choice;
 pub mod sockconfig;
-pub mod timer_fn;
+pub(crate) mod timer_fn;
 pub mod timer_loss;
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use aya::Ebpf;
-use keepalive_daemon::cli::HookMechanism;
-
 use prometheus::IntGaugeVec;
 
-use crate::kernel::btf::KernelBtf;
+use crate::{cli::HookMechanism, error_chain::Chain, kernel::btf::KernelBtf};
 use choice::{Hook, HookChoice};
 use sockconfig::{Prerequisites, Resolved};
 
+/// The daemon's own network namespace could not be identified.
+#[derive(Debug, thiserror::Error)]
+#[error("reading /proc/self/ns/net")]
+pub struct NetnsError {
+    #[source]
+    source: std::io::Error,
+}
+
 /// The namespace the socket hooks count in: the daemon's own, or every one
 /// (--socket.all-namespaces).
-pub fn netns_filter(all_namespaces: bool) -> anyhow::Result<Option<u32>> {
+pub fn netns_filter(all_namespaces: bool) -> Result<Option<u32>, NetnsError> {
     if all_namespaces {
         return Ok(None);
     }
-    let inum = sockconfig::own_netns_inum().context("reading /proc/self/ns/net")?;
+    let inum = sockconfig::own_netns_inum().map_err(|source| NetnsError { source })?;
     Ok(Some(inum))
 }
 
@@ -36,10 +41,11 @@ pub fn resolve_or_disable(btf: &KernelBtf, netns: Option<u32>) -> Resolved {
     match sockconfig::resolve(btf, Path::new("/proc/kallsyms"), netns) {
         Ok(r) => r,
         Err(e) => {
-            log::warn!("socket-level hooks disabled: {e:#}");
+            let why = Chain(&e).to_string();
+            log::warn!("socket-level hooks disabled: {why}");
             Resolved {
                 config: Default::default(),
-                prerequisites: Prerequisites::all_missing(&format!("{e:#}")),
+                prerequisites: Prerequisites::all_missing(&why),
                 timer_fn_learning: None,
             }
         }

@@ -5,10 +5,40 @@ use std::path::Path;
 
 use keepalive_common::sockhook::{SockConfig, TimerFnCalibration, config_flags};
 
-use crate::kernel::{
-    btf::{BtfError, KernelBtf},
-    kallsyms, tracefs,
+use crate::{
+    error_chain::Chain,
+    kernel::{
+        btf::{BtfError, KernelBtf},
+        kallsyms,
+        tracefs::{self, TracefsError},
+    },
 };
+
+/// Why the socket layout, or one mechanism's part of it, cannot be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum SockConfigError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("struct net's namespace inode")]
+    NetInode {
+        #[source]
+        source: BtfError,
+    },
+    #[error("tcp_keepalive_timer's address: cannot learn it ({learn}) nor read it ({kallsyms})")]
+    TimerFnAddress { learn: String, kallsyms: String },
+    #[error("icsk_probes_out is {size:?} bytes, the timer programs read one")]
+    ProbesOutSize { size: Option<u32> },
+    #[error("raw tracepoint {tracepoint} passes no timer")]
+    NoTimerArgument { tracepoint: &'static str },
+    #[error("raw tracepoint tcp_send_reset passes {count} arguments, not (sk, skb, reason)")]
+    SendResetArguments { count: usize },
+    #[error("raw tracepoint inet_sk_error_report does not pass just the socket")]
+    ErrorReportArguments,
+    #[error("sk_err is {size:?} bytes, not an int")]
+    SkErrSize { size: Option<u32> },
+}
 
 /// Why a hook mechanism cannot be used on this kernel; `None` means it may be tried.
 #[derive(Debug, Default)]
@@ -57,7 +87,7 @@ pub fn resolve(
     btf: &KernelBtf,
     kallsyms_path: &Path,
     netns_inum: Option<u32>,
-) -> anyhow::Result<Resolved> {
+) -> Result<Resolved, SockConfigError> {
     let mut c = sock_fields(btf)?;
     if let Some(inum) = netns_inum {
         c.netns_inum = inum;
@@ -77,20 +107,23 @@ pub fn resolve(
     let learning = timer_fn_learning(btf);
     let timer = (|| {
         if let (Err(learn), Err(kallsyms)) = (&learning, &kallsyms_fn) {
-            anyhow::bail!(
-                "tcp_keepalive_timer's address: cannot learn it ({learn:#}) nor read it ({kallsyms})"
-            );
+            return Err(SockConfigError::TimerFnAddress {
+                learn: Chain(learn).to_string(),
+                kallsyms: kallsyms.to_string(),
+            });
         }
         timer_tracepoints(btf, &mut c)
     })();
-    p.timer_tracepoints = timer.err().map(|e| format!("{e:#}"));
+    p.timer_tracepoints = timer.err().map(|e| Chain(&e).to_string());
 
     if p.send_reset_tracepoint.is_none() {
-        p.send_reset_tracepoint = send_reset_tracepoint(btf).err().map(|e| format!("{e:#}"));
+        p.send_reset_tracepoint = send_reset_tracepoint(btf)
+            .err()
+            .map(|e| Chain(&e).to_string());
     }
     p.error_report_tracepoint = error_report_tracepoint(btf, &mut c)
         .err()
-        .map(|e| format!("{e:#}"));
+        .map(|e| Chain(&e).to_string());
 
     Ok(Resolved {
         config: c,
@@ -100,15 +133,14 @@ pub fn resolve(
 }
 
 /// Socket fields every hook needs; without them no socket hook can run.
-fn sock_fields(btf: &KernelBtf) -> anyhow::Result<SockConfig> {
-    use anyhow::Context as _;
+fn sock_fields(btf: &KernelBtf) -> Result<SockConfig, SockConfigError> {
     Ok(SockConfig {
         skc_family_off: btf.member("sock", &["__sk_common", "skc_family"])?.offset,
         skc_net_off: btf.member("sock", &["__sk_common", "skc_net"])?.offset,
         skc_num_off: btf.member("sock", &["__sk_common", "skc_num"])?.offset,
         net_inum_off: btf
             .member("net", &["ns", "inum"])
-            .context("struct net's namespace inode")?
+            .map_err(|source| SockConfigError::NetInode { source })?
             .offset,
         ..SockConfig::default()
     })
@@ -152,7 +184,7 @@ fn active_reset(btf: &KernelBtf, c: &mut SockConfig, p: &mut Prerequisites) {
 }
 
 /// What the program that learns tcp_keepalive_timer()'s address reads (timer_fn.rs).
-fn timer_fn_learning(btf: &KernelBtf) -> anyhow::Result<TimerFnCalibration> {
+fn timer_fn_learning(btf: &KernelBtf) -> Result<TimerFnCalibration, SockConfigError> {
     let function = btf.member("timer_list", &["function"])?;
     let f = tracefs::EventFormat::read(&tracefs::root()?, "sock", "inet_sock_set_state")?;
     Ok(TimerFnCalibration {
@@ -165,49 +197,44 @@ fn timer_fn_learning(btf: &KernelBtf) -> anyhow::Result<TimerFnCalibration> {
 }
 
 /// The socket and timer offsets the timer tracepoint programs read.
-fn timer_tracepoints(btf: &KernelBtf, c: &mut SockConfig) -> anyhow::Result<()> {
+fn timer_tracepoints(btf: &KernelBtf, c: &mut SockConfig) -> Result<(), SockConfigError> {
     c.keepalive_timer_off = keepalive_timer_offset(btf)?;
     let probes_out = btf.member("inet_connection_sock", &["icsk_probes_out"])?;
-    anyhow::ensure!(
-        probes_out.size == Some(1),
-        "icsk_probes_out is {:?} bytes, the timer programs read one",
-        probes_out.size
-    );
+    if probes_out.size != Some(1) {
+        return Err(SockConfigError::ProbesOutSize {
+            size: probes_out.size,
+        });
+    }
     c.probes_out_off = probes_out.offset;
     c.timer_function_off = btf.member("timer_list", &["function"])?.offset;
     // Raw tracepoints: the programs take the timer from argument 0 of both.
     for tp in ["timer_expire_entry", "timer_expire_exit"] {
-        anyhow::ensure!(
-            btf.raw_tracepoint_args(tp)? >= 1,
-            "raw tracepoint {tp} passes no timer"
-        );
+        if btf.raw_tracepoint_args(tp)? < 1 {
+            return Err(SockConfigError::NoTimerArgument { tracepoint: tp });
+        }
     }
     Ok(())
 }
 
 /// tcp:tcp_send_reset is (sk, skb, reason) since 6.10: ka_send_reset reads arguments 0
 /// and 2.
-fn send_reset_tracepoint(btf: &KernelBtf) -> anyhow::Result<()> {
-    let n = btf.raw_tracepoint_args("tcp_send_reset")?;
-    anyhow::ensure!(
-        n == 3,
-        "raw tracepoint tcp_send_reset passes {n} arguments, not (sk, skb, reason)"
-    );
+fn send_reset_tracepoint(btf: &KernelBtf) -> Result<(), SockConfigError> {
+    let count = btf.raw_tracepoint_args("tcp_send_reset")?;
+    if count != 3 {
+        return Err(SockConfigError::SendResetArguments { count });
+    }
     Ok(())
 }
 
 /// sock:inet_sk_error_report passes just the socket, whose sk_err the program reads.
-fn error_report_tracepoint(btf: &KernelBtf, c: &mut SockConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        btf.raw_tracepoint_args("inet_sk_error_report")? == 1,
-        "raw tracepoint inet_sk_error_report does not pass just the socket"
-    );
+fn error_report_tracepoint(btf: &KernelBtf, c: &mut SockConfig) -> Result<(), SockConfigError> {
+    if btf.raw_tracepoint_args("inet_sk_error_report")? != 1 {
+        return Err(SockConfigError::ErrorReportArguments);
+    }
     let err = btf.member("sock", &["sk_err"])?;
-    anyhow::ensure!(
-        err.size == Some(4),
-        "sk_err is {:?} bytes, not an int",
-        err.size
-    );
+    if err.size != Some(4) {
+        return Err(SockConfigError::SkErrSize { size: err.size });
+    }
     c.sk_err_off = err.offset;
     Ok(())
 }

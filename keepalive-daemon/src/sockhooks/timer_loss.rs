@@ -14,13 +14,24 @@
 //! programs count exactly the daemon's own namespace (the default, not
 //! --all-namespaces) and use the tracepoint path (fentry and kprobe do not lose runs).
 
-use anyhow::Context as _;
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{MapData, MapError, PerCpuArray};
 use keepalive_common::sockhook::TimerSlot;
 
 /// The namespace's keepalive probe counter, read where the daemon runs.
 const NETSTAT: &str = "/proc/net/netstat";
 const MIB: &str = "TCPKeepAlive";
+
+/// Why the gap cannot be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum TimerLossError {
+    #[error("{NETSTAT} has no TcpExt {MIB} (is /proc mounted?)")]
+    NoKernelCount,
+    #[error("reading the TIMER_SLOT map")]
+    TimerSlot {
+        #[source]
+        source: MapError,
+    },
+}
 
 /// How often to try for a baseline with no timer callback in flight (1 ms apart).
 const BASELINE_TRIES: u32 = 200;
@@ -64,17 +75,15 @@ impl TimerLoss {
     /// stay in every later value), so it is taken when nothing is in flight: the
     /// programs' count read before and after K is the same (no probe counted around
     /// the kernel read) and S is 0. `programs` reads the programs' count.
-    pub fn start(
+    pub fn start<E: From<TimerLossError>>(
         slots: TimerSlots,
-        mut programs: impl FnMut() -> anyhow::Result<u64>,
-    ) -> anyhow::Result<TimerLoss> {
+        mut programs: impl FnMut() -> Result<u64, E>,
+    ) -> Result<TimerLoss, E> {
         let mut tries = 0;
         let baseline = loop {
             tries += 1;
             let before = programs()?;
-            let kernel = read_kernel().ok_or_else(|| {
-                anyhow::anyhow!("{NETSTAT} has no TcpExt {MIB} (is /proc mounted?)")
-            })?;
+            let kernel = read_kernel().ok_or(TimerLossError::NoKernelCount)?;
             let in_flight = in_flight(&slots)?;
             let after = programs()?;
             let quiet = before == after && in_flight == 0;
@@ -101,10 +110,10 @@ impl TimerLoss {
     /// Observes the gap, `programs` reading the programs' count in its place in the
     /// order (see the type's doc). None when not measured or /proc/net/netstat is
     /// unreadable.
-    pub fn observe(
+    pub fn observe<E: From<TimerLossError>>(
         &self,
-        programs: impl FnOnce() -> anyhow::Result<u64>,
-    ) -> anyhow::Result<Option<u64>> {
+        programs: impl FnOnce() -> Result<u64, E>,
+    ) -> Result<Option<u64>, E> {
         let Some(m) = &self.measured else {
             return Ok(None);
         };
@@ -118,8 +127,10 @@ impl TimerLoss {
 }
 
 /// CPUs inside a keepalive timer callback whose entry the programs saw.
-fn in_flight(slots: &TimerSlots) -> anyhow::Result<u64> {
-    let per_cpu = slots.get(&0, 0).context("reading the TIMER_SLOT map")?;
+fn in_flight(slots: &TimerSlots) -> Result<u64, TimerLossError> {
+    let per_cpu = slots
+        .get(&0, 0)
+        .map_err(|source| TimerLossError::TimerSlot { source })?;
     Ok(per_cpu.iter().filter(|s| s.sk != 0).count() as u64)
 }
 
@@ -187,6 +198,11 @@ mod tests {
 
     #[test]
     fn not_measured_observes_nothing() {
-        assert_eq!(TimerLoss::off().observe(|| Ok(0)).unwrap(), None);
+        assert_eq!(
+            TimerLoss::off()
+                .observe(|| Ok::<_, super::TimerLossError>(0))
+                .unwrap(),
+            None
+        );
     }
 }

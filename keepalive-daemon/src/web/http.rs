@@ -10,7 +10,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::webconfig;
-use crate::exporter::{connections, state::State};
+use crate::{
+    error_chain::Chain,
+    exporter::{connections, state::State},
+};
 
 /// What --web.config.file asks of every connection.
 #[derive(Default)]
@@ -118,11 +121,12 @@ fn route(method: &str, path: &str, query: &str, state: &State) -> (u16, &'static
         "/metrics" => match state.render_metrics() {
             Ok(text) => (200, prometheus::TEXT_FORMAT, text),
             Err(e) => {
-                log::error!("rendering metrics failed: {e:#}");
+                let e = Chain(&e);
+                log::error!("rendering metrics failed: {e}");
                 (
                     500,
                     "text/plain",
-                    format!("rendering metrics failed: {e:#}\n"),
+                    format!("rendering metrics failed: {e}\n"),
                 )
             }
         },
@@ -130,13 +134,14 @@ fn route(method: &str, path: &str, query: &str, state: &State) -> (u16, &'static
         "/connections" => {
             let listing = state
                 .connections(connections::limit_from_query(query))
-                .and_then(|l| Ok(serde_json::to_string_pretty(&l)?));
+                .map_err(|e| Chain(&e).to_string())
+                .and_then(|l| serde_json::to_string_pretty(&l).map_err(|e| Chain(&e).to_string()));
             match listing {
                 Ok(json) => (200, "application/json", json + "\n"),
                 Err(e) => (
                     500,
                     "text/plain",
-                    format!("reading the flow map failed: {e:#}\n"),
+                    format!("reading the flow map failed: {e}\n"),
                 ),
             }
         }
@@ -144,7 +149,7 @@ fn route(method: &str, path: &str, query: &str, state: &State) -> (u16, &'static
         // cannot be read.
         "/healthz" => match state.render_metrics_checked() {
             Ok(()) => (200, "text/plain", "ok\n".into()),
-            Err(e) => (503, "text/plain", format!("unhealthy: {e:#}\n")),
+            Err(e) => (503, "text/plain", format!("unhealthy: {}\n", Chain(&e))),
         },
         _ => (404, "text/plain", "not found; try /metrics\n".into()),
     }

@@ -2,16 +2,35 @@
 //! auth configuration (--web.config.file), and the `connections` client subcommand.
 
 pub mod client;
-pub mod http;
+pub(crate) mod http;
 pub mod webconfig;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use anyhow::anyhow;
-use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
 use tokio::net::TcpListener;
 
-use crate::exporter::state::State;
+use crate::{
+    cli::{Args, ListenAddress, ListenAddressError, parse_listen_address},
+    exporter::state::State,
+};
+
+/// Why the server could not be set up; each names the flag to change.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Config(#[from] webconfig::WebConfigError),
+    #[error(transparent)]
+    ListenAddress(#[from] ListenAddressError),
+    #[error("cannot listen on {at} (--web.listen-address {addr}): {error}; choose a free address")]
+    Listen {
+        at: SocketAddr,
+        addr: String,
+        // Not `source`: the message already carries it.
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    LocalAddr(#[from] std::io::Error),
+}
 
 /// The listeners, bound, with what --web.config.file asks of every connection.
 pub struct Server {
@@ -22,7 +41,7 @@ pub struct Server {
 impl Server {
     /// Reads --web.config.file and binds every --web.listen-address: a bad TLS file or a
     /// port in use fails here, before anything is attached.
-    pub async fn bind(args: &Args) -> anyhow::Result<Server> {
+    pub async fn bind(args: &Args) -> Result<Server, WebError> {
         let web = match &args.web_config_file {
             None => http::Web::default(),
             Some(path) => {
@@ -44,7 +63,7 @@ impl Server {
     }
 
     /// Serves `state` on every listener, for the daemon's life.
-    pub fn spawn(self, state: &Arc<State>) -> anyhow::Result<()> {
+    pub fn spawn(self, state: &Arc<State>) -> Result<(), WebError> {
         let scheme = if self.web.tls.is_some() {
             "https"
         } else {
@@ -61,9 +80,11 @@ impl Server {
     }
 }
 
-async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let explain = |e: std::io::Error, at: SocketAddr| {
-        anyhow!("cannot listen on {at} (--web.listen-address {addr}): {e}; choose a free address")
+async fn bind(addr: &str) -> Result<TcpListener, WebError> {
+    let explain = |error: std::io::Error, at: SocketAddr| WebError::Listen {
+        at,
+        addr: addr.to_owned(),
+        error,
     };
     match parse_listen_address(addr)? {
         ListenAddress::Specific(at) => TcpListener::bind(at).await.map_err(|e| explain(e, at)),

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 
 use aya::Ebpf;
 
-use keepalive_daemon::cli::TcAttachMode;
-
 use super::{
     interfaces::{self, Interface},
     linkwatch::LinkEvent,
-    tc::{self, TcAttachment},
+    tc::{self, TcAttachment, TcError},
 };
-use crate::exporter::registry::Metrics;
+use crate::{cli::TcAttachMode, error_chain::Chain, exporter::registry::Metrics};
 
 pub struct Attachments {
     patterns: Vec<String>,
@@ -38,13 +36,17 @@ impl Attachments {
         self.by_index.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
     /// Attaches to `iface`; an error leaves nothing attached to it.
     pub fn attach(
         &mut self,
         ebpf: &mut Ebpf,
         metrics: &Metrics,
         iface: &Interface,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), TcError> {
         let done = tc::attach(ebpf, &iface.name, self.baseline, self.mode)?;
         for a in &done {
             log::info!(
@@ -85,7 +87,7 @@ impl Attachments {
     fn attach_at_run_time(&mut self, ebpf: &mut Ebpf, metrics: &Metrics, iface: &Interface) {
         if let Err(e) = self.attach(ebpf, metrics, iface) {
             metrics.interface_attach_errors.inc();
-            log::warn!("cannot attach to {}: {e:#}", iface.name);
+            log::warn!("cannot attach to {}: {}", iface.name, Chain(&e));
         }
     }
 

@@ -6,19 +6,32 @@ pub mod interfaces;
 pub mod linkwatch;
 pub mod tc;
 
-use anyhow::Context as _;
 use aya::Ebpf;
-use keepalive_daemon::cli::Args;
 
-use crate::exporter::registry::Metrics;
+use crate::{cli::Args, exporter::registry::Metrics};
 use attachments::Attachments;
-use interfaces::Interface;
+use interfaces::{Interface, InterfaceError};
 use linkwatch::LinkWatch;
+use tc::TcError;
+
+/// Why the wire programs could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("subscribing to rtnetlink link events")]
+    LinkEvents {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
+    #[error(transparent)]
+    Tc(#[from] TcError),
+}
 
 /// Subscribes to link events, then picks the interfaces to watch now (--interface),
 /// Ethernet-like only. Subscribed before listing, so no interface falls between the two.
-pub fn watch_and_select(patterns: &[String]) -> anyhow::Result<(LinkWatch, Vec<Interface>)> {
-    let links = LinkWatch::open().context("subscribing to rtnetlink link events")?;
+pub fn watch_and_select(patterns: &[String]) -> Result<(LinkWatch, Vec<Interface>), WireError> {
+    let links = LinkWatch::open().map_err(|source| WireError::LinkEvents { source })?;
     let all = interfaces::list()?;
     let mut chosen = interfaces::select(&all, patterns)?;
     chosen.retain(|i| {
@@ -41,7 +54,7 @@ pub fn attach_at_start(
     args: &Args,
     metrics: &Metrics,
     chosen: &[Interface],
-) -> anyhow::Result<Attachments> {
+) -> Result<Attachments, WireError> {
     let mut tc_programs = vec![tc::INGRESS_PROGRAM, tc::EGRESS_PROGRAM];
     if args.baseline_program {
         tc_programs.push(tc::BASELINE_PROGRAM);
@@ -52,7 +65,7 @@ pub fn attach_at_start(
     for iface in chosen {
         attachments.attach(ebpf, metrics, iface)?;
     }
-    if attachments.len() == 0 {
+    if attachments.is_empty() {
         log::warn!("no interface to watch yet: wire counters stay at zero");
     }
     Ok(attachments)

@@ -3,16 +3,72 @@
 
 use std::ffi::CString;
 
-use anyhow::{Context as _, anyhow};
+use std::ffi::NulError;
+
 use aya::{
     Ebpf,
     programs::{
-        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
+        LinkOrder, ProgramError, SchedClassifier, TcAttach, TcAttachType,
         tc::{self, SchedClassifierLinkId},
     },
 };
 use keepalive_common::Direction;
-use keepalive_daemon::cli::TcAttachMode;
+
+use crate::cli::TcAttachMode;
+
+/// Why a tc program could not be loaded or attached; attach errors say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum TcError {
+    #[error("program {name} missing from the eBPF object")]
+    MissingProgram { name: String },
+    #[error(transparent)]
+    Program(Box<ProgramError>),
+    #[error("loading tc program {name} (the verifier log follows)")]
+    Load {
+        name: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("interface name {interface:?}")]
+    InterfaceName {
+        interface: String,
+        #[source]
+        source: NulError,
+    },
+    #[error(
+        "attaching {name} to {interface} with TCX failed (--tc.attach-mode tcx; \
+         kernels before 6.6 need netlink or auto): {error}"
+    )]
+    Tcx {
+        name: &'static str,
+        interface: String,
+        // Not `source`: the message already carries it.
+        error: Box<ProgramError>,
+    },
+    #[error(
+        "attaching {name} to {interface} failed: {why}; netlink: {error}. \
+         The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
+    )]
+    Netlink {
+        name: String,
+        interface: String,
+        why: String,
+        error: Box<ProgramError>,
+    },
+}
+
+// Boxed: aya's ProgramError is large, and this error travels through every attach.
+impl From<ProgramError> for TcError {
+    fn from(e: ProgramError) -> TcError {
+        TcError::Program(Box::new(e))
+    }
+}
+
+fn missing(name: &str) -> TcError {
+    TcError::MissingProgram {
+        name: name.to_owned(),
+    }
+}
 
 pub const INGRESS_PROGRAM: &str = "ka_tc_ingress";
 pub const EGRESS_PROGRAM: &str = "ka_tc_egress";
@@ -44,14 +100,16 @@ pub struct TcAttachment {
 }
 
 /// Loads the tc programs named (once per daemon).
-pub fn load(ebpf: &mut Ebpf, names: &[&str]) -> anyhow::Result<()> {
+pub fn load(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), TcError> {
     for &name in names {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
-            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .ok_or_else(|| missing(name))?
             .try_into()?;
-        prog.load()
-            .with_context(|| format!("loading tc program {name} (the verifier log follows)"))?;
+        prog.load().map_err(|source| TcError::Load {
+            name: name.to_owned(),
+            source: Box::new(source),
+        })?;
     }
     Ok(())
 }
@@ -64,8 +122,11 @@ pub fn attach(
     interface: &str,
     baseline: bool,
     mode: TcAttachMode,
-) -> anyhow::Result<Vec<TcAttachment>> {
-    let cname = CString::new(interface).with_context(|| format!("interface name {interface:?}"))?;
+) -> Result<Vec<TcAttachment>, TcError> {
+    let cname = CString::new(interface).map_err(|source| TcError::InterfaceName {
+        interface: interface.to_owned(),
+        source,
+    })?;
     remove_leftovers(&cname, interface);
     let mut done = Vec::new();
     let mut plan = vec![
@@ -99,10 +160,10 @@ fn attach_one(
     attach_type: TcAttachType,
     direction: Direction,
     mode: TcAttachMode,
-) -> anyhow::Result<TcAttachment> {
+) -> Result<TcAttachment, TcError> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
-        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .ok_or_else(|| missing(name))?
         .try_into()?;
     let tcx = (mode != TcAttachMode::Netlink).then(|| {
         prog.attach(
@@ -115,10 +176,13 @@ fn attach_one(
     });
     let (mode, link) = match tcx {
         Some(Ok(link)) => (TcMode::Tcx, link),
-        Some(Err(tcx_err)) if mode == TcAttachMode::Tcx => anyhow::bail!(
-            "attaching {name} to {interface} with TCX failed (--tc.attach-mode tcx; \
-             kernels before 6.6 need netlink or auto): {tcx_err}"
-        ),
+        Some(Err(error)) if mode == TcAttachMode::Tcx => {
+            return Err(TcError::Tcx {
+                name,
+                interface: interface.to_owned(),
+                error: Box::new(error),
+            });
+        }
         tcx => {
             let why = match tcx {
                 Some(Err(e)) => format!("TCX: {e}"),
@@ -144,7 +208,7 @@ fn attach_netlink(
     (name, interface): (&str, &str),
     attach_type: TcAttachType,
     why: &str,
-) -> anyhow::Result<SchedClassifierLinkId> {
+) -> Result<SchedClassifierLinkId, TcError> {
     log::debug!("{interface}: {why}; attaching with clsact + netlink");
     // Already present (ours or another tool's) is fine: we only add a filter.
     if let Err(e) = tc::qdisc_add_clsact(cname.as_c_str()) {
@@ -157,11 +221,11 @@ fn attach_netlink(
             options: Default::default(),
         },
     )
-    .map_err(|nl_err| {
-        anyhow!(
-            "attaching {name} to {interface} failed: {why}; netlink: {nl_err}. \
-             The daemon needs CAP_NET_ADMIN and CAP_BPF (or root)"
-        )
+    .map_err(|error| TcError::Netlink {
+        name: name.to_owned(),
+        interface: interface.to_owned(),
+        why: why.to_owned(),
+        error: Box::new(error),
     })
 }
 
