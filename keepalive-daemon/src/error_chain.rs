@@ -1,6 +1,9 @@
 //! An error followed by its causes, `error: cause: cause`, the form anyhow's `{:#}`
 //! prints: library errors are thiserror enums, and where a library module logs one or
 //! keeps it as text, the operator reads the same line as when it was an anyhow chain.
+//! Hand-written (a few lines): anyhow formats chains only of its own `anyhow::Error`,
+//! which library modules do not return, and no error crate in the tree offers it for
+//! `dyn Error`.
 
 use std::{error::Error, fmt};
 
