@@ -201,21 +201,13 @@ impl State {
     }
 
     fn sync_kernel(&self) -> Result<(), StateError> {
-        // The programs' counts are read inside the observation, in its order.
-        let mut kernel_totals = None;
-        let missed = self.timer_loss.observe(|| {
-            let t = totals(&self.counters, COUNTER_SLOTS)?;
-            let timer = t[TIMER_PROBES_SLOT];
-            kernel_totals = Some(t);
-            Ok::<_, StateError>(timer)
-        })?;
-        if let Some(missed) = missed {
-            self.metrics.sync_timer_probes_lost(missed);
+        // The timer-loss reading must come before the programs' counts (timer_loss.rs).
+        let timer_loss = self.timer_loss.read_before_programs()?;
+        let kernel_totals = totals(&self.counters, COUNTER_SLOTS)?;
+        if let Some(reading) = timer_loss {
+            self.metrics
+                .sync_timer_probes_lost(reading.missed(kernel_totals[TIMER_PROBES_SLOT]));
         }
-        let kernel_totals = match kernel_totals {
-            Some(t) => t,
-            None => totals(&self.counters, COUNTER_SLOTS)?,
-        };
         self.metrics.sync_kernel_totals(&kernel_totals);
         if self.metrics.has_ports() {
             let slots = (ports::MAX_PORTS as u32) * ports::PORT_SLOTS;

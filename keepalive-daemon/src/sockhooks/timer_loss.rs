@@ -107,22 +107,36 @@ impl TimerLoss {
         })
     }
 
-    /// Observes the gap, `programs` reading the programs' count in its place in the
-    /// order (see the type's doc). None when not measured or /proc/net/netstat is
+    /// The first half of an observation, K then S, to be read before the programs'
+    /// count (see the type's doc). None when not measured or /proc/net/netstat is
     /// unreadable.
-    pub fn observe<E: From<TimerLossError>>(
-        &self,
-        programs: impl FnOnce() -> Result<u64, E>,
-    ) -> Result<Option<u64>, E> {
+    pub fn read_before_programs(&self) -> Result<Option<Reading>, TimerLossError> {
         let Some(m) = &self.measured else {
             return Ok(None);
         };
         let Some(kernel) = read_kernel() else {
             return Ok(None);
         };
-        let in_flight = in_flight(&m.slots)?;
-        let programs = programs()?;
-        Ok(Some(lower_bound(m.baseline, kernel, in_flight, programs)))
+        Ok(Some(Reading {
+            baseline: m.baseline,
+            kernel,
+            in_flight: in_flight(&m.slots)?,
+        }))
+    }
+}
+
+/// K and S of one observation; [`Reading::missed`] completes it with P.
+pub struct Reading {
+    baseline: Baseline,
+    kernel: u64,
+    in_flight: u64,
+}
+
+impl Reading {
+    /// Probes the programs missed since the baseline, at most: `programs` (P) must have
+    /// been read after this reading.
+    pub fn missed(&self, programs: u64) -> u64 {
+        lower_bound(self.baseline, self.kernel, self.in_flight, programs)
     }
 }
 
@@ -141,12 +155,12 @@ fn lower_bound(b: Baseline, kernel: u64, in_flight: u64, programs: u64) -> u64 {
         .saturating_sub(in_flight)
 }
 
-pub fn read_kernel() -> Option<u64> {
+fn read_kernel() -> Option<u64> {
     parse_netstat(&std::fs::read_to_string(NETSTAT).ok()?, "TcpExt:", MIB)
 }
 
 /// /proc/net/netstat: a header line and a value line per prefix.
-pub fn parse_netstat(text: &str, prefix: &str, field: &str) -> Option<u64> {
+fn parse_netstat(text: &str, prefix: &str, field: &str) -> Option<u64> {
     let mut lines = text.lines().filter(|l| l.starts_with(prefix));
     let names = lines.next()?.split_whitespace().skip(1);
     let values = lines.next()?.split_whitespace().skip(1);
@@ -198,11 +212,6 @@ mod tests {
 
     #[test]
     fn not_measured_observes_nothing() {
-        assert_eq!(
-            TimerLoss::off()
-                .observe(|| Ok::<_, super::TimerLossError>(0))
-                .unwrap(),
-            None
-        );
+        assert!(TimerLoss::off().read_before_programs().unwrap().is_none());
     }
 }
