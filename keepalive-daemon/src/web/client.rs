@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use crate::exporter::connections::{self, Listing};
+use crate::exporter::connections::Listing;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,5 +85,5 @@ pub fn connections_table(address: &str, limit: usize) -> Result<String, ClientEr
     }
     let listing: Listing =
         serde_json::from_str(body).map_err(|source| ClientError::Parse { source })?;
-    Ok(connections::table(&listing))
+    Ok(super::table::table(&listing))
 }

@@ -9,7 +9,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::webconfig;
+use super::auth;
 use crate::{
     error_chain::Chain,
     exporter::{connections, state::State},
@@ -93,11 +93,10 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State,
             .map(|(_, v)| v.trim().to_owned());
         let users = web.users.clone();
         // bcrypt is slow on purpose: keep it off the async thread.
-        let ok = tokio::task::spawn_blocking(move || {
-            webconfig::authorized(&users, authorization.as_deref())
-        })
-        .await
-        .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || auth::authorized(&users, authorization.as_deref()))
+                .await
+                .unwrap_or(false);
         if !ok {
             let _ = respond(&mut stream, 401, "text/plain", b"unauthorized\n").await;
             return;

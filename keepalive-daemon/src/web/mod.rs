@@ -1,8 +1,10 @@
 //! The HTTP side: the server for /metrics, /connections and /healthz, its TLS and basic
 //! auth configuration (--web.config.file), and the `connections` client subcommand.
 
+pub(crate) mod auth;
 pub mod client;
 pub(crate) mod http;
+pub mod table;
 pub mod webconfig;
 
 use std::{net::SocketAddr, sync::Arc};

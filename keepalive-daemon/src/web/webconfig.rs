@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use base64::Engine as _;
 use rustls::{
     RootCertStore, ServerConfig,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
@@ -19,6 +18,32 @@ pub struct WebConfig {
     /// User name -> bcrypt hash.
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, String>,
+    #[serde(default)]
+    pub http_server_config: HttpServerConfig,
+}
+
+/// exporter-toolkit's http_server_config: HTTP/2 on or off (default on) and response
+/// headers added to every answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    #[serde(default = "http2_default")]
+    pub http2: bool,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig {
+            http2: http2_default(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+fn http2_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,52 +203,9 @@ fn client_verifier(
     verifier.build().map_err(|e| ca_err(&e))
 }
 
-/// Whether a request's `Authorization` header value passes basic auth. With no users
-/// configured everything passes. bcrypt is deliberately slow: call from a blocking task.
-pub fn authorized(users: &BTreeMap<String, String>, authorization: Option<&str>) -> bool {
-    if users.is_empty() {
-        return true;
-    }
-    let Some(encoded) = authorization.and_then(|h| h.trim().strip_prefix("Basic ")) else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(decoded) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((user, password)) = decoded.split_once(':') else {
-        return false;
-    };
-    users
-        .get(user)
-        .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(user: &str, pass: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-        )
-    }
-
-    #[test]
-    fn basic_auth_checks_bcrypt_hashes() {
-        let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let users = BTreeMap::from([("prometheus".to_owned(), hash)]);
-        assert!(authorized(&users, Some(&header("prometheus", "s3cret"))));
-        assert!(!authorized(&users, Some(&header("prometheus", "wrong"))));
-        assert!(!authorized(&users, Some(&header("someone", "s3cret"))));
-        assert!(!authorized(&users, None));
-        assert!(!authorized(&users, Some("Basic !!!")));
-        assert!(!authorized(&users, Some("Bearer abc")));
-        assert!(authorized(&BTreeMap::new(), None));
-    }
 
     #[test]
     fn config_files_parse_and_reject_mistakes() {
