@@ -100,8 +100,7 @@ async fn connection(
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             drive(conn, &first_request, deadline, peer).await;
         }
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
-        {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 drive(conn, &first_request, deadline, peer).await;

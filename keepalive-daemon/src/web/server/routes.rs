@@ -101,10 +101,7 @@ pub async fn route(shared: &Shared, path: &str, query: &str) -> Reply {
         // cannot be read.
         "/healthz" => match shared.backend.health() {
             Ok(()) => Reply::text(StatusCode::OK, "ok\n"),
-            Err(e) => Reply::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("unhealthy: {e}\n"),
-            ),
+            Err(e) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}\n")),
         },
         _ => Reply::text(StatusCode::NOT_FOUND, "not found; try /metrics\n"),
     }
