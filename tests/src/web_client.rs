@@ -104,7 +104,7 @@ impl Client {
     pub fn is_closed(&mut self) -> bool {
         // Let the connection task see anything pending on the socket first.
         self.rt
-            .block_on(tokio::time::sleep(Duration::from_millis(50)));
+            .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
         self.conn.is_finished() || self.sender.is_closed()
     }
 }
