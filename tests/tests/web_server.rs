@@ -224,9 +224,10 @@ fn web_server_auth_timing_hides_unknown_users() {
          cached {:?}\nunknown {unknown:?}\nwrong {wrong:?}",
         first.elapsed, cached.elapsed,
     );
-    // Same work (one cost-10 bcrypt check, 50-80 ms) either way: a leak would be the
-    // whole check (under 1 ms against tens); 25% is far below that and above the
-    // scheduling noise of a shared machine.
+    // Same work either way: one cost-10 bcrypt check, 50-80 ms on an idle core (about
+    // 320 ms measured on a loaded 2-CPU machine). A leak would be the whole check (a
+    // fraction of a millisecond against tens or hundreds); 25% is far below that and
+    // above the scheduling noise between interleaved medians (3% measured).
     let (lo, hi) = (mu.min(mw), mu.max(mw));
     assert!(
         hi.as_secs_f64() <= lo.as_secs_f64() * 1.25,
