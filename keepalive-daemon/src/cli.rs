@@ -25,6 +25,17 @@ pub struct Args {
     )]
     pub listen: Vec<String>,
 
+    /// Most HTTP requests served at once, over all connections and endpoints
+    /// (requests waiting for a password check included); more are answered 503 at
+    /// once, not queued. 0: no limit. (node_exporter's flag and default.)
+    #[arg(long = "web.max-requests", value_name = "N", default_value_t = 40)]
+    pub max_requests: usize,
+
+    /// Do not serve /connections (it answers 404 and the landing page does not link it),
+    /// e.g. when nobody should see the per-connection table or walk the flow map.
+    #[arg(long = "web.disable-connections")]
+    pub disable_connections: bool,
+
     /// Web configuration (TLS, basic auth): the YAML of Prometheus' exporter-toolkit
     /// (tls_server_config: cert_file, key_file, client_ca_file, client_auth_type;
     /// basic_auth_users: user: bcrypt-hash).
@@ -235,6 +246,28 @@ mod tests {
         );
         for bad in ["10291", ":port", ":99999", "1.2.3.4:x"] {
             assert!(parse_listen_address(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn web_request_cap_and_connections_switch() {
+        let a = Args::try_parse_from(["keepalive-daemon"]).unwrap();
+        assert_eq!(a.max_requests, 40, "node_exporter's default");
+        assert!(!a.disable_connections);
+        let a = Args::try_parse_from([
+            "keepalive-daemon",
+            "--web.max-requests",
+            "0",
+            "--web.disable-connections",
+        ])
+        .unwrap();
+        assert_eq!(a.max_requests, 0);
+        assert!(a.disable_connections);
+        for bad in ["-1", "x", ""] {
+            assert!(
+                Args::try_parse_from(["keepalive-daemon", "--web.max-requests", bad]).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
