@@ -284,6 +284,10 @@ fn io_problem(io: &io::Error, address: &DaemonAddress) -> String {
                 "the daemon closed the connection without an HTTP answer ({io}): if it serves TLS (tls_server_config in its --web.config.file), use https:// in --web.address"
             )
         }
+        // A server that speaks no TLS drops the ClientHello.
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
+            "the daemon closed the connection without a TLS answer ({io}): if it serves plain HTTP (no tls_server_config in its --web.config.file), use http:// in --web.address"
+        ),
         _ => io.to_string(),
     }
 }
@@ -331,6 +335,16 @@ mod tests {
         assert!(
             none.request_error(&ureq::Error::Io(wrapped), &a)
                 .contains("unknown authority")
+        );
+        let eof = || ureq::Error::Io(io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert!(
+            none.request_error(&eof(), &a)
+                .contains("use http:// in --web.address")
+        );
+        let plain = address("127.0.0.1:10291");
+        assert!(
+            none.request_error(&eof(), &plain)
+                .contains("use https:// in --web.address")
         );
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(
