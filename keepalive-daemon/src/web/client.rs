@@ -106,7 +106,8 @@ impl<'a> Client<'a> {
     ) -> Result<Client<'a>, ClientError> {
         let default_tls = http_config::TlsConfig::default();
         let tls_cfg = config.tls_config.as_ref().unwrap_or(&default_tls);
-        let tls_config = tls::ureq_tls_config(tls_cfg, config_path)?;
+        let https = address.scheme == Scheme::Https;
+        let tls_config = tls::ureq_tls_config(tls_cfg, config_path, https)?;
         let builder = Agent::config_builder()
             .tls_config(tls_config)
             // The operator names the daemon; an environment proxy is not meant for it

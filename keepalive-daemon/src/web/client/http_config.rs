@@ -35,7 +35,7 @@ pub struct HttpClientConfig {
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// CA certificates (PEM) the daemon's certificate must chain to, instead of the
-    /// built-in web roots.
+    /// system's CA certificates.
     pub ca_file: Option<PathBuf>,
     /// The same, inline.
     pub ca: Option<String>,

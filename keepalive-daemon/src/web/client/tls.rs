@@ -34,6 +34,10 @@ pub enum TlsSetupError {
         reason: String,
     },
     #[error(
+        "no CA certificates in the system store ({errors}): install ca-certificates, or set tls_config.ca_file in --http.config.file"
+    )]
+    NoSystemRoots { errors: String },
+    #[error(
         "--http.config.file {config}: the client certificate {cert} and key {key} do not belong together ({reason}): set cert_file and key_file to a matching pair"
     )]
     Mismatch {
@@ -65,11 +69,13 @@ fn pem_source(
     }
 }
 
-/// ureq's TLS settings from tls_config: the CA (or the built-in web roots), the client
-/// certificate, verification on or off.
+/// ureq's TLS settings from tls_config: the CA (or the system's CA certificates), the
+/// client certificate, verification on or off. `https`: whether TLS will be used at all
+/// (plain HTTP needs no roots, so a host without a CA store can still use it).
 pub fn ureq_tls_config(
     t: &TlsConfig,
     config: &Path,
+    https: bool,
 ) -> Result<ureq::tls::TlsConfig, TlsSetupError> {
     let pem_err = |key, source_name: &str, reason: String| TlsSetupError::Pem {
         config: config.display().to_string(),
@@ -77,7 +83,9 @@ pub fn ureq_tls_config(
         source_name: source_name.to_owned(),
         reason,
     };
-    let mut builder = ureq::tls::TlsConfig::builder().disable_verification(t.insecure_skip_verify);
+    let mut builder = ureq::tls::TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .disable_verification(t.insecure_skip_verify);
     let ca_key = if t.ca_file.is_some() { "ca_file" } else { "ca" };
     if let Some((pem, name)) = pem_source(t.ca_file.as_deref(), t.ca.as_deref(), ca_key, config)? {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
@@ -95,6 +103,8 @@ pub fn ureq_tls_config(
         }
         let roots = certs.iter().map(|c| Certificate::from_der(c).to_owned());
         builder = builder.root_certs(RootCerts::Specific(Arc::new(roots.collect())));
+    } else if https && !t.insecure_skip_verify {
+        builder = builder.root_certs(system_roots()?);
     }
     let cert_key = if t.cert_file.is_some() {
         "cert_file"
@@ -140,6 +150,23 @@ pub fn ureq_tls_config(
         builder = builder.client_cert(Some(ClientCert::new_with_certs(&certs, private)));
     }
     Ok(builder.build())
+}
+
+/// The system's CA certificates (SSL_CERT_FILE and SSL_CERT_DIR honoured), as Prometheus
+/// uses when tls_config names no CA.
+fn system_roots() -> Result<RootCerts, TlsSetupError> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(TlsSetupError::NoSystemRoots {
+            errors: errors.join("; "),
+        });
+    }
+    let roots = found
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c).to_owned());
+    Ok(RootCerts::Specific(Arc::new(roots.collect())))
 }
 
 /// Resolves every URL to the addresses of --web.address's host: with
@@ -361,7 +388,7 @@ mod tests {
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let mut t = TlsConfig::default();
         t.ca_file = Some(junk.clone());
-        let e = ureq_tls_config(&t, Path::new("/h.yml"))
+        let e = ureq_tls_config(&t, Path::new("/h.yml"), true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -369,7 +396,7 @@ mod tests {
             "{e}"
         );
         t.ca_file = Some(dir.join("missing.pem"));
-        let e = ureq_tls_config(&t, Path::new("/h.yml"))
+        let e = ureq_tls_config(&t, Path::new("/h.yml"), true)
             .unwrap_err()
             .to_string();
         assert!(
