@@ -168,22 +168,41 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print the keepalive view of each tracked connection from a running daemon
-    /// (GET /connections). SENT: probes this host sent, SENT_ACKED: those the peer
-    /// answered, SENT_STREAK: unanswered in a row; RECV, RECV_ACKED, RECV_STREAK: the
-    /// same for the peer's probes and this host's answers; then the time since the last
-    /// probe and how keepalive ended the connection.
-    Connections {
-        /// The running daemon's address.
-        #[arg(
-            long = "web.address",
-            value_name = "HOST:PORT",
-            default_value = "127.0.0.1:10291"
-        )]
-        address: String,
-        /// Connections to show at most, most recently active first.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
+    /// (GET /connections), most recently active first. Columns: SENT: keepalive probes
+    /// this host sent; SENT_ANSWERED: those the peer answered; SENT_UNANSWERED: the
+    /// current run of unanswered ones; RECEIVED: probes the peer sent; RECEIVED_ANSWERED:
+    /// those this host answered; RECEIVED_UNANSWERED: the current run of unanswered
+    /// ones; LAST_PROBE_S: seconds since the last probe either way (- if none); ENDED:
+    /// open, closed, peer_reset, local_reset or timeout.
+    Connections(ConnectionsArgs),
+}
+
+/// `keepalive-daemon connections`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectionsArgs {
+    /// The running daemon: a URL (http:// or https://; the path defaults to
+    /// /connections) or HOST:PORT for plain HTTP.
+    #[arg(
+        long = "web.address",
+        value_name = "URL|HOST:PORT",
+        default_value = "127.0.0.1:10291"
+    )]
+    pub address: String,
+    /// HTTP client configuration in Prometheus' YAML (as for promtool or a scrape
+    /// job): tls_config (ca_file, cert_file, key_file, server_name,
+    /// insecure_skip_verify) and basic_auth (username, password or password_file), for
+    /// a daemon behind --web.config.file.
+    #[arg(long = "http.config.file", value_name = "FILE")]
+    pub http_config_file: Option<PathBuf>,
+    /// Connections to ask for at most, most recently active first (before --probing).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print the daemon's JSON (pretty) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only connections with keepalive probes (sent or received).
+    #[arg(long)]
+    pub probing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +339,54 @@ mod tests {
         for m in HookMechanism::value_variants() {
             let v = m.to_possible_value().expect("not skipped");
             assert_eq!(v.get_name(), m.label());
+        }
+    }
+
+    #[test]
+    fn connections_flags_parse_with_defaults() {
+        let conns = |argv: &[&str]| match Args::try_parse_from(argv).unwrap().command {
+            Some(Command::Connections(c)) => c,
+            None => panic!("{argv:?}: no subcommand"),
+        };
+        let c = conns(&["keepalive-daemon", "connections"]);
+        assert_eq!(c.address, "127.0.0.1:10291");
+        assert_eq!(c.limit, 100);
+        assert_eq!(c.http_config_file, None);
+        assert!(!c.json && !c.probing);
+        let c = conns(&[
+            "keepalive-daemon",
+            "connections",
+            "--web.address",
+            "https://h:10291",
+            "--http.config.file",
+            "/etc/k/http.yml",
+            "--limit",
+            "5",
+            "--json",
+            "--probing",
+        ]);
+        assert_eq!(c.address, "https://h:10291");
+        assert_eq!(c.http_config_file, Some(PathBuf::from("/etc/k/http.yml")));
+        assert_eq!(c.limit, 5);
+        assert!(c.json && c.probing);
+        assert!(Args::try_parse_from(["keepalive-daemon", "connections", "--limit", "x"]).is_err());
+    }
+
+    /// The --help text names the table's columns as the table prints them.
+    #[test]
+    fn connections_help_names_every_column() {
+        use clap::CommandFactory as _;
+        let mut cmd = Args::command();
+        let help = cmd
+            .find_subcommand_mut("connections")
+            .expect("connections subcommand")
+            .render_long_help()
+            .to_string();
+        for column in crate::web::table::COLUMNS.iter().skip(2) {
+            assert!(
+                help.contains(&format!("{column}:")),
+                "{column} missing: {help}"
+            );
         }
     }
 

@@ -11,10 +11,10 @@ use keepalive_daemon::{cli, web};
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_logging(args.log_level);
-    if let Some(cli::Command::Connections { address, limit }) = &args.command {
-        return match web::client::connections_table(address, *limit) {
-            Ok(table) => {
-                print!("{table}");
+    if let Some(cli::Command::Connections(connections)) = &args.command {
+        return match web::client::connections_output(connections) {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
