@@ -17,9 +17,16 @@ use state::State;
 pub fn spawn_flow_map_sweeper(state: Arc<State>, interval: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        // A sweep longer than the interval delays the next one instead of bunching them.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            state.sweep_flow_map();
+            let state = state.clone();
+            // The walk takes seconds at millions of entries: on a blocking thread, so
+            // scrapes and the watchdog (on the runtime thread) go on meanwhile.
+            if let Err(e) = tokio::task::spawn_blocking(move || state.sweep_flow_map()).await {
+                log::error!("flow map sweep panicked: {e}");
+            }
         }
     });
 }
