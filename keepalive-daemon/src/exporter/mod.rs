@@ -1,11 +1,12 @@
 //! The Prometheus side: the metric catalog, the registry built from it, the state the
 //! HTTP handlers read (kernel maps, copied at scrape), the flow map's housekeeping and
-//! the per-connection view.
+//! the per-connection view and its bounded walk.
 
 pub(crate) mod catalog;
 pub mod connections;
 pub(crate) mod flow_map;
 pub mod registry;
+pub mod scan;
 pub(crate) mod self_stats;
 pub mod state;
 

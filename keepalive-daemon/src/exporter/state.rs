@@ -15,6 +15,7 @@ use super::{
     connections,
     flow_map::{self, FlowMapError, TypedFlowMap},
     registry::Metrics,
+    scan,
 };
 use crate::{
     error_chain::Chain,
@@ -154,7 +155,7 @@ impl State {
     }
 
     /// Drops closed connections from the flow map and refreshes its gauges. Blocks for
-    /// the walk (about 0.25 s per million entries): call it off the runtime thread.
+    /// the walk (about 0.5 s of CPU per million entries): call it off the runtime thread.
     pub fn sweep_flow_map(&self) {
         // Created is read before the walk, so entries created during it can only make
         // the evictions come out low, never high.
@@ -181,15 +182,15 @@ impl State {
     }
 
     /// The per-connection view, at most `limit` connections. Blocks for the walk, at
-    /// most [`connections::SCAN_BUDGET`] (about 0.25 s per million entries) in
+    /// most [`scan::SCAN_BUDGET`] (about 0.5 s of CPU per million entries) in
     /// O(limit) memory: call it off the runtime thread.
     pub fn connections(&self, limit: usize) -> Result<connections::Listing, StateError> {
         // The last sweep's count: the total when the walk cannot reach the map's end.
         let swept = u64::try_from(self.metrics.flow_entries.get()).unwrap_or(0);
-        Ok(connections::read(
+        Ok(scan::read(
             &self.flow_map,
             limit,
-            connections::Caps::default(),
+            scan::Caps::default(),
             swept,
         )?)
     }
