@@ -84,9 +84,12 @@ struct BatchAttr {
     _zero: [u64; 8],
 }
 
-/// Walks every entry of the map behind `fd` in batches of `batch` entries, handing each
+/// Walks every entry of the map behind `fd` (FLOWS, whose key and value sizes State
+/// checked against FlowKey and FlowState) in batches of `batch` entries, handing each
 /// batch to `f` until it breaks or the map ends. Entries created or removed during the
-/// walk may or may not be seen (a bucket is copied atomically, the map is not).
+/// walk may or may not be seen (a bucket is copied atomically, the map is not). The
+/// loop ends: each call moves past at least one hash bucket (the kernel skips empty
+/// ones), and there are as many buckets as --flows.max rounded up to a power of two.
 pub fn walk(
     fd: BorrowedFd<'_>,
     batch: usize,
@@ -120,16 +123,14 @@ pub fn walk(
                 size_of::<BatchAttr>(),
             )
         };
-        let err = (rc < 0).then(io::Error::last_os_error);
         // ENOENT: the map's end, with the last entries (possibly none) in the buffers.
-        let end = match &err {
-            None => false,
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-            Some(_) => {
-                let source = err.expect("matched Some");
+        let end = rc < 0;
+        if end {
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() != Some(libc::ENOENT) {
                 return Err(FlowMapError::Batch { source });
             }
-        };
+        }
         let n = (attr.count as usize).min(keys.len());
         walked.entries += n as u64;
         if f(&keys[..n], &values[..n]).is_break() {
