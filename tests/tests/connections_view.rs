@@ -29,18 +29,19 @@ const SWEEP: &str = "1s";
 const REQUESTS: usize = 3;
 /// The bound for /metrics while the view is built.
 const METRICS_DEADLINE: Duration = Duration::from_secs(1);
-/// The daemon reads the map for at most 8 s (connections::SCAN_BUDGET); rendering and
-/// sending 10000 rows (5 MB of JSON) takes well under a second more. Measured: 2.5-3.9 s
-/// on 2 CPUs at load 13 (other builds running), the walk itself 0.5 s of CPU.
+/// The daemon reads the map for at most 8 s (scan::SCAN_BUDGET); rendering and sending
+/// 10000 rows (5 MB of JSON) takes well under a second more. Measured: 2.2-4.3 s on 2
+/// CPUs at load 12 (other builds and tests running), the walk itself about 0.5 s of CPU.
 const CONNECTIONS_DEADLINE: Duration = Duration::from_secs(9);
-/// CPU the walk of 1,048,576 entries may take: measured 0.5 s (the kernel's copies
-/// included); the bound leaves 3x for a slower machine, and an entry-at-a-time walk
-/// (3 s measured) or a copy and sort of the whole map would exceed it.
+/// CPU the walk of 1,048,576 entries may take: measured 0.44-0.66 s (the kernel's
+/// copies included); the bound leaves over 2x for a slower machine, while an
+/// entry-at-a-time walk (3.0 s measured) would exceed it.
 const WALK_CPU_SECONDS: f64 = 1.5;
-/// Growth of the daemon's peak RSS over its RSS before the fill: measured 18 MiB (the
-/// sweep's and the walk's batch buffers, the kept 10000 entries, the rows and their
-/// JSON, allocator slack). The old view's copy of the map alone was 144 MiB.
-const RSS_GROWTH_KIB: u64 = 48 * 1024;
+/// Growth of the daemon's peak RSS over its RSS before the fill: measured 18-26 MiB
+/// (the batch buffers, the kept 10000 entries, the rows and their JSON, and the pages
+/// glibc keeps in each blocking thread's own arena). Copying the map, as the old view
+/// did, takes 144 MiB at this size.
+const RSS_GROWTH_KIB: u64 = 64 * 1024;
 /// Pause between scrapes: about 20 a second, so a stall of a few hundred ms shows.
 const SCRAPE_PAUSE: Duration = Duration::from_millis(50);
 /// The sweep must have counted the full map within this long after the fill.
