@@ -19,6 +19,7 @@ pub mod capture;
 pub mod corpus;
 pub mod daemon;
 pub mod expect;
+pub mod flow_fill;
 pub mod metrics;
 pub mod netns;
 pub mod port_listener;

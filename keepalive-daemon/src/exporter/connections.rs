@@ -1,6 +1,6 @@
 //! The per-connection view (GET /connections), outside Prometheus: addresses and ports
-//! are fine here, unlike in metric labels. Bounded: at most `limit` connections, most
-//! recently active first, with a note when truncated.
+//! are fine here, unlike in metric labels. At most `limit` connections, most recently
+//! active first, with a note when truncated; what is read and how is in `scan.rs`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -37,15 +37,31 @@ pub struct Connection {
     pub ended: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Listing {
     pub connections: Vec<Connection>,
-    /// Connections in the kernel flow map.
+    /// Connections in the kernel flow map: those read when the walk reached the map's
+    /// end, else the last sweep's count (keepalive_daemon_flow_map_entries) or the
+    /// entries read, whichever is larger.
     pub total: usize,
     pub limit: usize,
+    /// Fewer connections shown than `total`.
     pub truncated: bool,
     /// Explains truncation, or what the view cannot show.
     pub note: String,
+    /// Flow map entries read for this listing.
+    #[serde(default)]
+    pub scanned: u64,
+    /// The walk stopped at a cap before the map's end: the rows are the most recently
+    /// active of the entries read, not necessarily of the whole map.
+    #[serde(default)]
+    pub scan_truncated: bool,
+    /// How long the walk took.
+    #[serde(default)]
+    pub elapsed_seconds: f64,
+    /// CPU time the walk took (the daemon's thread, user and kernel).
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 pub fn address(key: &FlowKey, local: bool) -> SocketAddr {
@@ -106,39 +122,6 @@ pub fn describe(key: &FlowKey, st: &FlowState, now_ns: u64) -> Connection {
     }
 }
 
-/// Builds the listing from all map entries: most recently active first, then `limit`.
-pub fn listing(mut entries: Vec<(FlowKey, FlowState)>, limit: usize, now_ns: u64) -> Listing {
-    let total = entries.len();
-    entries.sort_by_key(|(_, st)| {
-        let d = &st.dir;
-        std::cmp::Reverse(
-            st.last_seen_ns
-                .max(d[0].last_probe_ns)
-                .max(d[1].last_probe_ns),
-        )
-    });
-    let truncated = total > limit;
-    let connections = entries
-        .iter()
-        .take(limit)
-        .map(|(k, st)| describe(k, st, now_ns))
-        .collect();
-    let note = if truncated {
-        format!(
-            "showing the {limit} most recently active of {total} connections; raise ?limit= (at most {MAX_LIMIT})"
-        )
-    } else {
-        "keepalive settings per connection are not tracked yet".to_owned()
-    };
-    Listing {
-        connections,
-        total,
-        limit,
-        truncated,
-        note,
-    }
-}
-
 /// `?limit=N` from a query string, clamped to 1..=MAX_LIMIT.
 pub fn limit_from_query(query: &str) -> usize {
     query
@@ -181,31 +164,6 @@ mod tests {
             address(&key(2, Family::Ipv6), true).to_string(),
             "[2001:db8::1]:5432"
         );
-    }
-
-    #[test]
-    fn listing_is_bounded_recent_first_and_says_so() {
-        let entries: Vec<_> = (1..=5u8)
-            .map(|i| {
-                let mut st = FlowState {
-                    last_seen_ns: i as u64 * 1_000_000_000,
-                    ..Default::default()
-                };
-                st.dir[0].probes = i as u32;
-                st.dir[0].last_probe_ns = st.last_seen_ns;
-                (key(i, Family::Ipv4), st)
-            })
-            .collect();
-        let l = listing(entries, 2, 6_000_000_000);
-        assert_eq!((l.total, l.truncated, l.connections.len()), (5, true, 2));
-        assert_eq!(l.connections[0].probes_sent, 5);
-        assert_eq!(l.connections[0].seconds_since_last_probe, Some(1.0));
-        assert!(l.note.contains("2 most recently active of 5"));
-        let text = crate::web::table::table(&l);
-        assert!(text.contains("192.0.2.5:40005") && text.contains("2 of 5 connections"));
-        let json = serde_json::to_string(&l).unwrap();
-        let back: Listing = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.connections, l.connections);
     }
 
     #[test]

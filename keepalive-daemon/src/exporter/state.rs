@@ -4,18 +4,18 @@ use std::sync::Mutex;
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray},
+    maps::{Map, MapData, MapError, PerCpuArray},
 };
 use keepalive_common::{
     counters::{self, COUNTER_SLOTS},
-    flow::{FlowKey, FlowState},
     ports,
 };
 
 use super::{
     connections,
-    flow_map::{self, FlowMap},
+    flow_map::{self, FlowMapError, TypedFlowMap},
     registry::Metrics,
+    scan,
 };
 use crate::{
     error_chain::Chain,
@@ -37,8 +37,10 @@ pub enum StateError {
         #[source]
         source: MapError,
     },
-    #[error("flow map lock poisoned")]
-    FlowMapLock,
+    #[error("map FLOWS of the eBPF object is not an LRU hash map; rebuild the daemon")]
+    FlowMapType,
+    #[error(transparent)]
+    FlowMap(#[from] FlowMapError),
     #[error(transparent)]
     TimerLoss(#[from] TimerLossError),
     #[error(transparent)]
@@ -51,7 +53,9 @@ pub struct State {
     pub metrics: Metrics,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     port_counters: Mutex<PerCpuArray<MapData, u64>>,
-    flow_map: Mutex<FlowMap>,
+    /// FLOWS, read and swept through its descriptor (flow_map.rs): no lock, so neither
+    /// walk makes a scrape, the watchdog or the other walk wait.
+    flow_map: MapData,
     /// Loaded programs by name, with a descriptor for their run-time statistics.
     programs: Vec<(String, aya::programs::ProgramFd)>,
     timer_loss: TimerLoss,
@@ -91,7 +95,12 @@ impl State {
             None
         };
         let port_counters = PerCpuArray::try_from(take_map(ebpf, "PORT_COUNTERS")?)?;
-        let flow_map = FlowMap::try_from(take_map(ebpf, "FLOWS")?)?;
+        let flow_map = take_map(ebpf, "FLOWS")?;
+        // Checks the key and value sizes against FlowKey and FlowState.
+        TypedFlowMap::try_from(&flow_map)?;
+        let Map::LruHashMap(flow_map) = flow_map else {
+            return Err(StateError::FlowMapType);
+        };
         // Our own descriptors: their fdinfo has the run statistics, readable without the
         // capabilities dropped after attaching (enumerating all programs would need
         // CAP_SYS_ADMIN).
@@ -116,7 +125,7 @@ impl State {
         metrics: Metrics,
         counters: PerCpuArray<MapData, u64>,
         port_counters: PerCpuArray<MapData, u64>,
-        flow_map: FlowMap,
+        flow_map: MapData,
         programs: Vec<(String, aya::programs::ProgramFd)>,
         timer_slots: Option<TimerSlots>,
     ) -> State {
@@ -139,26 +148,30 @@ impl State {
             metrics,
             counters,
             port_counters: Mutex::new(port_counters),
-            flow_map: Mutex::new(flow_map),
+            flow_map,
             programs,
             timer_loss,
         }
     }
 
-    /// Drops closed connections from the flow map and refreshes its gauges.
+    /// Drops closed connections from the flow map and refreshes its gauges. Blocks for
+    /// the walk (about 0.5 s of CPU per million entries): call it off the runtime thread.
     pub fn sweep_flow_map(&self) {
-        let Ok(mut map) = self.flow_map.lock() else {
-            return;
-        };
         // Created is read before the walk, so entries created during it can only make
         // the evictions come out low, never high.
         let created = totals(&self.counters, COUNTER_SLOTS)
             .ok()
             .map(|t| t[counters::FLOWS_CREATED as usize]);
-        let r = flow_map::sweep(&mut map, flow_map::monotonic_ns());
+        let r = match flow_map::sweep(&self.flow_map, flow_map::monotonic_ns()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.map_read_errors.inc();
+                log::warn!("flow map sweep: {}", Chain(&e));
+                return;
+            }
+        };
         self.metrics.flow_entries.set(r.entries as i64);
         self.metrics.flows_swept.inc_by(r.removed);
-        self.metrics.map_read_errors.inc_by(r.read_errors);
         if let Some(created) = created {
             let evicted = flow_map::evictions(created, self.metrics.flows_swept.get(), r.entries);
             let have = self.metrics.flow_evictions.get();
@@ -168,15 +181,18 @@ impl State {
         }
     }
 
-    /// The per-connection view, at most `limit` connections.
+    /// The per-connection view, at most `limit` connections. Blocks for the walk, at
+    /// most [`scan::SCAN_BUDGET`] (about 0.5 s of CPU per million entries) in
+    /// O(limit) memory: call it off the runtime thread.
     pub fn connections(&self, limit: usize) -> Result<connections::Listing, StateError> {
-        let map = self.flow_map.lock().map_err(|_| StateError::FlowMapLock)?;
-        let entries: Vec<(FlowKey, FlowState)> = map.iter().filter_map(Result::ok).collect();
-        Ok(connections::listing(
-            entries,
+        // The last sweep's count: the total when the walk cannot reach the map's end.
+        let swept = u64::try_from(self.metrics.flow_entries.get()).unwrap_or(0);
+        Ok(scan::read(
+            &self.flow_map,
             limit,
-            flow_map::monotonic_ns(),
-        ))
+            scan::Caps::default(),
+            swept,
+        )?)
     }
 
     /// Run time and run count of our programs (non-zero only with kernel.bpf_stats_enabled=1).
