@@ -142,6 +142,7 @@ mod tests {
             limit: 3,
             truncated: true,
             note: "showing the 3 most recently active of 7 connections".into(),
+            ..Default::default()
         }
     }
 
@@ -196,6 +197,7 @@ LOCAL                REMOTE          SENT  SENT_ANSWERED  SENT_UNANSWERED  RECEI
             limit: 100,
             truncated: false,
             note: "n".into(),
+            ..Default::default()
         };
         let text = table(&l);
         assert_eq!(text.lines().count(), 2);
