@@ -90,4 +90,9 @@ fi
 CARGO_DEB_VERSION=3.8.0
 [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" = "$CARGO_DEB_VERSION" ] ||
   { log "installing cargo-deb $CARGO_DEB_VERSION"; cargo "+$STABLE" install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet; }
+# Supply-chain checks in CI (cargo deny check, deny.toml). Building it takes ~7 min of
+# CPU: 4-8 min on a 2-CPU machine, once.
+CARGO_DENY_VERSION=0.20.2
+[ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" = "$CARGO_DENY_VERSION" ] ||
+  { log "installing cargo-deny $CARGO_DENY_VERSION"; cargo "+$STABLE" install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet; }
 log "ready: Rust $STABLE, $NIGHTLY, bpf-linker $(linker_version)"

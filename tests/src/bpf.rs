@@ -1,7 +1,13 @@
-//! What BPF programs and links exist (bpftool), and which ones a process holds.
+//! What BPF programs and links exist (`bpftool -j`, read with serde_json), and which
+//! ones a process holds (/proc/PID/fdinfo). bpftool rather than aya's
+//! `loaded_programs()`/`loaded_links()`: those yield an error for every object that goes
+//! away while they iterate (to be told apart from real errors), and the tests also need
+//! what `bpftool net show` reports per interface (tc filters), which aya does not query.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use serde::Deserialize;
 
 use std::time::{Duration, Instant};
 
@@ -21,111 +27,116 @@ pub struct ProgInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
     pub id: u32,
+    /// The link type's name, or its number for a type this bpftool does not know
+    /// (bpftool 7.1 prints TCX links as type 11).
     pub kind: String,
     pub prog_id: Option<u32>,
-    /// The whole entry as printed, for messages.
+    /// The whole entry as bpftool printed it (JSON), for messages.
     pub text: String,
 }
 
-/// Splits bpftool's plain output into entries: a line starting with `<id>:`
-/// followed by indented continuation lines.
-fn entries(out: &str) -> Vec<(u32, String, String)> {
-    let mut result: Vec<(u32, String, String)> = Vec::new();
-    for line in out.lines() {
-        let head = line
-            .split_once(':')
-            .filter(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
-        match head {
-            Some((id, rest)) => result.push((
-                id.parse().expect("bpf id"),
-                rest.trim().to_owned(),
-                line.to_owned(),
-            )),
-            None => {
-                if let Some(last) = result.last_mut() {
-                    last.2.push('\n');
-                    last.2.push_str(line);
-                }
-            }
+/// bpftool's `type`: a name, or the kernel's number when bpftool has no name for it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TypeName {
+    Name(String),
+    Number(u64),
+}
+
+impl TypeName {
+    fn into_string(self) -> String {
+        match self {
+            TypeName::Name(n) => n,
+            TypeName::Number(n) => n.to_string(),
         }
     }
-    result
 }
 
-/// The token following `key` in a whitespace-separated line.
-fn after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let mut tokens = line.split_whitespace();
-    tokens.by_ref().find(|t| *t == key)?;
-    tokens.next()
+/// The fields of a `bpftool -j prog show` entry the tests read.
+#[derive(Deserialize)]
+struct ProgJson {
+    id: u32,
+    #[serde(rename = "type")]
+    kind: TypeName,
+    #[serde(default)]
+    name: String,
 }
 
-/// Parses `bpftool prog show` output.
+/// The fields of a `bpftool -j link show` entry the tests read.
+#[derive(Deserialize)]
+struct LinkJson {
+    id: u32,
+    #[serde(rename = "type")]
+    kind: TypeName,
+    prog_id: Option<u32>,
+}
+
+/// One attachment of `bpftool -j net show` (xdp, tc, tcx, flow_dissector, ...):
+/// clsact filters carry the program as `id`, TCX links as `prog_id`.
+#[derive(Deserialize)]
+struct NetAttachment {
+    devname: Option<String>,
+    id: Option<u32>,
+    prog_id: Option<u32>,
+}
+
+/// Parses `bpftool -j prog show` output.
 pub fn parse_progs(out: &str) -> Vec<ProgInfo> {
-    entries(out)
+    let progs: Vec<ProgJson> = serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("`bpftool -j prog show` printed unexpected JSON ({e}): {out}"));
+    progs
         .into_iter()
-        .map(|(id, first, _)| ProgInfo {
-            id,
-            kind: first
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            name: after(&first, "name").unwrap_or_default().to_owned(),
+        .map(|p| ProgInfo {
+            id: p.id,
+            kind: p.kind.into_string(),
+            name: p.name,
         })
         .collect()
 }
 
-/// Parses `bpftool link show` output.
+/// Parses `bpftool -j link show` output.
 pub fn parse_links(out: &str) -> Vec<LinkInfo> {
-    entries(out)
+    let entries: Vec<serde_json::Value> = serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("`bpftool -j link show` printed unexpected JSON ({e}): {out}"));
+    entries
         .into_iter()
-        .map(|(id, first, text)| LinkInfo {
-            id,
-            kind: first
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            prog_id: after(&first, "prog").and_then(|p| p.parse().ok()),
-            text,
+        .map(|entry| {
+            let text = entry.to_string();
+            let l: LinkJson = serde_json::from_value(entry).unwrap_or_else(|e| {
+                panic!("unexpected `bpftool -j link show` entry ({e}): {text}")
+            });
+            LinkInfo {
+                id: l.id,
+                kind: l.kind.into_string(),
+                prog_id: l.prog_id,
+                text,
+            }
         })
         .collect()
 }
 
 /// Every BPF program loaded in the kernel (all namespaces).
 pub fn bpftool_progs() -> Vec<ProgInfo> {
-    parse_progs(&run(&["bpftool", "prog", "show"]))
+    parse_progs(&run(&["bpftool", "-j", "prog", "show"]))
 }
 
 /// Every BPF link in the kernel (all namespaces).
 pub fn bpftool_links() -> Vec<LinkInfo> {
-    parse_links(&run(&["bpftool", "link", "show"]))
+    parse_links(&run(&["bpftool", "-j", "link", "show"]))
 }
 
-/// Lines of `bpftool net show` output that mention interface `ifname`
-/// (e.g. `kat1a(5) clsact/ingress ka_ingress id 42` or
-/// `kat1a(5) tcx/ingress ka_ingress prog_id 42 link_id 7`).
-pub fn net_show_lines<'a>(out: &'a str, ifname: &str) -> Vec<&'a str> {
-    let prefix = format!("{ifname}(");
-    out.lines()
-        .filter(|l| l.trim_start().starts_with(&prefix))
+/// Program ids attached to interface `ifname` in `bpftool -j net show` output
+/// (any section: xdp, tc filters, tcx links).
+pub fn net_show_prog_ids(out: &str, ifname: &str) -> BTreeSet<u32> {
+    let sections: Vec<BTreeMap<String, Vec<NetAttachment>>> = serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("`bpftool -j net show` printed unexpected JSON ({e}): {out}"));
+    sections
+        .into_iter()
+        .flat_map(BTreeMap::into_values)
+        .flatten()
+        .filter(|a| a.devname.as_deref() == Some(ifname))
+        .filter_map(|a| a.id.or(a.prog_id))
         .collect()
-}
-
-/// Program ids in `bpftool net show` lines (the token after `id`/`prog_id`).
-pub fn net_show_prog_ids<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeSet<u32> {
-    let mut ids = BTreeSet::new();
-    for line in lines {
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        for pair in tokens.windows(2) {
-            if matches!(pair[0], "id" | "prog_id")
-                && let Ok(id) = pair[1].parse()
-            {
-                ids.insert(id);
-            }
-        }
-    }
-    ids
 }
 
 /// Polls `cond` until it holds or `timeout` passed; returns its last value.
@@ -198,42 +209,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_bpftool_text() {
-        let progs = "12: cgroup_device  tag 03b4eaae2f14641a  gpl\n\
-                     \tloaded_at 2024-01-01T00:00:00+0000  uid 0\n\
-                     45: sched_cls  name ka_tc_ingress  tag 0011223344556677  gpl\n\
-                     \txlated 296B  jited 183B  memlock 4096B  map_ids 3,4\n";
+    fn parses_bpftool_json() {
+        let progs = r#"[{"id":12,"type":"cgroup_device","tag":"03b4eaae2f14641a","gpl_compatible":true},
+            {"id":45,"type":"sched_cls","name":"ka_tc_ingress","tag":"0011223344556677","map_ids":[3,4]},
+            {"id":46,"type":32,"name":"future"}]"#;
         let p = parse_progs(progs);
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert_eq!(
             (p[0].id, p[0].kind.as_str(), p[0].name.as_str()),
             (12, "cgroup_device", "")
         );
         assert_eq!((p[1].id, p[1].name.as_str()), (45, "ka_tc_ingress"));
-        let links = "3: tcx  prog 45  \n\tifindex kat1a(5)  attach_type tcx_ingress  \n\
-                     4: perf_event  prog 46  \n";
+        assert_eq!(p[2].kind, "32");
+        let links = r#"[{"id":3,"type":"tcx","prog_id":45,"ifindex":5,"attach_type":"tcx_ingress"},
+            {"id":4,"type":"perf_event","prog_id":46},{"id":7,"type":11,"prog_id":47}]"#;
         let l = parse_links(links);
-        assert_eq!(l.len(), 2);
+        assert_eq!(l.len(), 3);
         assert_eq!(
             (l[0].id, l[0].kind.as_str(), l[0].prog_id),
             (3, "tcx", Some(45))
         );
-        assert!(l[0].text.contains("kat1a"));
+        assert!(l[0].text.contains("tcx_ingress"));
         assert_eq!(l[1].prog_id, Some(46));
-        let unknown = parse_links("7: type 11  prog 47  \n");
-        assert_eq!(
-            (unknown[0].kind.as_str(), unknown[0].prog_id),
-            ("type", Some(47))
-        );
+        assert_eq!((l[2].kind.as_str(), l[2].prog_id), ("11", Some(47)));
+        assert!(parse_progs("[]").is_empty());
     }
 
     #[test]
     fn parses_net_show() {
-        let out = "xdp:\n\ntc:\nkat1a(5) clsact/ingress ka_ingress:[ka_ingress] id 42\n\
-                   kat1a(5) tcx/egress ka_egress prog_id 43 link_id 7\n\
-                   kat12a(6) clsact/ingress other id 44\n\nflow_dissector:\n";
-        let lines = net_show_lines(out, "kat1a");
-        assert_eq!(lines.len(), 2);
-        assert_eq!(net_show_prog_ids(lines), BTreeSet::from([42, 43]));
+        let out = r#"[{"xdp":[],"tc":[
+            {"devname":"kat1a","ifindex":5,"kind":"clsact/ingress","name":"ka_ingress","id":42},
+            {"devname":"kat12a","ifindex":6,"kind":"clsact/ingress","name":"other","id":44}],
+            "tcx":[{"devname":"kat1a","ifindex":5,"kind":"tcx/egress","name":"ka_egress","prog_id":43,"link_id":7}],
+            "flow_dissector":[{"id":9}]}]"#;
+        assert_eq!(net_show_prog_ids(out, "kat1a"), BTreeSet::from([42, 43]));
+        assert!(net_show_prog_ids(r#"[{"xdp":[],"tc":[],"flow_dissector":[]}]"#, "lo").is_empty());
     }
 }

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -125,42 +124,47 @@ pub fn run<S: AsRef<OsStr>>(argv: &[S]) -> String {
     run_checked(command(argv), None)
 }
 
-/// A scratch directory under the system temp dir, removed on drop (kept if
-/// `KEEPALIVE_TEST_KEEP_ARTIFACTS` is set, which helps debugging captures).
+/// A scratch directory under the system temp dir (tempfile: unique name, mode 0700),
+/// removed on drop; kept if `KEEPALIVE_TEST_KEEP_ARTIFACTS` is set, which helps
+/// debugging captures.
 #[derive(Debug)]
 pub struct TempDir {
-    path: PathBuf,
+    /// Always `Some` until drop.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("kat-{tag}-{}-{n}", std::process::id()));
-        if path.exists() {
-            // Left over by an earlier process that had the same pid.
-            let _ = std::fs::remove_dir_all(&path);
-        }
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TempDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kat-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating a kat-{tag}-* directory in {}: {e}",
+                    std::env::temp_dir().display()
+                )
+            });
+        TempDir { dir: Some(dir) }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.as_ref().expect("live TempDir").path()
     }
 
     pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
+        self.path().join(name)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::env::var_os("KEEPALIVE_TEST_KEEP_ARTIFACTS").is_some() {
-            eprintln!("keeping {}", self.path.display());
+        let Some(dir) = self.dir.take() else {
             return;
+        };
+        if std::env::var_os("KEEPALIVE_TEST_KEEP_ARTIFACTS").is_some() {
+            eprintln!("keeping {}", dir.keep().display());
         }
-        let _ = std::fs::remove_dir_all(&self.path);
+        // Otherwise tempfile's own drop removes it.
     }
 }
 

@@ -4,9 +4,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use socket2::SockRef;
 
 use crate::netns::{A_V4, A_V6, B_V4, B_V6, Netns};
 use crate::timing::{
@@ -71,12 +73,18 @@ pub const FAST_KEEPALIVE: KeepaliveParams = KeepaliveParams {
     cnt: KEEPCNT,
 };
 
-fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+/// TCP_KEEPIDLE, TCP_KEEPINTVL or TCP_KEEPCNT alone. socket2 sets these only all
+/// together with SO_KEEPALIVE, and turns SO_KEEPALIVE on first: on a socket with
+/// keepalive on, setting TCP_KEEPIDLE re-arms the timer at (last receive + idle)
+/// instead of (now + idle), which would move the first probe of every scenario. So
+/// these three stay a plain setsockopt(2), made before SO_KEEPALIVE goes on.
+fn set_keepalive_param(sock: &impl AsRawFd, name: libc::c_int, value: u32) {
+    let value = libc::c_int::try_from(value).expect("socket option value fits in c_int");
     // SAFETY: setsockopt(2) with a pointer to a live c_int and its size.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            level,
+            libc::IPPROTO_TCP,
             name,
             (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
@@ -84,64 +92,42 @@ fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, va
     };
     if rc != 0 {
         panic!(
-            "setsockopt({level}, {name}, {value}): {}",
+            "setsockopt(IPPROTO_TCP, {name}, {value}): {}",
             io::Error::last_os_error()
         );
     }
 }
 
-fn to_c_int(v: u32) -> libc::c_int {
-    libc::c_int::try_from(v).expect("socket option value fits in c_int")
-}
-
-/// Sets the keepalive timing, then turns SO_KEEPALIVE on.
-pub fn enable_keepalive(sock: &impl AsRawFd, p: KeepaliveParams) {
-    setsockopt_int(
-        sock,
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPIDLE,
-        to_c_int(p.idle_secs),
-    );
-    setsockopt_int(
-        sock,
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPINTVL,
-        to_c_int(p.intvl_secs),
-    );
-    setsockopt_int(sock, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, to_c_int(p.cnt));
-    setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+/// Sets the keepalive timing, then turns SO_KEEPALIVE on (the timer starts now).
+pub fn enable_keepalive<S: AsRawFd + AsFd>(sock: &S, p: KeepaliveParams) {
+    set_keepalive_param(sock, libc::TCP_KEEPIDLE, p.idle_secs);
+    set_keepalive_param(sock, libc::TCP_KEEPINTVL, p.intvl_secs);
+    set_keepalive_param(sock, libc::TCP_KEEPCNT, p.cnt);
+    SockRef::from(sock)
+        .set_keepalive(true)
+        .unwrap_or_else(|e| panic!("setsockopt(SO_KEEPALIVE, 1): {e}"));
 }
 
 /// SO_KEEPALIVE=0: the kernel stops its keepalive timer, no more probes.
-pub fn disable_keepalive(sock: &impl AsRawFd) {
-    setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0);
+pub fn disable_keepalive(sock: &impl AsFd) {
+    SockRef::from(sock)
+        .set_keepalive(false)
+        .unwrap_or_else(|e| panic!("setsockopt(SO_KEEPALIVE, 0): {e}"));
 }
 
 /// TCP_QUICKACK: an ACK the delayed-ACK timer holds goes out now, and the
 /// next ones are not delayed (until the kernel's heuristics switch back).
-pub fn set_quickack(sock: &impl AsRawFd) {
-    setsockopt_int(sock, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
+pub fn set_quickack(sock: &impl AsFd) {
+    SockRef::from(sock)
+        .set_tcp_quickack(true)
+        .unwrap_or_else(|e| panic!("setsockopt(TCP_QUICKACK, 1): {e}"));
 }
 
 /// SO_LINGER {on, 0}: close() aborts the connection with a RST.
-pub fn set_linger_zero(sock: &impl AsRawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt(2) with a pointer to a live `linger` and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        panic!("setsockopt(SO_LINGER): {}", io::Error::last_os_error());
-    }
+pub fn set_linger_zero(sock: &impl AsFd) {
+    SockRef::from(sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap_or_else(|e| panic!("setsockopt(SO_LINGER, {{1, 0}}): {e}"));
 }
 
 /// One established connection: `client` lives in namespace A, `server` (the

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use keepalive_tests::bpf::{
-    bpftool_links, bpftool_progs, net_show_lines, net_show_prog_ids, wait_until,
-};
+use keepalive_tests::bpf::{bpftool_links, bpftool_progs, net_show_prog_ids, wait_until};
 use keepalive_tests::scenarios::Setup;
 use keepalive_tests::timing::BPF_RELEASE_TIMEOUT;
 use keepalive_tests::{Daemon, require_root};
@@ -65,8 +63,8 @@ fn find_ours(setup: &Setup, daemon: &Daemon, preexisting: &BTreeSet<u32>) -> Our
         .collect();
     let held = daemon.bpf_objects();
     let links_during = bpftool_links();
-    let net_during = setup.a.cmd(&["bpftool", "net", "show"]);
-    let on_iface = net_show_prog_ids(net_show_lines(&net_during, iface));
+    let net_during = setup.a.cmd(&["bpftool", "-j", "net", "show"]);
+    let on_iface = net_show_prog_ids(&net_during, iface);
     let via_links: BTreeSet<u32> = links_during
         .iter()
         .filter(|l| held.link_ids.contains(&l.id))

@@ -76,8 +76,11 @@ fn main() {
     println!("VMCHECK kernel release={release} mode={mode}");
     let started = Instant::now();
     let outcome = std::panic::catch_unwind(|| {
+        // Kept until the scenario is over: dropping it removes the file.
+        let doctored_file;
         let btf_path = if fallback {
-            let doctored = doctor_btf();
+            doctored_file = doctor_btf();
+            let doctored = doctored_file.path().display().to_string();
             extra_args().extend(["--kernel.btf-path".to_owned(), doctored.clone()]);
             doctored
         } else {

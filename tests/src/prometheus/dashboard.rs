@@ -1,14 +1,15 @@
 //! The Grafana dashboard (`dashboards/keepalive.json`): its panels, queries
 //! and template variables, a structural lint, and the substitution of
-//! Grafana variables so its PromQL can be sent to a real Prometheus.
+//! Grafana variables so its PromQL can be sent to a real Prometheus. The JSON
+//! model is read with serde_json.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
-use super::json::Json;
 use super::workspace_root;
+use serde_json::Value;
 
 /// Path of the dashboard in the repository.
 pub fn dashboard_path() -> PathBuf {
@@ -44,29 +45,52 @@ pub struct Variable {
 /// A Grafana dashboard JSON model.
 #[derive(Clone, Debug)]
 pub struct Dashboard {
-    json: Json,
+    json: Value,
+}
+
+/// The string at `key` of an object, or "" when absent or not a string.
+pub fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The array at `key` of an object, or an empty slice.
+pub fn array_at<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 impl Dashboard {
     pub fn load(path: &Path) -> Dashboard {
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let json = Json::parse(&text)
+        let json: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{} is not valid JSON: {e:#}", path.display()));
         Dashboard { json }
     }
 
+    /// A dashboard from its JSON model (e.g. a copy changed to test a lint).
+    pub fn from_json(json: Value) -> Dashboard {
+        Dashboard { json }
+    }
+
+    /// The whole JSON model.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
     /// Every panel, rows included, with the panels of collapsed rows
     /// (which Grafana nests inside the row) flattened in.
-    pub fn panels(&self) -> Vec<&Json> {
-        fn walk<'a>(panels: &'a [Json], out: &mut Vec<&'a Json>) {
+    pub fn panels(&self) -> Vec<&Value> {
+        fn walk<'a>(panels: &'a [Value], out: &mut Vec<&'a Value>) {
             for p in panels {
                 out.push(p);
-                walk(p.array_at("panels"), out);
+                walk(array_at(p, "panels"), out);
             }
         }
         let mut out = Vec::new();
-        walk(self.json.array_at("panels"), &mut out);
+        walk(array_at(&self.json, "panels"), &mut out);
         out
     }
 
@@ -74,15 +98,15 @@ impl Dashboard {
     pub fn queries(&self) -> Vec<PanelQuery> {
         let mut out = Vec::new();
         for p in self.panels() {
-            for t in p.array_at("targets") {
-                let expr = t.str_at("expr").trim();
+            for t in array_at(p, "targets") {
+                let expr = str_at(t, "expr").trim();
                 if expr.is_empty() {
                     continue;
                 }
                 out.push(PanelQuery {
-                    panel_id: p.get("id").and_then(Json::as_f64).unwrap_or(-1.0) as i64,
-                    panel_title: p.str_at("title").to_owned(),
-                    ref_id: t.str_at("refId").to_owned(),
+                    panel_id: p.get("id").and_then(Value::as_f64).unwrap_or(-1.0) as i64,
+                    panel_title: str_at(p, "title").to_owned(),
+                    ref_id: str_at(t, "refId").to_owned(),
                     expr: expr.to_owned(),
                 });
             }
@@ -95,15 +119,15 @@ impl Dashboard {
         let list = self
             .json
             .get("templating")
-            .map(|t| t.array_at("list"))
+            .map(|t| array_at(t, "list"))
             .unwrap_or_default();
         list.iter()
             .map(|v| Variable {
-                name: v.str_at("name").to_owned(),
-                kind: v.str_at("type").to_owned(),
+                name: str_at(v, "name").to_owned(),
+                kind: str_at(v, "type").to_owned(),
                 query: match v.get("query") {
-                    Some(Json::String(s)) => Some(s.clone()),
-                    Some(q @ Json::Object(_)) => Some(q.str_at("query").to_owned()),
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(q @ Value::Object(_)) => Some(str_at(q, "query").to_owned()),
                     _ => None,
                 },
             })
@@ -119,8 +143,8 @@ impl Dashboard {
         let mut problems = Vec::new();
         let mut ids = BTreeMap::new();
         for p in self.panels() {
-            let title = p.str_at("title");
-            let id = p.get("id").and_then(Json::as_f64);
+            let title = str_at(p, "title");
+            let id = p.get("id").and_then(Value::as_f64);
             let name = format!("panel {id:?} {title:?}");
             match id {
                 Some(id) => {
@@ -133,35 +157,35 @@ impl Dashboard {
             if p.get("gridPos").is_none() {
                 problems.push(format!("{name}: no gridPos"));
             }
-            if p.str_at("type") == "row" {
+            if str_at(p, "type") == "row" {
                 continue;
             }
             if title.trim().is_empty() {
                 problems.push(format!("{name}: no title"));
             }
-            if p.str_at("description").trim().is_empty() {
+            if str_at(p, "description").trim().is_empty() {
                 problems.push(format!("{name}: no description"));
             }
             let unit = p
                 .get("fieldConfig")
                 .and_then(|f| f.get("defaults"))
-                .map(|d| d.str_at("unit"))
+                .map(|d| str_at(d, "unit"))
                 .unwrap_or_default();
             if unit.trim().is_empty() {
                 problems.push(format!("{name}: no unit (fieldConfig.defaults.unit)"));
             }
-            let ds = p.get("datasource").map(|d| d.str_at("uid"));
+            let ds = p.get("datasource").map(|d| str_at(d, "uid"));
             if ds != Some("${datasource}") {
                 problems.push(format!(
                     "{name}: datasource uid is {ds:?}, not the ${{datasource}} variable"
                 ));
             }
-            let targets = p.array_at("targets");
+            let targets = array_at(p, "targets");
             if targets.is_empty() {
                 problems.push(format!("{name}: no query"));
             }
             for t in targets {
-                if t.str_at("refId").is_empty() || t.str_at("expr").trim().is_empty() {
+                if str_at(t, "refId").is_empty() || str_at(t, "expr").trim().is_empty() {
                     problems.push(format!("{name}: a target lacks refId or expr"));
                 }
             }

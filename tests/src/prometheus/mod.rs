@@ -1,20 +1,19 @@
 //! Prometheus-side checks of the daemon: a real Prometheus server run inside a
 //! namespace and queried through its HTTP API ([`server`]), `promtool`
 //! ([`promtool`]), the PromQL of the Grafana dashboard
-//! (`dashboards/keepalive.json`, [`dashboard`]), and the small JSON parser
-//! all of that needs ([`json`]).
+//! (`dashboards/keepalive.json`, [`dashboard`]). JSON (the API's answers, the
+//! dashboard model) is read with serde_json.
 
 use std::path::{Path, PathBuf};
 
 pub mod dashboard;
-pub mod json;
 pub mod promtool;
 pub mod server;
 
 pub use dashboard::{
-    Dashboard, PanelQuery, Variable, dashboard_path, parse_label_values, substitute,
+    Dashboard, PanelQuery, Variable, array_at, dashboard_path, parse_label_values, str_at,
+    substitute,
 };
-pub use json::Json;
 pub use promtool::{
     PROMETHEUS_PACKAGE, describe_output, help_lists_flag, prometheus_bin, promtool, run_promtool,
 };

@@ -12,8 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use super::json::Json;
 use super::promtool::prometheus_bin;
 use crate::metrics::{HttpResponse, http_get};
 use crate::netns::Netns;
@@ -182,59 +183,52 @@ impl<'ns> Prometheus<'ns> {
 
     /// `GET path` of the HTTP API; returns `data` of a `"status": "success"`
     /// answer, or the API's error.
-    pub fn api(&self, path: &str) -> Result<Json> {
+    pub fn api<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.get(path)?;
-        let json = Json::parse(&resp.body).with_context(|| {
+        let answer: ApiAnswer = serde_json::from_str(&resp.body).with_context(|| {
             format!(
-                "HTTP {} with a body that is not JSON: {:.300}",
+                "HTTP {} with a body that is not a Prometheus API answer: {:.300}",
                 resp.status, resp.body
             )
         })?;
-        if json.str_at("status") != "success" {
+        if answer.status != "success" {
             bail!(
                 "HTTP {}: {} ({})",
                 resp.status,
-                json.str_at("error"),
-                json.str_at("errorType")
+                answer.error,
+                answer.error_type
             );
         }
-        json.get("data")
-            .cloned()
-            .ok_or_else(|| anyhow!("API answer without data: {:.300}", resp.body))
+        let data = answer
+            .data
+            .ok_or_else(|| anyhow!("API answer without data: {:.300}", resp.body))?;
+        serde_json::from_value(data)
+            .with_context(|| format!("unexpected data in the answer: {:.300}", resp.body))
     }
 
     /// Instant query at the server's current time. Vectors and scalars are
     /// returned as samples (a scalar has no labels).
     pub fn query(&self, promql: &str) -> Result<Vec<Sample>> {
-        let data = self.api(&format!("/api/v1/query?query={}", url_encode(promql)))?;
-        let value_of = |pair: &Json| -> Result<f64> {
-            let text = pair
-                .as_array()
-                .and_then(|p| p.get(1))
-                .and_then(Json::as_str)
-                .ok_or_else(|| anyhow!("bad sample value {pair:?}"))?;
-            parse_prom_float(text)
-        };
-        match data.str_at("resultType") {
-            "vector" => data
-                .array_at("result")
-                .iter()
+        let data: QueryData = self.api(&format!("/api/v1/query?query={}", url_encode(promql)))?;
+        match data.result_type.as_str() {
+            "vector" => serde_json::from_value::<Vec<VectorItem>>(data.result)
+                .context("a vector result")?
+                .into_iter()
                 .map(|item| {
-                    let labels = item
-                        .get("metric")
-                        .and_then(Json::as_object)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect();
-                    let value = value_of(item.get("value").unwrap_or(&Json::Null))?;
-                    Ok(Sample { labels, value })
+                    Ok(Sample {
+                        labels: item.metric,
+                        value: parse_prom_float(&item.value.1)?,
+                    })
                 })
                 .collect(),
-            "scalar" => Ok(vec![Sample {
-                labels: BTreeMap::new(),
-                value: value_of(data.get("result").unwrap_or(&Json::Null))?,
-            }]),
+            "scalar" => {
+                let (_, value): (f64, String) =
+                    serde_json::from_value(data.result).context("a scalar result")?;
+                Ok(vec![Sample {
+                    labels: BTreeMap::new(),
+                    value: parse_prom_float(&value)?,
+                }])
+            }
             other => bail!("unexpected resultType {other:?} for an instant query"),
         }
     }
@@ -243,34 +237,18 @@ impl<'ns> Prometheus<'ns> {
     /// (`/api/v1/label/<label>/values?match[]=<selector>`), as Grafana's
     /// `label_values(selector, label)` computes them.
     pub fn label_values(&self, selector: &str, label: &str) -> Result<Vec<String>> {
-        let data = self.api(&format!(
+        self.api(&format!(
             "/api/v1/label/{}/values?match[]={}",
             url_encode(label),
             url_encode(selector)
-        ))?;
-        Ok(data
-            .as_array()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect())
+        ))
     }
 
     /// The alerting and recording rules the server loaded, with their
     /// evaluation state: `(name, health, state, last error)`.
     pub fn rules(&self) -> Result<Vec<RuleState>> {
-        let data = self.api("/api/v1/rules")?;
-        Ok(data
-            .array_at("groups")
-            .iter()
-            .flat_map(|g| g.array_at("rules"))
-            .map(|r| RuleState {
-                name: r.str_at("name").to_owned(),
-                health: r.str_at("health").to_owned(),
-                state: r.str_at("state").to_owned(),
-                last_error: r.str_at("lastError").to_owned(),
-            })
-            .collect())
+        let data: RulesData = self.api("/api/v1/rules")?;
+        Ok(data.groups.into_iter().flat_map(|g| g.rules).collect())
     }
 
     /// Waits (bounded) until `up{job}` is 1: the target has been scraped.
@@ -356,14 +334,53 @@ impl Drop for Prometheus<'_> {
 }
 
 /// State of one rule of `/api/v1/rules`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RuleState {
     pub name: String,
     /// "ok", "err" or "unknown" (not evaluated yet).
     pub health: String,
-    /// Alerting rules: "inactive", "pending" or "firing".
+    /// Alerting rules: "inactive", "pending" or "firing"; "" for recording rules.
+    #[serde(default)]
     pub state: String,
+    #[serde(default, rename = "lastError")]
     pub last_error: String,
+}
+
+/// The envelope of every answer of the HTTP API.
+#[derive(Deserialize)]
+struct ApiAnswer {
+    status: String,
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    error: String,
+    #[serde(default, rename = "errorType")]
+    error_type: String,
+}
+
+/// `data` of an instant query; `result` depends on `resultType`.
+#[derive(Deserialize)]
+struct QueryData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: serde_json::Value,
+}
+
+/// One series of a vector result: its labels and `[timestamp, "value"]`.
+#[derive(Deserialize)]
+struct VectorItem {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// `data` of `/api/v1/rules`.
+#[derive(Deserialize)]
+struct RulesData {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Deserialize)]
+struct RuleGroup {
+    rules: Vec<RuleState>,
 }
 
 /// Prometheus' float rendering: numbers, "NaN", "+Inf", "-Inf".

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Instant;
+
+use socket2::SockRef;
 
 use crate::netns::Netns;
 use crate::sockets::{Conn, Family};
@@ -56,10 +57,11 @@ pub fn sysctl(ns: &Netns, path: &str) -> u64 {
 }
 
 fn relisten(l: &TcpListener, backlog: u32) {
-    let backlog = libc::c_int::try_from(backlog).expect("backlog fits in c_int");
-    // SAFETY: listen(2) on a listening socket only updates its backlog.
-    let rc = unsafe { libc::listen(l.as_raw_fd(), backlog) };
-    assert!(rc == 0, "listen({backlog}): {}", io::Error::last_os_error());
+    let backlog = i32::try_from(backlog).expect("backlog fits in c_int");
+    // listen(2) again on a listening socket only updates its backlog.
+    SockRef::from(l)
+        .listen(backlog)
+        .unwrap_or_else(|e| panic!("listen({backlog}): {e}"));
 }
 
 /// Accepts `n` connections from `listeners` (non-blocking), keyed by peer.

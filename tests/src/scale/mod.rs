@@ -90,7 +90,7 @@ pub fn nstat_delta(
     now - then
 }
 
-/// TCP_INFO of a socket.
+/// TCP_INFO of a socket. A plain getsockopt(2): socket2 has no TCP_INFO.
 pub fn tcp_info(sock: &impl AsRawFd) -> libc::tcp_info {
     // SAFETY: tcp_info is made of integers only, so all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };

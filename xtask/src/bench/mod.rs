@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use keepalive_tests::{Daemon, netns::Netns, scenarios::Setup};
+use serde::Deserialize;
 
 pub struct Options {
     /// Seconds of traffic per measurement.
@@ -65,19 +66,27 @@ pub fn iperf(setup: &Setup, seconds: u64, small: bool) -> anyhow::Result<f64> {
     if !out.status.success() {
         bail!("iperf3 failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let json = String::from_utf8_lossy(&out.stdout);
-    // "sum_received": { ... "bits_per_second": N ... }
-    let at = json
-        .find("\"sum_received\"")
-        .context("iperf3 JSON without sum_received")?;
-    let tail = &json[at..];
-    let bps = tail
-        .split("\"bits_per_second\":")
-        .nth(1)
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .context("iperf3 JSON without bits_per_second")?;
+    let report: IperfReport =
+        serde_json::from_slice(&out.stdout).context("parsing iperf3's JSON report (-J)")?;
+    let bps = report.end.sum_received.bits_per_second;
     Ok(bps)
+}
+
+/// The part of iperf3's `-J` report the bench reads: what the receiver counted over the
+/// whole run (`end.sum_received`), not what the sender wrote into its socket.
+#[derive(Deserialize)]
+struct IperfReport {
+    end: IperfEnd,
+}
+
+#[derive(Deserialize)]
+struct IperfEnd {
+    sum_received: IperfSum,
+}
+
+#[derive(Deserialize)]
+struct IperfSum {
+    bits_per_second: f64,
 }
 
 pub fn spawn_daemon<'a>(ns: &'a Netns, iface: &str, extra: &[&str]) -> Daemon<'a> {

@@ -147,18 +147,22 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
 }
 
-/// Kernel memory charged to the map (bpftool's memlock, from the map's fdinfo).
+/// Kernel memory charged to the map (bpftool's `bytes_memlock`, from the map's fdinfo).
 fn memlock_bytes(id: u32) -> anyhow::Result<u64> {
+    /// The field of `bpftool -j map show id N` the bench reads.
+    #[derive(serde::Deserialize)]
+    struct MapShow {
+        bytes_memlock: u64,
+    }
     let out = std::process::Command::new("bpftool")
-        .args(["map", "show", "id", &id.to_string()])
+        .args(["-j", "map", "show", "id", &id.to_string()])
         .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // `... max_entries 65536  memlock 15736832B ...`: the word after "memlock".
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "memlock")
-        .and_then(|_| words.next())
-        .and_then(|v| v.strip_suffix('B'))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no memlock in `bpftool map show id {id}`: {text}"))
+    let map: MapShow = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "no bytes_memlock in `bpftool -j map show id {id}`: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok(map.bytes_memlock)
 }

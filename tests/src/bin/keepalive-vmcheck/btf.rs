@@ -3,6 +3,7 @@
 //! and the doctored copy that pushes the daemon onto its tracepoint fallbacks.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::Path;
 
 use super::fact;
@@ -202,8 +203,9 @@ pub fn read_btf(path: &Path) -> Result<BtfFacts, String> {
 /// The fallback mode: a copy of the kernel's BTF in which the names the fentry and
 /// kprobe paths (and the reason-based tracepoint) need are misspelt, so the daemon has
 /// to take its tracepoint fallbacks on a kernel that would give it fentry. Only names
-/// change (same lengths), so every offset the daemon reads stays right.
-pub fn doctor_btf() -> String {
+/// change (same lengths), so every offset the daemon reads stays right. The file is
+/// removed when the returned handle is dropped.
+pub fn doctor_btf() -> tempfile::NamedTempFile {
     let mut data = std::fs::read("/sys/kernel/btf/vmlinux").expect("reading kernel BTF");
     for name in [
         "tcp_write_wakeup",
@@ -227,7 +229,10 @@ pub fn doctor_btf() -> String {
         }
         fact(&format!("doctored_{name}"), n);
     }
-    let path = "/tmp/vmcheck-btf-fallback".to_owned();
-    std::fs::write(&path, data).expect("writing doctored BTF");
-    path
+    let mut file = tempfile::Builder::new()
+        .prefix("vmcheck-btf-fallback-")
+        .tempfile()
+        .expect("creating a temporary file for the doctored BTF");
+    file.write_all(&data).expect("writing doctored BTF");
+    file
 }
