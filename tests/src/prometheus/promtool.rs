@@ -21,7 +21,7 @@ fn find_binary(name: &str) -> PathBuf {
             panic!(
                 "`{name}` not found in PATH or /usr/bin: install the Debian package \
                  `{PROMETHEUS_PACKAGE}` (apt-get install -y {PROMETHEUS_PACKAGE}; \
-                 scripts/setup.sh does it)"
+                 scripts/setup-tests.sh does it)"
             )
         })
 }

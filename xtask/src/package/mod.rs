@@ -15,7 +15,7 @@ use anyhow::{Context as _, ensure};
 use crate::tool::run_tool;
 use crate::workspace::{build_release_daemon, workspace_root};
 
-/// cargo-deb version the packaging metadata is written for (`scripts/setup.sh`).
+/// cargo-deb version the packaging metadata is written for (`scripts/setup-tests.sh`).
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Where the generated assets go; cargo-deb maps `target/release/` to the real
