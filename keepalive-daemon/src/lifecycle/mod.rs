@@ -42,6 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     metrics.flow_capacity.set(args.flows_max.into());
     let mut attachments = wire::attach_at_start(&mut ebpf, &args, &metrics, &chosen)?;
     let attached_interfaces = attachments.len();
+    log::info!("{}", attachments.summary());
     let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics.hook_info);
     caps::drop_after_attach();
 
@@ -50,7 +51,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(State::from_ebpf(&mut ebpf, metrics, measure_timer_loss)?);
     server.spawn(&state)?;
     exporter::spawn_flow_map_sweeper(state.clone(), args.sweep_interval);
-    log::info!("ready");
+    log::info!(
+        "ready: watching {attached_interfaces} interface(s); hooks: {}",
+        hooks.summary
+    );
     tell_systemd(&state, attached_interfaces, &hooks.summary);
 
     run_until_signal(&mut ebpf, &mut attachments, &mut links, &state.metrics).await?;
