@@ -10,7 +10,10 @@ use aya::{
 };
 
 use super::sockconfig::Prerequisites;
-use crate::{cli::HookMechanism as Mechanism, error_chain::Chain};
+pub use rejection::Rejection;
+
+mod rejection;
+use crate::cli::HookMechanism as Mechanism;
 
 /// Why one mechanism of a hook could not be attached (the next one is tried).
 #[derive(Debug, thiserror::Error)]
@@ -90,75 +93,10 @@ pub struct HookChoice {
     pub rejected: Vec<Rejection>,
 }
 
-/// Why one mechanism of a hook was not used.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Rejection {
-    pub mechanism: Mechanism,
-    /// For the summary line: "refused by the kernel: EPERM".
-    pub short: String,
-    /// The whole story (error chain, verifier output), for debug level.
-    pub detail: String,
-}
-
-impl Rejection {
-    fn new(mechanism: Mechanism, short: String, detail: String) -> Rejection {
-        Rejection {
-            mechanism,
-            short,
-            detail,
-        }
-    }
-
-    fn attach_failed(mechanism: Mechanism, e: &AttachError) -> Rejection {
-        let short = match os_error(e) {
-            Some(errno) => format!("refused by the kernel: {}", errno_name(errno)),
-            None => format!("failed: {e}"),
-        };
-        Rejection::new(mechanism, short, Chain(e).to_string())
-    }
-}
-
-/// The errno of the first OS error in `e`'s chain of causes.
-fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(code) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-        {
-            return Some(code);
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The symbolic name of the errors a load or attach returns, as operators search for
-/// them (no crate in the tree names errnos; a dozen entries do not earn a dependency).
-fn errno_name(code: i32) -> String {
-    let name = match code {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::E2BIG => "E2BIG",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        // The kernel-internal ENOTSUPP that bpf(2) lets through.
-        524 => "ENOTSUPP",
-        _ => return format!("errno {code}"),
-    };
-    name.to_owned()
-}
-
 impl HookChoice {
     /// One line for the operator, e.g. `timer_probes: tracepoint (fentry refused by the
-    /// kernel: EPERM; kprobe refused by the kernel: ENOENT; fine)`.
+    /// kernel: EPERM; kprobe failed: ENOENT on /sys/bus/event_source/devices/kprobe/type;
+    /// fine)`.
     pub fn summary(&self) -> String {
         let chosen = self.chosen.map_or("none", |m| m.label());
         let mut why: Vec<String> = self
@@ -492,15 +430,5 @@ mod tests {
             "timeouts: none (fentry disabled by --hooks.disable; \
              kprobe refused by the kernel: ENOTSUPP)"
         );
-    }
-
-    #[test]
-    fn errors_without_an_errno_keep_their_message() {
-        let r = Rejection::attach_failed(
-            Mechanism::Fentry,
-            &AttachError::MissingProgram { name: "ka_x" },
-        );
-        assert_eq!(r.short, "failed: program ka_x missing from the eBPF object");
-        assert_eq!(errno_name(9999), "errno 9999");
     }
 }
