@@ -240,9 +240,9 @@ fn remove_leftovers(cname: &CString, interface: &str) {
         for at in [TcAttachType::Ingress, TcAttachType::Egress] {
             match tc::qdisc_detach_program(cname.as_c_str(), at.into(), name) {
                 Ok(()) => log::warn!(
-                    "{interface}: removed {name} filter(s) ({at:?}) left by an earlier run that \
-                     could not clean up, or installed by another keepalive-daemon still \
-                     running: run one daemon per host"
+                    "{interface}: removed leftover {name} filter(s) ({at:?}), left by an earlier \
+                     run that could not clean up, or installed by another keepalive-daemon \
+                     still running: run one daemon per host"
                 ),
                 // No clsact qdisc, or no such filter: nothing left over.
                 Err(e) => log::debug!("no leftover {name} on {interface} ({at:?}): {e}"),
