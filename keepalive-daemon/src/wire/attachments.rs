@@ -86,7 +86,11 @@ impl Attachments {
     /// Attaches a new matching interface; a failure is logged and counted, never fatal.
     fn attach_at_run_time(&mut self, ebpf: &mut Ebpf, metrics: &Metrics, iface: &Interface) {
         match self.attach(ebpf, metrics, iface) {
-            Ok(()) => log::info!("tc: attached to {} ({})", iface.name, self.modes()),
+            Ok(()) => log::info!(
+                "tc: attached to {} ({})",
+                iface.name,
+                Self::modes_of(self.by_index.get(&iface.index).into_iter())
+            ),
             Err(e) => {
                 metrics.interface_attach_errors.inc();
                 log::warn!("cannot attach to {}: {}", iface.name, Chain(&e));
@@ -94,11 +98,9 @@ impl Attachments {
         }
     }
 
-    /// The attach modes in use ("tcx", "netlink", or both), for the logs.
-    fn modes(&self) -> String {
-        let mut modes: Vec<&str> = self
-            .by_index
-            .values()
+    /// The attach modes of `interfaces` ("tcx", "netlink", or both), for the logs.
+    fn modes_of<'a>(interfaces: impl Iterator<Item = &'a (String, Vec<TcAttachment>)>) -> String {
+        let mut modes: Vec<&str> = interfaces
             .flat_map(|(_, done)| done.iter().map(|a| a.mode.label()))
             .collect();
         modes.sort_unstable();
@@ -116,7 +118,7 @@ impl Attachments {
         format!(
             "tc: {} interface(s) via {}: {}",
             names.len(),
-            self.modes(),
+            Self::modes_of(self.by_index.values()),
             names.join(", ")
         )
     }
