@@ -46,9 +46,13 @@ fn main() -> ExitCode {
 /// lines carry only the syslog priority prefix it understands.
 fn init_logging(level: log::LevelFilter) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level)
-        .parse_default_env()
-        .target(env_logger::Target::Stderr);
+    b.filter_level(level);
+    // At debug level the operator wants the daemon's details, not aya's hundreds of
+    // BTF fix-up and relocation lines: those need trace (or RUST_LOG).
+    if level == log::LevelFilter::Debug {
+        b.filter_module("aya", log::LevelFilter::Info);
+    }
+    b.parse_default_env().target(env_logger::Target::Stderr);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         b.format(|f, r| {
             let prio = match r.level() {

@@ -1,5 +1,6 @@
 //! The systemd notify protocol: READY=1 with a STATUS once everything is attached, then
-//! WATCHDOG=1 pings fed by successful reads of the kernel counters; /healthz answers 200.
+//! WATCHDOG=1 pings fed by successful reads of the kernel counters; /healthz answers 200;
+//! on SIGTERM, STOPPING=1 before the exit.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -34,38 +35,64 @@ fn ready_status_watchdog_and_healthz() {
         .spawn()
         .expect("spawning the daemon");
 
-    let mut messages = Vec::new();
+    // Each datagram is a list of newline-separated assignments (sd_notify(3)).
+    let mut messages: Vec<Vec<String>> = Vec::new();
+    let watchdog = vec!["WATCHDOG=1".to_owned()];
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 512];
-    while Instant::now() < deadline
-        && messages
-            .iter()
-            .filter(|m: &&String| *m == "WATCHDOG=1")
-            .count()
-            < 2
-    {
+    let mut receive = |messages: &mut Vec<Vec<String>>| {
         if let Ok(n) = sock.recv(&mut buf) {
-            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            messages.push(text.lines().map(str::to_owned).collect());
         }
+    };
+    while Instant::now() < deadline && messages.iter().filter(|m| **m == watchdog).count() < 2 {
+        receive(&mut messages);
     }
     let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), PORT);
     let health = ns.run_in(move || http_get(addr, "/healthz"));
     let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let stopping = vec!["STOPPING=1".to_owned()];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before_term = messages.len();
+    while Instant::now() < deadline && !messages[before_term..].contains(&stopping) {
+        receive(&mut messages);
+    }
     let status = child.wait().expect("waiting for the daemon");
     let _ = std::fs::remove_dir_all(&dir);
 
     let first = messages.first().cloned().unwrap_or_default();
+    assert_eq!(
+        first.len(),
+        2,
+        "first notification: {first:?}; all: {messages:?}"
+    );
+    assert_eq!(first[0], "READY=1", "all: {messages:?}");
     assert!(
-        first.starts_with("READY=1\nSTATUS=watching "),
+        first[1].starts_with("STATUS=watching "),
         "first notification: {first:?}; all: {messages:?}"
     );
     assert!(
-        first.contains("hooks: timer_probes="),
+        first[1].contains("hooks: timer_probes="),
         "status without hooks: {first:?}"
     );
     assert!(
-        messages.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        messages[..before_term]
+            .iter()
+            .filter(|m| **m == watchdog)
+            .count()
+            >= 2,
         "expected watchdog pings (WATCHDOG_USEC=1s means every 0.5 s): {messages:?}"
+    );
+    // After SIGTERM: pings may still come until the daemon stops, then STOPPING=1.
+    let after_term = &messages[before_term..];
+    assert!(
+        after_term.contains(&stopping),
+        "no STOPPING=1 within 10 s of SIGTERM: {after_term:?}"
+    );
+    assert!(
+        after_term.iter().all(|m| *m == watchdog || *m == stopping),
+        "unexpected notifications after SIGTERM: {after_term:?}"
     );
     let health = health.expect("GET /healthz");
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));

@@ -1,21 +1,16 @@
 //! Capabilities and kernel version: checked before anything is bound or attached, and
-//! trimmed once everything is attached.
+//! trimmed once everything is attached. The capability sets go through the `caps` crate
+//! (capget/capset, the bounding and ambient sets); two plain libc calls remain because
+//! the crate does not cover them: uname(2) and prctl(PR_SET_NO_NEW_PRIVS).
 
-/// Capability numbers (include/uapi/linux/capability.h).
-pub const CAP_NET_ADMIN: u32 = 12;
-pub const CAP_SETPCAP: u32 = 8;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
+use caps::{CapSet, Capability, CapsHashSet};
+
+use Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SETPCAP, CAP_SYS_ADMIN};
 
 /// The oldest kernel the daemon supports: CAP_BPF and CAP_PERFMON (5.8) are what it is
 /// granted under systemd; bpf_probe_read_kernel (5.5), raw tracepoints, BTF in sysfs
 /// and global data in .rodata are older.
 pub const MIN_KERNEL: (u32, u32) = (5, 8);
-
-/// Kept after attaching: CAP_NET_ADMIN deletes the netlink tc filters at exit (kernels
-/// before 6.6), CAP_BPF with it attaches interfaces that appear later.
-pub const KEPT_AFTER_ATTACH: [u32; 2] = [CAP_BPF, CAP_NET_ADMIN];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CapsError {
@@ -39,65 +34,15 @@ pub enum CapsError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("cannot read this process's {set} capabilities: {source}")]
+    Query {
+        set: &'static str,
+        source: caps::errors::CapsError,
+    },
     #[error("dropping capabilities failed: {source}")]
-    Drop { source: std::io::Error },
-}
-
-/// Names by number (include/uapi/linux/capability.h).
-const NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-pub fn name(cap: u32) -> &'static str {
-    NAMES.get(cap as usize).copied().unwrap_or("CAP_?")
-}
-
-/// `Cap<kind>:` of /proc/self/status (`CapEff:\t000001fffeffffff`).
-pub fn parse_status(status: &str, kind: &str) -> Option<u64> {
-    let prefix = format!("Cap{kind}:");
-    status
-        .lines()
-        .find_map(|l| u64::from_str_radix(l.strip_prefix(prefix.as_str())?.trim(), 16).ok())
+    Drop { source: caps::errors::CapsError },
+    #[error("dropping capabilities failed: setting no_new_privs: {source}")]
+    NoNewPrivs { source: std::io::Error },
 }
 
 /// "6.18.44-fc-v669" -> (6, 18).
@@ -108,25 +53,48 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The capabilities the daemon needs that `effective` lacks. On kernels without
-/// CAP_BPF and CAP_PERFMON (`last_cap` below 39), CAP_SYS_ADMIN stands for both.
-pub fn missing(effective: u64, last_cap: u32) -> Vec<u32> {
-    // The kernel accepts CAP_SYS_ADMIN wherever it asks for CAP_BPF or CAP_PERFMON
-    // (bpf_capable(), perfmon_capable() in include/linux/capability.h).
-    let has = |c: u32| {
-        effective & (1u64 << c) != 0
-            || (matches!(c, CAP_BPF | CAP_PERFMON) && effective & (1u64 << CAP_SYS_ADMIN) != 0)
-    };
-    let needed: &[u32] = if last_cap >= CAP_BPF {
+/// What the daemon needs to load and attach: CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN,
+/// or on kernels without CAP_BPF (before 5.8) CAP_SYS_ADMIN and CAP_NET_ADMIN.
+fn needed(kernel_has_cap_bpf: bool) -> &'static [Capability] {
+    if kernel_has_cap_bpf {
         &[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]
     } else {
         &[CAP_SYS_ADMIN, CAP_NET_ADMIN]
+    }
+}
+
+/// The capabilities the daemon needs that `effective` lacks.
+pub fn missing(effective: &CapsHashSet, kernel_has_cap_bpf: bool) -> Vec<Capability> {
+    // The kernel accepts CAP_SYS_ADMIN wherever it asks for CAP_BPF or CAP_PERFMON
+    // (bpf_capable(), perfmon_capable() in include/linux/capability.h).
+    let has = |c: Capability| {
+        effective.contains(&c)
+            || (matches!(c, CAP_BPF | CAP_PERFMON) && effective.contains(&CAP_SYS_ADMIN))
     };
-    needed.iter().copied().filter(|&c| !has(c)).collect()
+    needed(kernel_has_cap_bpf)
+        .iter()
+        .copied()
+        .filter(|&c| !has(c))
+        .collect()
 }
 
 fn read(path: &'static str) -> Result<String, CapsError> {
     std::fs::read_to_string(path).map_err(|source| CapsError::Read { what: path, source })
+}
+
+fn read_set(set: CapSet, label: &'static str) -> Result<CapsHashSet, CapsError> {
+    caps::read(None, set).map_err(|source| CapsError::Query { set: label, source })
+}
+
+/// The capabilities this kernel knows (/proc/sys/kernel/cap_last_cap); when that cannot
+/// be read, those of the bounding set.
+fn supported() -> CapsHashSet {
+    caps::runtime::procfs_all_supported(None)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported())
+}
+
+fn names(caps: &[Capability]) -> Vec<String> {
+    caps.iter().map(Capability::to_string).collect()
 }
 
 /// Fails with an error naming what is missing: a kernel older than [`MIN_KERNEL`], or
@@ -139,26 +107,17 @@ pub fn check() -> Result<(), CapsError> {
     if parse_release(&release).is_none_or(|v| v < MIN_KERNEL) {
         return Err(CapsError::OldKernel { release });
     }
-    let status = read("/proc/self/status")?;
-    let effective = parse_status(&status, "Eff").unwrap_or(0);
-    let last_cap = read("/proc/sys/kernel/cap_last_cap")?
-        .trim()
-        .parse()
-        .unwrap_or(CAP_BPF);
-    let missing = missing(effective, last_cap);
+    let effective = read_set(CapSet::Effective, "effective")?;
+    let has_cap_bpf = supported().contains(&CAP_BPF);
+    let missing = missing(&effective, has_cap_bpf);
     if missing.is_empty() {
         return Ok(());
     }
-    let names = |caps: &[u32]| caps.iter().map(|&c| name(c)).collect::<Vec<_>>();
-    let all = if last_cap >= CAP_BPF {
-        vec![CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]
-    } else {
-        vec![CAP_SYS_ADMIN, CAP_NET_ADMIN]
-    };
+    let all = names(needed(has_cap_bpf));
     Err(CapsError::Missing {
         missing: names(&missing).join(", "),
-        granted: names(&all).join(" "),
-        setcap: names(&all)
+        granted: all.join(" "),
+        setcap: all
             .iter()
             .map(|n| n.to_lowercase())
             .collect::<Vec<_>>()
@@ -178,19 +137,67 @@ fn uname_release() -> Option<String> {
     Some(r.to_string_lossy().into_owned())
 }
 
+/// What run time needs once everything is attached, out of `permitted`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Kept {
+    /// Ordered by number.
+    pub caps: Vec<Capability>,
+    /// CAP_SYS_ADMIN is kept because it stands in for a CAP_BPF the process lacks.
+    pub sys_admin_for_bpf: bool,
+}
+
+/// CAP_NET_ADMIN deletes the netlink tc filters at exit (kernels before 6.6) and
+/// attaches interfaces that appear later, with CAP_BPF: on kernels before 6.4 every
+/// bpf(2) command, map reads included, needs bpf_capable() when unprivileged BPF is
+/// disabled. bpf_capable() is CAP_BPF or CAP_SYS_ADMIN, so a process that holds
+/// CAP_SYS_ADMIN but not CAP_BPF (kernels before 5.8 have none; or a grant without it)
+/// keeps CAP_SYS_ADMIN. CAP_PERFMON (or its CAP_SYS_ADMIN stand-in) is needed only to
+/// attach kprobes and tracepoints, which happens at start-up only.
+pub fn kept_after_attach(permitted: &CapsHashSet) -> Kept {
+    let mut caps = Vec::new();
+    let mut sys_admin_for_bpf = false;
+    if permitted.contains(&CAP_BPF) {
+        caps.push(CAP_BPF);
+    } else if permitted.contains(&CAP_SYS_ADMIN) {
+        caps.push(CAP_SYS_ADMIN);
+        sys_admin_for_bpf = true;
+    }
+    if permitted.contains(&CAP_NET_ADMIN) {
+        caps.push(CAP_NET_ADMIN);
+    }
+    caps.sort_by_key(|c| c.index());
+    Kept {
+        caps,
+        sys_admin_for_bpf,
+    }
+}
+
 /// Everything is attached: keeps only what run time needs, and says what went. A
 /// failure is logged, not fatal.
 pub fn drop_after_attach() {
-    match drop_all_but(&KEPT_AFTER_ATTACH) {
-        Ok(dropped) => log::info!(
-            "dropped {} capabilities no longer needed ({}); kept CAP_BPF and CAP_NET_ADMIN",
-            dropped.len(),
-            dropped
-                .iter()
-                .map(|&c| name(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let kept = match read_set(CapSet::Permitted, "permitted") {
+        Ok(permitted) => kept_after_attach(&permitted),
+        Err(e) => {
+            log::warn!("{e}");
+            return;
+        }
+    };
+    if kept.sys_admin_for_bpf {
+        log::info!(
+            "keeping CAP_SYS_ADMIN: it stands in for CAP_BPF, which this process was not \
+             granted; reading the maps and attaching interfaces that appear later need one \
+             of the two"
+        );
+    }
+    match drop_all_but(&kept.caps) {
+        Ok(dropped) => {
+            log::info!(
+                "capabilities: kept {}; dropped {} others",
+                names(&kept.caps).join(", "),
+                dropped.len()
+            );
+            log::debug!("capabilities dropped: {}", names(&dropped).join(", "));
+        }
         Err(e) => log::warn!("{e}"),
     }
 }
@@ -198,95 +205,45 @@ pub fn drop_after_attach() {
 /// After attaching: keeps only `keep` (of what this thread has), clears the inheritable
 /// and ambient sets, shrinks the bounding set when allowed (CAP_SETPCAP) and sets
 /// no_new_privs. The daemon is single-threaded (a current-thread runtime), so this
-/// covers the whole process. Returns the capabilities dropped from the permitted set.
-pub fn drop_all_but(keep: &[u32]) -> Result<Vec<u32>, CapsError> {
+/// covers the whole process. Returns the capabilities dropped from the permitted set,
+/// ordered by number.
+pub fn drop_all_but(keep: &[Capability]) -> Result<Vec<Capability>, CapsError> {
     let err = |source| CapsError::Drop { source };
-    let status = read("/proc/self/status")?;
-    let permitted = parse_status(&status, "Prm").unwrap_or(0);
-    let keep_mask = keep.iter().fold(0u64, |m, &c| m | (1 << c)) & permitted;
-    let last_cap: u32 = read("/proc/sys/kernel/cap_last_cap")?
-        .trim()
-        .parse()
-        .unwrap_or(40);
+    let permitted = read_set(CapSet::Permitted, "permitted")?;
+    let keep: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP in the effective set.
-    if parse_status(&status, "Eff").unwrap_or(0) & (1 << CAP_SETPCAP) != 0 {
-        for cap in (0..=last_cap).filter(|c| keep_mask & (1 << c) == 0) {
-            // SAFETY: prctl(2) with integer arguments only.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-                return Err(err(std::io::Error::last_os_error()));
-            }
+    if read_set(CapSet::Effective, "effective")?.contains(&CAP_SETPCAP) {
+        for cap in supported().difference(&keep) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(err)?;
         }
     }
-    // SAFETY: prctl(2) with integer arguments only.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } != 0
-    {
-        return Err(err(std::io::Error::last_os_error()));
+    caps::clear(None, CapSet::Ambient).map_err(err)?;
+    // Effective before permitted: the effective set must stay within the permitted one.
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        caps::set(None, set, &keep).map_err(err)?;
     }
-    let mut header = libc_cap_header();
-    let data = [
-        CapData {
-            effective: keep_mask as u32,
-            permitted: keep_mask as u32,
-            inheritable: 0,
-        },
-        CapData {
-            effective: (keep_mask >> 32) as u32,
-            permitted: (keep_mask >> 32) as u32,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset(2) with a version-3 header and the two data words it expects.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
+    caps::clear(None, CapSet::Inheritable).map_err(err)?;
     // SAFETY: prctl(2) with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(err(std::io::Error::last_os_error()));
+        return Err(CapsError::NoNewPrivs {
+            source: std::io::Error::last_os_error(),
+        });
     }
-    Ok((0..=last_cap.min(63))
-        .filter(|c| permitted & (1 << c) != 0 && keep_mask & (1 << c) == 0)
-        .collect())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn libc_cap_header() -> CapHeader {
-    // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
-    CapHeader {
-        version: 0x2008_0522,
-        pid: 0,
-    }
+    let mut dropped: Vec<Capability> = permitted.difference(&keep).copied().collect();
+    dropped.sort_by_key(|c| c.index());
+    Ok(dropped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn status_lines_parse() {
-        let s = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n";
-        assert_eq!(parse_status(s, "Eff"), Some(0x1fffeffffff));
-        assert_eq!(parse_status(s, "Inh"), Some(0));
-        assert_eq!(parse_status(s, "Bnd"), None);
+    fn set(caps: &[Capability]) -> CapsHashSet {
+        caps.iter().copied().collect()
     }
 
     #[test]
@@ -301,23 +258,72 @@ mod tests {
 
     #[test]
     fn names_follow_the_numbers() {
-        assert_eq!(name(CAP_NET_ADMIN), "CAP_NET_ADMIN");
-        assert_eq!(name(CAP_SYS_ADMIN), "CAP_SYS_ADMIN");
-        assert_eq!(name(CAP_PERFMON), "CAP_PERFMON");
-        assert_eq!(name(CAP_BPF), "CAP_BPF");
-        assert_eq!(name(CAP_SETPCAP), "CAP_SETPCAP");
-        assert_eq!(name(99), "CAP_?");
+        assert_eq!(
+            names(&[
+                CAP_NET_ADMIN,
+                CAP_SYS_ADMIN,
+                CAP_PERFMON,
+                CAP_BPF,
+                CAP_SETPCAP
+            ]),
+            [
+                "CAP_NET_ADMIN",
+                "CAP_SYS_ADMIN",
+                "CAP_PERFMON",
+                "CAP_BPF",
+                "CAP_SETPCAP"
+            ]
+        );
     }
 
     #[test]
     fn missing_names_what_is_absent() {
-        let all = (1u64 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN);
-        assert!(missing(all, 40).is_empty());
-        assert_eq!(missing(1 << CAP_NET_ADMIN, 40), [CAP_BPF, CAP_PERFMON]);
-        assert_eq!(missing(0, 40), [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
+        let all = set(&[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
+        assert!(missing(&all, true).is_empty());
+        assert_eq!(
+            missing(&set(&[CAP_NET_ADMIN]), true),
+            [CAP_BPF, CAP_PERFMON]
+        );
+        assert_eq!(
+            missing(&set(&[]), true),
+            [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]
+        );
         // Before 5.8 CAP_SYS_ADMIN stands for CAP_BPF and CAP_PERFMON.
-        assert_eq!(missing(1 << CAP_NET_ADMIN, 37), [CAP_SYS_ADMIN]);
+        assert_eq!(missing(&set(&[CAP_NET_ADMIN]), false), [CAP_SYS_ADMIN]);
         // CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON.
-        assert!(missing((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN), 40).is_empty());
+        assert!(missing(&set(&[CAP_SYS_ADMIN, CAP_NET_ADMIN]), true).is_empty());
+    }
+
+    #[test]
+    fn cap_bpf_is_kept_when_granted_sys_admin_when_it_stands_in() {
+        // The systemd unit's set, and root: CAP_BPF, never CAP_SYS_ADMIN.
+        let unit = set(&[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
+        let root = caps::all();
+        for permitted in [unit, root] {
+            assert_eq!(
+                kept_after_attach(&permitted),
+                Kept {
+                    caps: vec![CAP_NET_ADMIN, CAP_BPF],
+                    sys_admin_for_bpf: false
+                }
+            );
+        }
+        // CAP_SYS_ADMIN without CAP_BPF (a kernel before 5.8, or a grant without it).
+        let stand_in = set(&[CAP_SYS_ADMIN, CAP_PERFMON, CAP_NET_ADMIN]);
+        assert_eq!(
+            kept_after_attach(&stand_in),
+            Kept {
+                caps: vec![CAP_NET_ADMIN, CAP_SYS_ADMIN],
+                sys_admin_for_bpf: true
+            }
+        );
+        // Nothing to keep that was not granted.
+        assert_eq!(
+            kept_after_attach(&set(&[CAP_PERFMON])),
+            Kept {
+                caps: vec![],
+                sys_admin_for_bpf: false
+            }
+        );
     }
 }

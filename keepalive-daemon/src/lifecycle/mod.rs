@@ -42,6 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     metrics.flow_capacity.set(args.flows_max.into());
     let mut attachments = wire::attach_at_start(&mut ebpf, &args, &metrics, &chosen)?;
     let attached_interfaces = attachments.len();
+    log::info!("{}", attachments.summary());
     let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics.hook_info);
     caps::drop_after_attach();
 
@@ -50,10 +51,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(State::from_ebpf(&mut ebpf, metrics, measure_timer_loss)?);
     server.spawn(&state)?;
     exporter::spawn_flow_map_sweeper(state.clone(), args.sweep_interval);
-    log::info!("ready");
+    log::info!(
+        "ready: watching {attached_interfaces} interface(s); hooks: {}",
+        hooks.summary
+    );
     tell_systemd(&state, attached_interfaces, &hooks.summary);
 
     run_until_signal(&mut ebpf, &mut attachments, &mut links, &state.metrics).await?;
+    notify::stopping();
     detach(ebpf);
     Ok(())
 }
@@ -88,11 +93,10 @@ fn port_config(ports: &[u16]) -> anyhow::Result<PortConfig> {
 /// READY=1 with a status line, then, if systemd asked for a watchdog, pings fed by real
 /// progress: each needs a successful read of the kernel counters.
 fn tell_systemd(state: &Arc<State>, attached_interfaces: usize, hooks_in_use: &str) {
-    let notifier = notify::Notifier::from_env();
-    notifier.send(&format!(
-        "READY=1\nSTATUS=watching {attached_interfaces} interface(s); hooks: {hooks_in_use}"
+    notify::ready(&format!(
+        "watching {attached_interfaces} interface(s); hooks: {hooks_in_use}"
     ));
-    let Some(every) = notify::Notifier::watchdog_interval() else {
+    let Some(every) = notify::watchdog_interval() else {
         return;
     };
     let state = state.clone();
@@ -101,7 +105,7 @@ fn tell_systemd(state: &Arc<State>, attached_interfaces: usize, hooks_in_use: &s
         loop {
             tick.tick().await;
             match state.render_metrics_checked() {
-                Ok(()) => notifier.send("WATCHDOG=1"),
+                Ok(()) => notify::watchdog(),
                 Err(e) => log::error!("watchdog: kernel counters unreadable: {}", Chain(&e)),
             }
         }

@@ -1,49 +1,47 @@
-//! systemd's notify protocol (sd_notify(3)): READY=1, STATUS=..., WATCHDOG=1 over the
-//! datagram socket named by $NOTIFY_SOCKET. Without that variable every call is a no-op,
-//! so the daemon runs the same outside systemd.
+//! systemd's notify protocol (sd_notify(3)) through the sd-notify crate: READY=1 with a
+//! STATUS once everything is attached, WATCHDOG=1 pings, STOPPING=1 when shutting down.
+//! Without $NOTIFY_SOCKET every call is a no-op, so the daemon runs the same outside
+//! systemd.
 
-use std::{os::unix::net::UnixDatagram, time::Duration};
+use std::time::Duration;
 
-pub struct Notifier {
-    socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
+use sd_notify::NotifyState;
+
+/// Sends one notification; failures are logged, never fatal.
+fn send(what: &str, states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify {what} failed: {e}");
+    }
 }
 
-impl Notifier {
-    pub fn from_env() -> Notifier {
-        let socket = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            let path = path.to_string_lossy().into_owned();
-            let addr = if let Some(name) = path.strip_prefix('@') {
-                use std::os::linux::net::SocketAddrExt as _;
-                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?
-            } else {
-                std::os::unix::net::SocketAddr::from_pathname(&path).ok()?
-            };
-            let sock = UnixDatagram::unbound().ok()?;
-            Some((sock, addr))
-        });
-        Notifier { socket }
-    }
+/// READY=1 and a status line for `systemctl status`.
+pub fn ready(status: &str) {
+    send(
+        "READY=1",
+        &[NotifyState::Ready, NotifyState::Status(status)],
+    );
+}
 
-    /// Sends one notification; failures are logged, never fatal.
-    pub fn send(&self, state: &str) {
-        if let Some((sock, addr)) = &self.socket
-            && let Err(e) = sock.send_to_addr(state.as_bytes(), addr)
-        {
-            log::warn!("sd_notify {state:?} failed: {e}");
-        }
-    }
+/// One watchdog ping.
+pub fn watchdog() {
+    send("WATCHDOG=1", &[NotifyState::Watchdog]);
+}
 
-    /// Half the watchdog timeout systemd expects pings within ($WATCHDOG_USEC), if it
-    /// asked for any (and, when $WATCHDOG_PID is set, asked this process).
-    pub fn watchdog_interval() -> Option<Duration> {
-        if let Ok(pid) = std::env::var("WATCHDOG_PID")
-            && pid.parse::<u32>().ok() != Some(std::process::id())
-        {
-            return None;
-        }
-        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        (usec > 0).then(|| Duration::from_micros(usec / 2))
-    }
+/// STOPPING=1: the daemon is detaching and will exit (systemd then waits for the exit
+/// instead of treating the unit as running).
+pub fn stopping() {
+    send("STOPPING=1", &[NotifyState::Stopping]);
+}
+
+/// Half the watchdog timeout systemd expects pings within ($WATCHDOG_USEC), if it
+/// asked for any (and, when $WATCHDOG_PID is set, asked this process).
+pub fn watchdog_interval() -> Option<Duration> {
+    half_of(sd_notify::watchdog_enabled())
+}
+
+/// A zero timeout means no watchdog (and would make a zero-length interval).
+fn half_of(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.filter(|t| !t.is_zero()).map(|t| t / 2)
 }
 
 #[cfg(test)]
@@ -51,24 +49,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notifications_reach_the_socket() {
-        let dir = std::env::temp_dir().join(format!("ka-notify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            socket: Some((
-                UnixDatagram::unbound().unwrap(),
-                std::os::unix::net::SocketAddr::from_pathname(&path).unwrap(),
-            )),
-        };
-        n.send("READY=1\nSTATUS=watching 2 interfaces");
-        let mut buf = [0u8; 128];
-        let len = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..len], b"READY=1\nSTATUS=watching 2 interfaces");
-        std::fs::remove_dir_all(&dir).unwrap();
-        // Without NOTIFY_SOCKET nothing is sent and nothing fails.
-        Notifier { socket: None }.send("READY=1");
+    fn pings_come_at_half_the_timeout_and_never_for_zero() {
+        assert_eq!(
+            half_of(Some(Duration::from_secs(1))),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(half_of(Some(Duration::ZERO)), None);
+        assert_eq!(half_of(None), None);
+    }
+
+    #[test]
+    fn without_notify_socket_nothing_is_sent_and_nothing_fails() {
+        // cargo test does not run under systemd: $NOTIFY_SOCKET is unset here.
+        assert!(std::env::var_os("NOTIFY_SOCKET").is_none());
+        assert!(sd_notify::notify(&[NotifyState::Ready]).is_ok());
+        ready("watching 0 interface(s)");
+        stopping();
     }
 }

@@ -1,5 +1,6 @@
 //! Which mechanism each socket-level hook uses, chosen at run time per hook: fentry, then kprobe, then
-//! tracepoints. Each choice is logged and exported (keepalive_daemon_hook_info).
+//! tracepoints. Each choice is logged (one line per hook; each refusal's whole error at
+//! debug level) and exported (keepalive_daemon_hook_info).
 
 use std::collections::HashSet;
 
@@ -9,7 +10,10 @@ use aya::{
 };
 
 use super::sockconfig::Prerequisites;
-use crate::{cli::HookMechanism as Mechanism, error_chain::Chain};
+pub use rejection::Rejection;
+
+mod rejection;
+use crate::cli::HookMechanism as Mechanism;
 
 /// Why one mechanism of a hook could not be attached (the next one is tried).
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +90,45 @@ impl Hook {
 pub struct HookChoice {
     pub hook: Hook,
     pub chosen: Option<Mechanism>,
-    pub rejected: Vec<(Mechanism, String)>,
+    pub rejected: Vec<Rejection>,
+}
+
+impl HookChoice {
+    /// One line for the operator, e.g. `timer_probes: tracepoint (fentry refused by the
+    /// kernel: EPERM; kprobe failed: ENOENT on /sys/bus/event_source/devices/kprobe/type;
+    /// fine)`.
+    pub fn summary(&self) -> String {
+        let chosen = self.chosen.map_or("none", |m| m.label());
+        let mut why: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|r| format!("{} {}", r.mechanism.label(), r.short))
+            .collect();
+        if why.is_empty() {
+            return format!("{}: {chosen}", self.hook.label());
+        }
+        if self.chosen.is_some() {
+            why.push("fine".to_owned());
+        }
+        format!("{}: {chosen} ({})", self.hook.label(), why.join("; "))
+    }
+
+    /// Logs the choice: each refusal in full at debug level, then the summary (a
+    /// warning when the hook got no mechanism).
+    pub fn log(&self) {
+        for r in &self.rejected {
+            log::debug!(
+                "hook {}: {} not used: {}",
+                self.hook.label(),
+                r.mechanism.label(),
+                r.detail
+            );
+        }
+        match self.chosen {
+            Some(_) => log::info!("{}", self.summary()),
+            None => log::warn!("{}: its counters stay at zero", self.summary()),
+        }
+    }
 }
 
 /// The mechanisms for `hook`, best first.
@@ -225,13 +267,13 @@ pub fn attach_all(
             };
             for &m in preference(hook) {
                 if disabled.contains(&m) {
-                    choice
-                        .rejected
-                        .push((m, "disabled by --hooks.disable".to_owned()));
+                    let why = "disabled by --hooks.disable".to_owned();
+                    choice.rejected.push(Rejection::new(m, why.clone(), why));
                     continue;
                 }
                 if let Some(why) = missing_prerequisite(hook, m, prereq) {
-                    choice.rejected.push((m, why));
+                    let short = format!("unavailable: {why}");
+                    choice.rejected.push(Rejection::new(m, short, why));
                     continue;
                 }
                 match attach_steps(ebpf, &steps(hook, m, &attached, prereq), btf, &mut attached) {
@@ -239,7 +281,7 @@ pub fn attach_all(
                         choice.chosen = Some(m);
                         break;
                     }
-                    Err(e) => choice.rejected.push((m, Chain(&e).to_string())),
+                    Err(e) => choice.rejected.push(Rejection::attach_failed(m, &e)),
                 }
             }
             choice
@@ -324,4 +366,69 @@ fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> Result<(), At
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(m: Mechanism, errno: i32) -> Rejection {
+        let e = AttachError::LoadFentry {
+            prog: "ka_wakeup_fe",
+            func: "tcp_write_wakeup",
+            source: ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_prog_load",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            }),
+        };
+        Rejection::attach_failed(m, &e)
+    }
+
+    #[test]
+    fn the_summary_names_the_mechanism_and_each_refusal_in_short() {
+        let choice = HookChoice {
+            hook: Hook::TimerProbes,
+            chosen: Some(Mechanism::Tracepoint),
+            rejected: vec![
+                refused(Mechanism::Fentry, libc::EPERM),
+                refused(Mechanism::Kprobe, libc::ENOENT),
+            ],
+        };
+        assert_eq!(
+            choice.summary(),
+            "timer_probes: tracepoint (fentry refused by the kernel: EPERM; \
+             kprobe refused by the kernel: ENOENT; fine)"
+        );
+        // The details keep the whole chain.
+        assert!(
+            choice.rejected[0]
+                .detail
+                .starts_with("loading fentry ka_wakeup_fe for tcp_write_wakeup"),
+            "{}",
+            choice.rejected[0].detail
+        );
+        let first_choice = HookChoice {
+            hook: Hook::Timeouts,
+            chosen: Some(Mechanism::Fentry),
+            rejected: vec![],
+        };
+        assert_eq!(first_choice.summary(), "timeouts: fentry");
+        let none = HookChoice {
+            hook: Hook::Timeouts,
+            chosen: None,
+            rejected: vec![
+                Rejection::new(
+                    Mechanism::Fentry,
+                    "disabled by --hooks.disable".into(),
+                    String::new(),
+                ),
+                refused(Mechanism::Kprobe, 524),
+            ],
+        };
+        assert_eq!(
+            none.summary(),
+            "timeouts: none (fentry disabled by --hooks.disable; \
+             kprobe refused by the kernel: ENOTSUPP)"
+        );
+    }
 }

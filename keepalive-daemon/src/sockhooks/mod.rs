@@ -101,24 +101,11 @@ pub fn attach(
 
 /// Logs one hook's choice and sets its keepalive_daemon_hook_info series.
 fn report(choice: &HookChoice, hook_info: &IntGaugeVec) {
-    for (m, why) in &choice.rejected {
-        log::info!(
-            "hook {}: {} not used: {why}",
-            choice.hook.label(),
-            m.label()
-        );
-    }
+    choice.log();
     for m in choice::preference(choice.hook) {
         let v = i64::from(choice.chosen == Some(*m));
         hook_info
             .with_label_values(&[choice.hook.label(), m.label()])
             .set(v);
-    }
-    match choice.chosen {
-        Some(m) => log::info!("hook {} attached via {}", choice.hook.label(), m.label()),
-        None => log::warn!(
-            "hook {} could not attach: its counters stay at zero",
-            choice.hook.label()
-        ),
     }
 }

@@ -49,7 +49,7 @@ impl Attachments {
     ) -> Result<(), TcError> {
         let done = tc::attach(ebpf, &iface.name, self.baseline, self.mode)?;
         for a in &done {
-            log::info!(
+            log::debug!(
                 "attached {} ({}) to {} ({})",
                 a.program,
                 a.direction.label(),
@@ -85,10 +85,42 @@ impl Attachments {
 
     /// Attaches a new matching interface; a failure is logged and counted, never fatal.
     fn attach_at_run_time(&mut self, ebpf: &mut Ebpf, metrics: &Metrics, iface: &Interface) {
-        if let Err(e) = self.attach(ebpf, metrics, iface) {
-            metrics.interface_attach_errors.inc();
-            log::warn!("cannot attach to {}: {}", iface.name, Chain(&e));
+        match self.attach(ebpf, metrics, iface) {
+            Ok(()) => log::info!(
+                "tc: attached to {} ({})",
+                iface.name,
+                Self::modes_of(self.by_index.get(&iface.index).into_iter())
+            ),
+            Err(e) => {
+                metrics.interface_attach_errors.inc();
+                log::warn!("cannot attach to {}: {}", iface.name, Chain(&e));
+            }
         }
+    }
+
+    /// The attach modes of `interfaces` ("tcx", "netlink", or both), for the logs.
+    fn modes_of<'a>(interfaces: impl Iterator<Item = &'a (String, Vec<TcAttachment>)>) -> String {
+        let mut modes: Vec<&str> = interfaces
+            .flat_map(|(_, done)| done.iter().map(|a| a.mode.label()))
+            .collect();
+        modes.sort_unstable();
+        modes.dedup();
+        modes.join(" and ")
+    }
+
+    /// One line for the start-up log: how many interfaces carry the tc programs, how
+    /// they are attached, and which.
+    pub fn summary(&self) -> String {
+        if self.by_index.is_empty() {
+            return "tc: no interface yet (--tc.attach-mode applies when one appears)".into();
+        }
+        let names: Vec<&str> = self.by_index.values().map(|(n, _)| n.as_str()).collect();
+        format!(
+            "tc: {} interface(s) via {}: {}",
+            names.len(),
+            Self::modes_of(self.by_index.values()),
+            names.join(", ")
+        )
     }
 
     pub fn on_event(&mut self, ebpf: &mut Ebpf, metrics: &Metrics, ev: LinkEvent) {

@@ -1,9 +1,16 @@
-//! Which interfaces to watch: --interface globs, or every interface that is up.
+//! Which interfaces to watch: --interface globs, or every interface that is up. The
+//! list comes from an RTM_GETLINK dump (netlink-packet-route), the same rtnetlink the
+//! link watcher follows; rtnetlink answers for this process's network namespace (sysfs
+//! would show the namespace it was mounted in, which differs under `nsenter --net`).
 
-use std::{
-    ffi::CStr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
@@ -11,13 +18,15 @@ pub struct Interface {
     /// Kernel interface index (a re-created interface gets a new one).
     pub index: u32,
     pub up: bool,
-    /// ARPHRD_* link type from /sys/class/net/NAME/type.
+    /// ARPHRD_* link type (ifinfomsg's ifi_type).
     pub link_type: u32,
 }
 
 const ARPHRD_ETHER: u32 = 1;
 const ARPHRD_LOOPBACK: u32 = 772;
-const IFF_UP: u32 = 0x1;
+/// A dump sends at least one link per datagram; far more datagrams than any host has
+/// interfaces means the kernel's answer is not a dump.
+const MAX_DUMP_DATAGRAMS: usize = 1 << 20;
 
 impl Interface {
     /// The kernel programs parse frames that start with an Ethernet header: Ethernet-
@@ -25,12 +34,29 @@ impl Interface {
     pub fn has_ethernet_header(&self) -> bool {
         matches!(self.link_type, ARPHRD_ETHER | ARPHRD_LOOPBACK)
     }
+
+    fn from_message(link: &LinkMessage) -> Option<Interface> {
+        let name = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })?;
+        Some(Interface {
+            name,
+            index: link.header.index,
+            up: link.header.flags.contains(LinkFlags::Up),
+            link_type: u16::from(link.header.link_layer_type).into(),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterfaceError {
     #[error("cannot list network interfaces: {source}")]
     List { source: std::io::Error },
+    #[error("cannot list network interfaces: undecodable rtnetlink answer: {source}")]
+    Decode {
+        source: netlink_packet_core::DecodeError,
+    },
     #[error("interface {name} does not exist (see `ip link`)")]
     Missing { name: String },
     #[error("invalid --interface pattern {pattern:?}: {source}")]
@@ -40,66 +66,60 @@ pub enum InterfaceError {
     },
 }
 
-/// Interfaces of this process's network namespace (if_nameindex and ioctls, not
-/// /sys/class/net: sysfs shows the namespace it was mounted in, which differs under
-/// `nsenter --net`).
-// The request constants are c_ulong in glibc and c_int in musl, like ioctl's parameter
-// (libc::Ioctl): the casts are no-ops on either, and needed for the other.
-#[allow(clippy::unnecessary_cast)]
-pub fn list() -> Result<Vec<Interface>, InterfaceError> {
-    let err = |source| InterfaceError::List { source };
-    // SAFETY: plain socket(2) call; the fd is wrapped in OwnedFd right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh, valid descriptor owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: if_nameindex returns a heap array terminated by a zero entry, or NULL.
-    let head = unsafe { libc::if_nameindex() };
-    if head.is_null() {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    let mut out = Vec::new();
-    let mut p = head;
-    // SAFETY: we walk the array up to its terminating entry (if_index 0), read each
-    // NUL-terminated name, and free the array once with if_freenameindex.
-    unsafe {
-        while (*p).if_index != 0 {
-            let name = CStr::from_ptr((*p).if_name).to_string_lossy().into_owned();
-            let flags = ioctl_ifreq(&sock, &name, libc::SIOCGIFFLAGS as libc::Ioctl)
-                .map(|r| r.ifr_ifru.ifru_flags as u16 as u32)
-                .unwrap_or(0);
-            let link_type = ioctl_ifreq(&sock, &name, libc::SIOCGIFHWADDR as libc::Ioctl)
-                .map(|r| r.ifr_ifru.ifru_hwaddr.sa_family as u32)
-                .unwrap_or(0);
-            out.push(Interface {
-                name,
-                index: (*p).if_index,
-                up: flags & IFF_UP != 0,
-                link_type,
-            });
-            p = p.add(1);
-        }
-        libc::if_freenameindex(head);
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+fn list_error(source: std::io::Error) -> InterfaceError {
+    InterfaceError::List { source }
 }
 
-fn ioctl_ifreq(sock: &OwnedFd, name: &str, request: libc::Ioctl) -> Option<libc::ifreq> {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return None;
+/// Interfaces of this process's network namespace, sorted by name.
+pub fn list() -> Result<Vec<Interface>, InterfaceError> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(list_error)?;
+    socket.bind_auto().map_err(list_error)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(list_error)?;
+    let mut request = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    );
+    request.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0).map_err(list_error)?;
+    let mut out = Vec::new();
+    for _ in 0..MAX_DUMP_DATAGRAMS {
+        let (datagram, _) = socket.recv_from_full().map_err(list_error)?;
+        if parse_dump(&datagram, &mut out)? {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(out);
+        }
     }
-    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+    Err(list_error(std::io::Error::other(
+        "the RTM_GETLINK dump did not end",
+    )))
+}
+
+/// Adds the links of one datagram of an RTM_GETLINK dump to `out`; true once the dump
+/// is done (NLMSG_DONE).
+fn parse_dump(mut datagram: &[u8], out: &mut Vec<Interface>) -> Result<bool, InterfaceError> {
+    while !datagram.is_empty() {
+        let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(datagram)
+            .map_err(|source| InterfaceError::Decode { source })?;
+        match msg.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => return Err(list_error(e.to_io())),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                out.extend(Interface::from_message(&link));
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned; a zero length would never advance.
+        let len = (msg.header.length as usize + 3) & !3;
+        if len == 0 || len > datagram.len() {
+            break;
+        }
+        datagram = &datagram[len..];
     }
-    // SAFETY: req is a valid ifreq with a NUL-terminated name; the kernel fills ifr_ifru.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) };
-    (rc == 0).then_some(req)
+    Ok(false)
 }
 
 /// Picks interfaces by pattern: without patterns every interface that is up; a pattern
@@ -214,6 +234,56 @@ mod tests {
         let mut tun = iface("veth-tun", true);
         tun.link_type = 65534; // ARPHRD_NONE: no Ethernet header
         assert!(!wanted(&pats, &tun));
+    }
+
+    /// One datagram of a dump: RTM_NEWLINK messages, then NLMSG_DONE if `done`.
+    fn dump(links: &[(u32, &str, bool, u16)], done: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut push = |payload| {
+            let mut m = NetlinkMessage::new(NetlinkHeader::default(), payload);
+            m.header.flags = netlink_packet_core::NLM_F_MULTIPART;
+            m.finalize();
+            let mut b = vec![0; m.buffer_len()];
+            m.serialize(&mut b);
+            out.extend(b);
+        };
+        for &(index, name, up, link_type) in links {
+            let mut link = LinkMessage::default();
+            link.header.index = index;
+            link.header.link_layer_type = link_type.into();
+            if up {
+                link.header.flags = LinkFlags::Up;
+            }
+            link.attributes.push(LinkAttribute::IfName(name.into()));
+            push(NetlinkPayload::from(RouteNetlinkMessage::NewLink(link)));
+        }
+        if done {
+            push(NetlinkPayload::Done(Default::default()));
+        }
+        out
+    }
+
+    #[test]
+    fn dumps_parse_into_names_indexes_states_and_types() {
+        let mut out = Vec::new();
+        let first = dump(&[(1, "lo", true, 772), (7, "veth1", false, 1)], false);
+        assert!(!parse_dump(&first, &mut out).unwrap());
+        let last = dump(&[(9, "tun0", true, 65534)], true);
+        assert!(parse_dump(&last, &mut out).unwrap());
+        let want = [
+            (1, "lo", true, 772),
+            (7, "veth1", false, 1),
+            (9, "tun0", true, 65534),
+        ];
+        let got: Vec<_> = out
+            .iter()
+            .map(|i| (i.index, i.name.as_str(), i.up, i.link_type))
+            .collect();
+        assert_eq!(got, want);
+        assert!(out[0].has_ethernet_header() && out[1].has_ethernet_header());
+        assert!(!out[2].has_ethernet_header());
+        // A truncated datagram is an error, not a panic nor a silent short list.
+        assert!(parse_dump(&first[..first.len() - 3], &mut Vec::new()).is_err());
     }
 
     #[test]

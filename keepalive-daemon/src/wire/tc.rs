@@ -1,5 +1,6 @@
 //! Attaching the wire programs: TCX where the kernel has it (6.6+), otherwise a
-//! clsact qdisc with netlink cls_bpf filters.
+//! clsact qdisc with netlink cls_bpf filters. Before attaching, programs of ours that
+//! another process attached to the interface (a second daemon) are warned about.
 
 use std::ffi::CString;
 
@@ -127,6 +128,7 @@ pub fn attach(
         interface: interface.to_owned(),
         source,
     })?;
+    warn_about_other_daemons(ebpf, &cname, interface);
     remove_leftovers(&cname, interface);
     let mut done = Vec::new();
     let mut plan = vec![
@@ -238,12 +240,52 @@ fn remove_leftovers(cname: &CString, interface: &str) {
         for at in [TcAttachType::Ingress, TcAttachType::Egress] {
             match tc::qdisc_detach_program(cname.as_c_str(), at.into(), name) {
                 Ok(()) => log::warn!(
-                    "removed leftover {name} filter(s) on {interface} ({at:?}) from an earlier run"
+                    "{interface}: removed leftover {name} filter(s) ({at:?}), left by an earlier \
+                     run that could not clean up, or installed by another keepalive-daemon \
+                     still running: run one daemon per host"
                 ),
                 // No clsact qdisc, or no such filter: nothing left over.
                 Err(e) => log::debug!("no leftover {name} on {interface} ({at:?}): {e}"),
             }
         }
+    }
+}
+
+/// Warns when `interface` already has programs named like ours attached with TCX by
+/// another process: a second keepalive-daemon (TCX links die with their process, so
+/// these are live). Both would count the same packets, each in its own maps. The
+/// programs' names need BPF_PROG_GET_FD_BY_ID, hence CAP_SYS_ADMIN: without it (or
+/// before TCX, 6.6) the check is skipped with a debug message.
+fn warn_about_other_daemons(ebpf: &Ebpf, cname: &CString, interface: &str) {
+    let ours: Vec<u32> = [INGRESS_PROGRAM, EGRESS_PROGRAM, BASELINE_PROGRAM]
+        .iter()
+        .filter_map(|name| ebpf.program(name)?.info().ok())
+        .map(|info| info.id())
+        .collect();
+    let mut found = Vec::new();
+    for at in [TcAttachType::Ingress, TcAttachType::Egress] {
+        match SchedClassifier::query_tcx(cname.as_c_str(), at) {
+            Ok((_, progs)) => found.extend(
+                progs
+                    .iter()
+                    .filter(|p| !ours.contains(&p.id()))
+                    .filter_map(|p| Some((p.name_as_str()?.to_owned(), p.id())))
+                    .filter(|(name, _)| name.starts_with("ka_tc_"))
+                    .map(|(name, id)| format!("{name} ({at:?}, program id {id})")),
+            ),
+            Err(e) => {
+                log::debug!("{interface}: cannot list its TCX programs ({at:?}): {e}");
+                return;
+            }
+        }
+    }
+    if !found.is_empty() {
+        log::warn!(
+            "{interface}: {} already attached by another process: is a second \
+             keepalive-daemon running? Run one daemon per host (both would count the same \
+             packets)",
+            found.join(", ")
+        );
     }
 }
 
