@@ -67,7 +67,7 @@ pub enum WebConfigError {
     #[error("invalid --web.config.file {path}: {source}")]
     Parse {
         path: String,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("TLS {what} {file}: {reason}")]
     Tls {
@@ -93,7 +93,7 @@ impl WebConfig {
         let config: WebConfig = if text.trim().is_empty() {
             WebConfig::default()
         } else {
-            serde_yaml::from_str(&text)
+            serde_norway::from_str(&text)
                 .map_err(|source| WebConfigError::Parse { path: p, source })?
         };
         for (user, hash) in &config.basic_auth_users {
