@@ -308,6 +308,7 @@ fn a_rotated_certificate_is_served_without_restart() {
         after.subject
     );
     assert!(took < Duration::from_secs(2), "took {took:?}");
+    eprintln!("the rotated certificate was served {took:?} after the files were replaced");
     daemon.assert_running();
     assert_eq!(curl(&s.ns, &["--cacert", &ca], URL), 200);
 
