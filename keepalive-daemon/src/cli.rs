@@ -36,9 +36,10 @@ pub struct Args {
     #[arg(long = "web.disable-connections")]
     pub disable_connections: bool,
 
-    /// Web configuration (TLS, basic auth): the YAML of Prometheus' exporter-toolkit
-    /// (tls_server_config: cert_file, key_file, client_ca_file, client_auth_type;
-    /// basic_auth_users: user: bcrypt-hash).
+    /// Web configuration (TLS, client certificates, basic auth, HTTP/2 and response
+    /// headers): the YAML of Prometheus' exporter-toolkit, as written for node_exporter
+    /// (tls_server_config, http_server_config, basic_auth_users). Certificate files are
+    /// re-read when they change on disk.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 

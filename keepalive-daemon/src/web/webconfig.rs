@@ -1,14 +1,23 @@
-//! `--web.config.file`: the subset of Prometheus' exporter-toolkit web configuration
-//! that operators already write for node_exporter: TLS (optionally requiring client
-//! certificates from a CA) and basic-auth users with bcrypt hashes.
+//! `--web.config.file`: Prometheus exporter-toolkit's web configuration, so that the
+//! file an operator already wrote for node_exporter works here: TLS (versions, cipher
+//! suites, curves, every client_auth_type, client_allowed_sans, inline or file
+//! certificates re-read when they change), http_server_config (http2, headers) and
+//! basic-auth users with bcrypt hashes. Unknown keys are an error at every level.
+//!
+//! Where rustls cannot do what Go's crypto/tls does (TLS 1.0/1.1, CBC and RSA-kex
+//! cipher suites, P-521), loading fails with an error naming the key and the value.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+mod cert_reload;
+mod client_auth;
+mod tls;
 
-use rustls::{
-    RootCertStore, ServerConfig,
-    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+
+use rustls::ServerConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,12 +31,12 @@ pub struct WebConfig {
     pub http_server_config: HttpServerConfig,
 }
 
-/// exporter-toolkit's http_server_config: HTTP/2 on or off (default on) and response
-/// headers added to every answer.
+/// exporter-toolkit's http_server_config: HTTP/2 on or off (default on; offered by
+/// ALPN) and response headers added to every answer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
-    #[serde(default = "http2_default")]
+    #[serde(default = "yes")]
     pub http2: bool,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -36,25 +45,81 @@ pub struct HttpServerConfig {
 impl Default for HttpServerConfig {
     fn default() -> Self {
         HttpServerConfig {
-            http2: http2_default(),
+            http2: yes(),
             headers: BTreeMap::new(),
         }
     }
 }
 
-fn http2_default() -> bool {
+fn yes() -> bool {
     true
 }
 
+/// exporter-toolkit's tls_server_config, key for key. The names (versions, suites,
+/// curves, client_auth_type) stay strings here and are mapped in `tls.rs`, so that an
+/// error can name the key and say what rustls offers instead.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
-    pub cert_file: String,
-    pub key_file: String,
-    pub client_ca_file: Option<String>,
-    /// NoClientCert (default), RequireAnyClientCert is not supported; with a CA file:
-    /// VerifyClientCertIfGiven or RequireAndVerifyClientCert (the default then).
+    /// The server certificate chain as inline PEM (instead of cert_file).
+    pub cert: Option<String>,
+    /// The server key as inline PEM (instead of key_file).
+    pub key: Option<String>,
+    /// The client CA certificates as inline PEM (instead of client_ca_file).
+    pub client_ca: Option<String>,
+    /// Relative paths are relative to the configuration file's directory.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    /// NoClientCert, RequestClientCert, RequireAnyClientCert (alias RequireClientCert),
+    /// VerifyClientCertIfGiven, RequireAndVerifyClientCert.
     pub client_auth_type: Option<String>,
+    /// The client certificate must carry one of these SANs (DNS, IP, e-mail, URI).
+    pub client_allowed_sans: Option<Vec<String>>,
+    /// TLS12 (default) or TLS13; TLS10 and TLS11 are refused (rustls lacks them).
+    pub min_version: Option<String>,
+    /// TLS13 (default) or TLS12.
+    pub max_version: Option<String>,
+    /// Go's names of TLS 1.2 suites, in preference order; TLS 1.3 names are
+    /// accepted and ignored, as Go does.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// CurveP256, CurveP384, X25519 (CurveP521 is refused: not in ring).
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+    #[serde(default = "yes")]
+    pub prefer_server_cipher_suites: bool,
+}
+
+impl TlsServerConfig {
+    /// exporter-toolkit serves TLS when any of these is set; a section with only
+    /// version or suite settings leaves plain HTTP.
+    fn enabled(&self) -> bool {
+        self.cert.is_some()
+            || self.key.is_some()
+            || self.client_ca.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.client_ca_file.is_some()
+            || self.client_auth_type.is_some()
+    }
+
+    /// Relative file names are relative to `dir`, the configuration's directory, as
+    /// exporter-toolkit resolves them.
+    fn set_directory(&mut self, dir: &Path) {
+        for file in [
+            &mut self.cert_file,
+            &mut self.key_file,
+            &mut self.client_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +132,7 @@ pub enum WebConfigError {
     #[error("invalid --web.config.file {path}: {source}")]
     Parse {
         path: String,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("TLS {what} {file}: {reason}")]
     Tls {
@@ -75,10 +140,12 @@ pub enum WebConfigError {
         file: String,
         reason: String,
     },
-    #[error(
-        "client_auth_type {value:?} is not supported: use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert (the last two need client_ca_file)"
-    )]
-    ClientAuth { value: String },
+    /// A value this daemon (rustls) cannot apply, or a combination of keys that
+    /// exporter-toolkit refuses too.
+    #[error("--web.config.file tls_server_config.{key}: {reason}")]
+    Setting { key: &'static str, reason: String },
+    #[error("--web.config.file http_server_config.headers: {reason}")]
+    Header { reason: String },
     #[error("basic_auth_users: the hash of user {user:?} is not a bcrypt hash ($2a$/$2b$/$2y$)")]
     Hash { user: String },
 }
@@ -90,10 +157,10 @@ impl WebConfig {
             path: p.clone(),
             source,
         })?;
-        let config: WebConfig = if text.trim().is_empty() {
+        let mut config: WebConfig = if text.trim().is_empty() {
             WebConfig::default()
         } else {
-            serde_yaml::from_str(&text)
+            serde_norway::from_str(&text)
                 .map_err(|source| WebConfigError::Parse { path: p, source })?
         };
         for (user, hash) in &config.basic_auth_users {
@@ -101,152 +168,59 @@ impl WebConfig {
                 return Err(WebConfigError::Hash { user: user.clone() });
             }
         }
+        validate_headers(&config.http_server_config.headers)?;
+        if let Some(t) = &mut config.tls_server_config {
+            t.set_directory(path.parent().unwrap_or(Path::new(".")));
+        }
         Ok(config)
     }
 
-    /// The TLS server configuration, if TLS is configured.
+    /// The TLS server configuration, if TLS is configured. Certificates given as files
+    /// are re-read when they change on disk (see `cert_reload.rs`).
     pub fn tls(&self) -> Result<Option<Arc<ServerConfig>>, WebConfigError> {
-        let Some(t) = &self.tls_server_config else {
-            return Ok(None);
-        };
-        let tls_err = |what, file: &str, reason: String| WebConfigError::Tls {
-            what,
-            file: file.to_owned(),
-            reason,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert_file)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| tls_err("certificate", &t.cert_file, e.to_string()))?;
-        if certs.is_empty() {
-            return Err(tls_err(
-                "certificate",
-                &t.cert_file,
-                "no PEM certificate in it".into(),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(&t.key_file)
-            .map_err(|e| tls_err("key", &t.key_file, e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_err("setup", &t.cert_file, e.to_string()))?;
-        let value = t
-            .client_auth_type
-            .as_deref()
-            .unwrap_or(if t.client_ca_file.is_some() {
-                "RequireAndVerifyClientCert"
-            } else {
-                "NoClientCert"
-            });
-        let unsupported = || WebConfigError::ClientAuth {
-            value: value.to_owned(),
-        };
-        let mode = ClientAuth::parse(value).ok_or_else(unsupported)?;
-        let config = match (mode, &t.client_ca_file) {
-            (ClientAuth::NoClientCert, _) => builder.with_no_client_auth(),
-            // Verifying client certificates needs the CA to verify them with.
-            (_, None) => return Err(unsupported()),
-            (_, Some(ca)) => {
-                let optional = mode == ClientAuth::VerifyClientCertIfGiven;
-                builder.with_client_cert_verifier(client_verifier(ca, optional, provider)?)
+        match &self.tls_server_config {
+            Some(t) if t.enabled() => {
+                tls::server_config(t, self.http_server_config.http2).map(|c| Some(Arc::new(c)))
             }
-        };
-        let config = config
-            .with_single_cert(certs, key)
-            .map_err(|e| tls_err("certificate/key pair", &t.cert_file, e.to_string()))?;
-        Ok(Some(Arc::new(config)))
-    }
-}
-
-/// The client_auth_type values of exporter-toolkit the daemon supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ClientAuth {
-    NoClientCert,
-    VerifyClientCertIfGiven,
-    RequireAndVerifyClientCert,
-}
-
-impl ClientAuth {
-    fn parse(value: &str) -> Option<ClientAuth> {
-        match value {
-            "NoClientCert" => Some(ClientAuth::NoClientCert),
-            "VerifyClientCertIfGiven" => Some(ClientAuth::VerifyClientCertIfGiven),
-            "RequireAndVerifyClientCert" => Some(ClientAuth::RequireAndVerifyClientCert),
-            _ => None,
+            _ => Ok(None),
         }
     }
 }
 
-/// Verifies client certificates against the CAs in `ca`; `optional`: clients without
-/// a certificate are let through (VerifyClientCertIfGiven).
-fn client_verifier(
-    ca: &str,
-    optional: bool,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, WebConfigError> {
-    let ca_err = |e: &dyn std::fmt::Display| WebConfigError::Tls {
-        what: "client CA",
-        file: ca.to_owned(),
-        reason: e.to_string(),
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_err(&e))? {
-        let cert = cert.map_err(|e| ca_err(&e))?;
-        roots.add(cert).map_err(|e| ca_err(&e))?;
+/// The response headers exporter-toolkit lets operators set, with the values allowed
+/// where the header is an enumeration (None: any value).
+const HEADERS: [(&str, Option<&[&str]>); 5] = [
+    ("Strict-Transport-Security", None),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-XSS-Protection", None),
+    ("Content-Security-Policy", None),
+];
+
+/// Header names and enumerated values checked as exporter-toolkit checks them (names
+/// exact, as written above); values also must not contain control characters, which
+/// would corrupt the response.
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), WebConfigError> {
+    for (name, value) in headers {
+        let reason = match HEADERS.iter().find(|(n, _)| n == name) {
+            None => Some(format!(
+                "header {name:?} can not be configured; allowed: {}",
+                HEADERS.map(|(n, _)| n).join(", ")
+            )),
+            Some((_, Some(allowed))) if !allowed.contains(&value.as_str()) => Some(format!(
+                "invalid value {value:?} for {name}: expected one of {allowed:?}"
+            )),
+            _ if value.chars().any(|c| c.is_control()) => Some(format!(
+                "the value of {name} contains a control character (a line break?)"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Err(WebConfigError::Header { reason });
+        }
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let verifier = if optional {
-        verifier.allow_unauthenticated()
-    } else {
-        verifier
-    };
-    verifier.build().map_err(|e| ca_err(&e))
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_files_parse_and_reject_mistakes() {
-        let dir = std::env::temp_dir().join(format!("ka-webcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        let ok = write(
-            "ok.yml",
-            "basic_auth_users:\n  alice: $2y$10$abcdefghijklmnopqrstuuFakeFakeFakeFakeFakeFakeFakeFakeF\n",
-        );
-        let c = WebConfig::load(&ok).unwrap();
-        assert_eq!(c.basic_auth_users.len(), 1);
-        assert!(c.tls().unwrap().is_none());
-        let bad_key = write(
-            "bad.yml",
-            "tls_server_config:\n  cert_file: a\n  key_file: b\n  ciphers: x\n",
-        );
-        assert!(matches!(
-            WebConfig::load(&bad_key),
-            Err(WebConfigError::Parse { .. })
-        ));
-        let plain = write("plain.yml", "basic_auth_users:\n  bob: hunter2\n");
-        assert!(matches!(
-            WebConfig::load(&plain),
-            Err(WebConfigError::Hash { .. })
-        ));
-        let missing = write(
-            "missing.yml",
-            "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n",
-        );
-        let err = WebConfig::load(&missing)
-            .unwrap()
-            .tls()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/nonexistent.crt"), "{err}");
-        assert!(WebConfig::load(&dir.join("nope.yml")).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

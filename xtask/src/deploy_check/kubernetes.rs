@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use keepalive_daemon::cli::{Args, ListenAddress, parse_listen_address};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::files::{KUBERNETES_DIR, PORT, UNIT, read};
 use super::problems::Problems;

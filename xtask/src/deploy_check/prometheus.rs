@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::files::{ALERTS, JOB, PORT, SCRAPE_CONFIG, read};
 use super::kubernetes::{DaemonSetFacts, daemonset_facts, load_kubernetes};
@@ -186,7 +186,7 @@ fn promtool_config(scrape: &Value) -> Mapping {
 
 /// `config` written to `path` and checked: promtool's output, as `Err` when it failed.
 fn promtool_check(config: &Mapping, path: &Path) -> anyhow::Result<Result<String, String>> {
-    fs::write(path, serde_yaml::to_string(config)?)?;
+    fs::write(path, serde_norway::to_string(config)?)?;
     let out = Command::new("promtool")
         .args(["check", "config"])
         .arg(path)

@@ -1,7 +1,7 @@
 //! Reading YAML documents by dotted paths of mapping keys, for the Kubernetes manifests
 //! and the Prometheus scrape configuration.
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// `v` at a dotted path of mapping keys (keys may contain dots when quoted in `[..]`:
 /// not needed here).
@@ -32,7 +32,7 @@ pub(super) fn seq_at<'a>(v: &'a Value, path: &str) -> &'a [Value] {
 /// Every non-empty document of a multi-document YAML text.
 pub(super) fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
     use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|d| Value::deserialize(d).map_err(anyhow::Error::from))
         .filter(|v| !matches!(v, Ok(Value::Null)))
         .collect()

@@ -101,7 +101,7 @@ pub enum HttpConfigError {
 
 /// The one call into the YAML crate: switching crates is this line.
 fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+    serde_norway::from_str(text).map_err(|e| e.to_string())
 }
 
 impl HttpClientConfig {
