@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keepalive_tests::{Netns, daemon::daemon_bin, metrics::http_get, require_root};
+use keepalive_tests::{
+    Netns, daemon::daemon_bin, metrics::http_get, process::TempDir, require_root,
+};
 
 const PORT: u16 = 19_291;
 
@@ -17,10 +19,8 @@ const PORT: u16 = 19_291;
 fn ready_status_watchdog_and_healthz() {
     require_root();
     let ns = Netns::new("notify", "a");
-    let dir = std::env::temp_dir().join(format!("kat-notify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock_path = dir.join("notify.sock");
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
 
@@ -59,8 +59,20 @@ fn ready_status_watchdog_and_healthz() {
         receive(&mut messages);
     }
     let status = child.wait().expect("waiting for the daemon");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_notifications(&messages, before_term);
+    let health = health.expect("GET /healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert!(
+        status.success(),
+        "daemon exit status after SIGTERM: {status}"
+    );
+}
 
+/// READY=1 with the status first, watchdog pings before SIGTERM (`before_term` messages),
+/// then STOPPING=1 and nothing but pings after it.
+fn assert_notifications(messages: &[Vec<String>], before_term: usize) {
+    let watchdog = vec!["WATCHDOG=1".to_owned()];
+    let stopping = vec!["STOPPING=1".to_owned()];
     let first = messages.first().cloned().unwrap_or_default();
     assert_eq!(
         first.len(),
@@ -93,11 +105,5 @@ fn ready_status_watchdog_and_healthz() {
     assert!(
         after_term.iter().all(|m| *m == watchdog || *m == stopping),
         "unexpected notifications after SIGTERM: {after_term:?}"
-    );
-    let health = health.expect("GET /healthz");
-    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-    assert!(
-        status.success(),
-        "daemon exit status after SIGTERM: {status}"
     );
 }
