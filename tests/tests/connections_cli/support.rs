@@ -193,6 +193,12 @@ pub fn curl_listing(ns: &Netns, auth: &[&str]) -> Value {
 /// A listing without its time-dependent part, and that part (seconds since the last
 /// probe) per connection.
 fn split_ages(mut v: Value) -> (Value, Vec<Option<f64>>) {
+    // Each request's own walk time: present, but different every time.
+    let top = v.as_object_mut().expect("a JSON object");
+    for key in ["elapsed_seconds", "cpu_seconds"] {
+        let t = top.remove(key).and_then(|t| t.as_f64());
+        assert!(t.is_some_and(|t| t >= 0.0), "{key}: {t:?}");
+    }
     let conns = v["connections"].as_array_mut().expect("connections array");
     let ages = conns
         .iter_mut()
@@ -206,7 +212,8 @@ fn split_ages(mut v: Value) -> (Value, Vec<Option<f64>>) {
     (v, ages)
 }
 
-/// The CLI's JSON is the daemon's: equal but for the ages, which only grew.
+/// The CLI's JSON is the daemon's: equal but for the ages, which only grew, and each
+/// request's walk time.
 pub fn assert_same_listing(daemon: &Value, cli_json: &str) {
     let cli_value: Value = serde_json::from_str(cli_json).expect("the CLI prints JSON");
     let (expected, before) = split_ages(daemon.clone());
