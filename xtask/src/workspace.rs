@@ -26,9 +26,14 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the release daemon (and, through its build.rs, the eBPF programs).
+/// Builds the release daemon (and, through its build.rs, the eBPF programs) the way the
+/// README's `cargo build --release` does: the same package selection (the default
+/// members) resolves the same dependency features, so switching between the two rebuilds
+/// nothing (`-p keepalive-daemon` alone left out features the tests crate turns on, e.g.
+/// bitflags/std through tempfile, and every switch recompiled the daemon). It also builds
+/// keepalive-vmcheck.
 pub fn build_release_daemon() -> anyhow::Result<()> {
-    cargo(&["build", "--release", "--package", "keepalive-daemon"])
+    cargo(&["build", "--release"])
 }
 
 /// Fails with advice unless xtask runs as root.

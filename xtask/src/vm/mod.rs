@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::workspace::{build_release_daemon, cargo, require_root, workspace_root};
+use crate::workspace::{build_release_daemon, require_root, workspace_root};
 
 pub use report::KernelResult;
 
@@ -91,17 +91,9 @@ fn check_kernel_names(names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the release daemon and keepalive-vmcheck.
+/// Builds the release daemon and keepalive-vmcheck (one build of the default members).
 fn build_binaries() -> anyhow::Result<Binaries> {
     build_release_daemon()?;
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "keepalive-tests",
-        "--bin",
-        "keepalive-vmcheck",
-    ])?;
     let release = workspace_root().join("target/release");
     Ok(Binaries {
         daemon: release.join("keepalive-daemon"),
