@@ -15,7 +15,27 @@ pub fn workspace_root() -> PathBuf {
 /// Runs cargo (the one running xtask, when known) with `args` in the workspace root.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
+    let mut cmd = Command::new(&cargo);
+    // `cargo run` gave xtask its own package's variables (CARGO_PKG_NAME=xtask,
+    // CARGO_MANIFEST_DIR, ...); build scripts such as ring's rerun when those change
+    // (rerun-if-env-changed), so passing them on would rebuild ring, rustls and the daemon
+    // on every switch between `cargo build --release` and `cargo xtask`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd
         .args(args)
         .current_dir(workspace_root())
         .status()
