@@ -75,10 +75,18 @@ const ERRORS: u32 = TIMER_PROBES + 1; // KernelError
 /// Flow-map entries the kernel programs created: with the entries the daemon removed
 /// and those still present, it tells how many the LRU evicted.
 pub const FLOWS_CREATED: u32 = ERRORS + KernelError::ALL.len() as u32;
+/// Idle deaths (the keepalive audit): cause (reset, retransmit_timeout) x keepalive (off, on).
+const IDLE_FAILURES: u32 = FLOWS_CREATED + 1;
+/// tcp_idle_connection_failure_idle_seconds: one slot per bucket, non-cumulative
+/// (audit::failure_bucket), then the sum of idle milliseconds.
+const FAILURE_IDLE_BUCKET: u32 = IDLE_FAILURES + 4;
+pub const FAILURE_IDLE_MS_SUM: u32 = FAILURE_IDLE_BUCKET + crate::audit::FAILURE_IDLE_BUCKETS;
+/// Endings whose event did not fit in the ring buffer (their counters are exact).
+pub const ENDING_EVENTS_LOST: u32 = FAILURE_IDLE_MS_SUM + 1;
 /// Slots in use: 0..USED_SLOTS.
-pub const USED_SLOTS: u32 = FLOWS_CREATED + 1;
+pub const USED_SLOTS: u32 = ENDING_EVENTS_LOST + 1;
 /// Entries in the counter array; room is left for growth.
-pub const COUNTER_SLOTS: u32 = 32;
+pub const COUNTER_SLOTS: u32 = 64;
 const _: () = assert!(USED_SLOTS <= COUNTER_SLOTS);
 
 #[inline(always)]
@@ -99,6 +107,23 @@ pub const fn zero_window_probes(dir: Direction, family: Family) -> u32 {
 #[inline(always)]
 pub const fn resets(reason: ResetReason, family: Family) -> u32 {
     RESETS + (reason as u32) * 2 + family as u32
+}
+
+/// An idle death's slot; `cause` is `IdleReset` or `IdleRetransmitTimeout`.
+#[inline(always)]
+pub const fn idle_failures(cause: crate::audit::EndingKind, keepalive: bool) -> u32 {
+    let c = match cause {
+        crate::audit::EndingKind::IdleRetransmitTimeout => 1,
+        _ => 0,
+    };
+    IDLE_FAILURES + c * 2 + keepalive as u32
+}
+
+/// A bucket of tcp_idle_connection_failure_idle_seconds (from audit::failure_bucket).
+#[inline(always)]
+pub const fn failure_idle_bucket(bucket: u32) -> u32 {
+    let last = crate::audit::FAILURE_IDLE_BUCKETS - 1;
+    FAILURE_IDLE_BUCKET + if bucket < last { bucket } else { last }
 }
 
 #[inline(always)]
@@ -128,6 +153,7 @@ pub const fn for_verdict(v: Verdict, dir: Direction, family: Family) -> Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::EndingKind;
 
     /// Every (metric, labels) combination has its own slot, inside the array.
     #[test]
@@ -156,6 +182,15 @@ mod tests {
             mark(error(e));
         }
         mark(FLOWS_CREATED);
+        for cause in [EndingKind::IdleReset, EndingKind::IdleRetransmitTimeout] {
+            mark(idle_failures(cause, false));
+            mark(idle_failures(cause, true));
+        }
+        for b in 0..crate::audit::FAILURE_IDLE_BUCKETS {
+            mark(failure_idle_bucket(b));
+        }
+        mark(FAILURE_IDLE_MS_SUM);
+        mark(ENDING_EVENTS_LOST);
         for slot in 0..USED_SLOTS {
             assert!(seen[slot as usize], "slot {slot} in use but never marked");
         }

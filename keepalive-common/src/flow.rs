@@ -5,7 +5,7 @@ use crate::{Direction, Family, packet::Segment};
 /// A connection as this host sees it: `local` is this host's end whichever way the
 /// segment travels (the source on egress, the destination on ingress).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Addresses in wire byte order; IPv4 uses word 0 and leaves the rest zero.
     pub local_addr: [u32; 4],

@@ -10,6 +10,9 @@
     deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)
 )]
 
+pub mod audit;
+#[cfg(test)]
+mod audit_tests;
 pub mod classify;
 #[cfg(test)]
 mod classify_props;

@@ -28,3 +28,21 @@ pub const FLOWS_SWEPT: &str = "keepalive_daemon_flows_swept_total";
 pub const PROGRAM_RUN_SECONDS: &str = "keepalive_daemon_program_run_seconds_total";
 pub const PROGRAM_RUNS: &str = "keepalive_daemon_program_runs_total";
 pub const BPF_STATS_ENABLED: &str = "keepalive_daemon_bpf_stats_enabled";
+
+// The keepalive audit: the inventory of established connections (iter/tcp) ...
+pub const CONNECTIONS: &str = "tcp_keepalive_connections";
+pub const CONNECTIONS_AT_RISK: &str = "tcp_keepalive_connections_at_risk";
+pub const IDLE_SETTING_CONNECTIONS: &str = "tcp_keepalive_idle_setting_connections";
+pub const PORT_CONNECTIONS: &str = "tcp_keepalive_port_connections";
+pub const PORT_CONNECTIONS_AT_RISK: &str = "tcp_keepalive_port_connections_at_risk";
+// ... and the connections that failed after being idle (socket hooks).
+pub const IDLE_FAILURES: &str = "tcp_idle_connection_failures_total";
+pub const IDLE_FAILURE_IDLE_SECONDS: &str = "tcp_idle_connection_failure_idle_seconds";
+
+// The audit's own health.
+pub const AUDIT_INVENTORY_ENABLED: &str = "keepalive_daemon_audit_inventory_enabled";
+pub const AUDIT_RUNS: &str = "keepalive_daemon_audit_runs_total";
+pub const AUDIT_ERRORS: &str = "keepalive_daemon_audit_errors_total";
+pub const AUDIT_DURATION: &str = "keepalive_daemon_audit_duration_seconds";
+pub const AUDIT_NAMESPACES: &str = "keepalive_daemon_audit_namespaces";
+pub const ENDING_EVENTS_LOST: &str = "keepalive_daemon_ending_events_lost_total";
