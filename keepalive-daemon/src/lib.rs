@@ -4,6 +4,7 @@
 //! (exporter) and the HTTP side (web). The binary (main.rs, lifecycle/) runs them as
 //! named steps. Errors here are thiserror enums; main.rs prints them with their causes.
 
+pub mod audit;
 pub mod cli;
 pub mod error_chain;
 pub mod exporter;
