@@ -8,6 +8,8 @@
 //! - idle-death side: pushes each [`Ending`] it logs with [`AuditView::push_ending`];
 //! - view side: reads [`AuditView::inventory`] and [`AuditView::endings`].
 
+pub mod kernel;
+
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError, RwLock},
