@@ -51,6 +51,8 @@ const TIMER_PROBES_SLOT: usize = counters::TIMER_PROBES as usize;
 
 pub struct State {
     pub metrics: Metrics,
+    /// The keepalive audit's latest inventory and recent endings (audit/mod.rs).
+    pub audit: std::sync::Arc<crate::audit::AuditView>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     port_counters: Mutex<PerCpuArray<MapData, u64>>,
     /// FLOWS, read and swept through its descriptor (flow_map.rs): no lock, so neither
@@ -146,6 +148,7 @@ impl State {
         };
         State {
             metrics,
+            audit: Default::default(),
             counters,
             port_counters: Mutex::new(port_counters),
             flow_map,
