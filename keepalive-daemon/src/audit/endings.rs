@@ -13,7 +13,7 @@
 //! and it is a dozen lines.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -114,36 +114,45 @@ pub fn spawn(
     cgroups: Arc<Mutex<CgroupPaths>>,
     state: Arc<State>,
 ) {
-    tokio::spawn(async move {
-        let mut limiter = RateLimiter::new(Instant::now());
-        let mut flush = tokio::time::interval(WINDOW);
+    let limiter = Arc::new(Mutex::new(RateLimiter::new(Instant::now())));
+    // The summary of suppressed lines comes from its own task, so the reader is never
+    // cancelled in the middle of a batch (no select! around next_batch).
+    let flusher = limiter.clone();
+    let flush = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WINDOW);
         loop {
-            let batch = tokio::select! {
-                b = reader.next_batch() => b,
-                _ = flush.tick() => {
-                    log_suppressed(&mut limiter);
-                    continue;
+            tick.tick().await;
+            log_suppressed(&flusher);
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            match reader.next_batch().await {
+                Ok(batch) => {
+                    for e in &batch {
+                        handle(e, hz, &cgroups, &state, &limiter);
+                    }
                 }
-            };
-            let batch = match batch {
-                Ok(b) => b,
                 Err(e) => {
                     log::error!(
                         "audit: reading endings failed, no more ending lines (the counters go on): {}",
                         Chain(&e)
                     );
+                    log_suppressed(&limiter);
+                    flush.abort();
                     return;
                 }
-            };
-            for e in &batch {
-                handle(e, hz, &cgroups, &state, &mut limiter);
             }
         }
     });
 }
 
-fn log_suppressed(limiter: &mut RateLimiter) {
-    if let Some(n) = limiter.take_suppressed(Instant::now()) {
+fn log_suppressed(limiter: &Mutex<RateLimiter>) {
+    let n = limiter
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take_suppressed(Instant::now());
+    if let Some(n) = n {
         log::warn!(
             "audit: {n} ending line(s) suppressed (at most {LINES_PER_SECOND} per second); all are counted in the metrics and the recent ones are in /connections"
         );
@@ -155,13 +164,17 @@ fn handle(
     hz: u32,
     cgroups: &Mutex<CgroupPaths>,
     state: &State,
-    limiter: &mut RateLimiter,
+    limiter: &Mutex<RateLimiter>,
 ) {
     // The inventory's thread may hold the cache for a walk: without it the id is shown,
     // rather than stalling the runtime thread.
     let cgroup = cgroups.try_lock().ok().and_then(|c| c.lookup(e.cgroup_id));
     log_suppressed(limiter);
-    if limiter.admit(Instant::now()) {
+    let admitted = limiter
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admit(Instant::now());
+    if admitted {
         let (level, text) = line(e, hz, cgroup.as_deref());
         log::log!(level, "{text}");
     }
