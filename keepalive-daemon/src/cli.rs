@@ -118,7 +118,7 @@ pub struct Args {
     /// Idle timeout of a middlebox on the path (NAT gateway, load balancer, firewall),
     /// in whole seconds, e.g. 240s (Azure), 350s (AWS), 20m (GCP Cloud NAT): a
     /// connection is at risk for it when keepalive is off or its first probe comes at or
-    /// after it. Repeat for several (at most 8; default 240s and 350s); one
+    /// after it. Repeat for several (at most 8; given ones replace the defaults); one
     /// tcp_keepalive_connections_at_risk series each, labelled in seconds ("1200s").
     #[arg(long = "audit.idle-limit", value_name = "DURATION",
           default_values = ["240s", "350s"], value_parser = parse_idle_limit)]

@@ -209,7 +209,7 @@ impl AuditMetrics {
             )?,
             errors: IntCounter::new(
                 names::AUDIT_ERRORS,
-                "Network namespaces the keepalive audit could not list in a run (the log says why; the run goes on with the others).",
+                "Keepalive audit failures: each network namespace whose sockets could not be listed in a run, plus one per run that could not open some namespace files (the log says why; the run goes on with the rest).",
             )?,
             duration_seconds: Gauge::new(
                 names::AUDIT_DURATION,
