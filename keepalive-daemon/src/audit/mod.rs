@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod kernel;
 pub mod namespaces;
 pub mod owners;
+pub mod settings;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use aya::Ebpf;
 use keepalive_daemon::{
+    audit::settings::AuditSettings,
     audit::{
         cgroup::{self, CgroupPaths},
         endings, inventory,
         kernel::{EndingsReader, IdleDeathSetup, IdleDeaths, Inventory},
     },
-    cli::{Args, AuditSettings},
+    cli::Args,
     error_chain::Chain,
     exporter::{audit_metrics::limit_label, state::State},
     kernel::btf::KernelBtf,
