@@ -14,15 +14,38 @@ use std::{
 use keepalive_common::audit::{SocketRecord, at_risk, effective, record_flags};
 
 use super::{
-    AuditedConnection, Inventory as View,
+    AuditView, AuditedConnection, Inventory as View,
     cgroup::CgroupPaths,
     kernel::{AuditKernelError, Inventory, Walk},
     namespaces, owners,
 };
 use crate::{
     error_chain::Chain,
-    exporter::{audit_metrics, state::State},
+    exporter::{
+        audit_metrics::{self, AuditMetrics},
+        state::State,
+    },
 };
+
+/// What the loop needs of the kernel side (kernel.rs's [`Inventory`]; a fake in the
+/// tests, which have no kernel programs).
+pub trait Walker: Send + 'static {
+    fn hz(&self) -> u32;
+    fn walk(&self) -> Result<Walk, AuditKernelError>;
+    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError>;
+}
+
+impl Walker for Inventory {
+    fn hz(&self) -> u32 {
+        Inventory::hz(self)
+    }
+    fn walk(&self) -> Result<Walk, AuditKernelError> {
+        Inventory::walk(self)
+    }
+    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError> {
+        Inventory::walk_in(self, netns)
+    }
+}
 
 /// What the loop runs with (from the command line).
 #[derive(Clone, Debug)]
@@ -52,32 +75,24 @@ pub fn audited(r: &SocketRecord, hz: u32, limits: &[u32]) -> AuditedConnection {
 }
 
 /// The loop's state between runs; moved onto a blocking thread for each run.
-struct Runner {
-    inventory: Inventory,
+pub struct Runner<W> {
+    inventory: W,
     settings: Settings,
     cgroups: Arc<Mutex<CgroupPaths>>,
-    state: Arc<State>,
     /// Whether a failure of this kind was logged at warn already (later ones: debug).
     warned_walk: bool,
     warned_listing: bool,
 }
 
 /// Runs the inventory every `settings.interval` for the daemon's life.
-pub fn spawn(
-    inventory: Inventory,
+pub fn spawn<W: Walker>(
+    inventory: W,
     settings: Settings,
     cgroups: Arc<Mutex<CgroupPaths>>,
     state: Arc<State>,
 ) {
     state.metrics.audit.inventory_enabled.set(1);
-    let mut runner = Runner {
-        inventory,
-        cgroups,
-        state,
-        warned_walk: false,
-        warned_listing: false,
-        settings,
-    };
+    let mut runner = Runner::new(inventory, settings, cgroups);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(runner.settings.interval);
         // A run longer than the interval delays the next one instead of bunching them.
@@ -86,8 +101,9 @@ pub fn spawn(
             tick.tick().await;
             // The walks take milliseconds per thousand sockets and read /proc and
             // /sys/fs/cgroup: off the runtime thread, which serves scrapes meanwhile.
+            let state = state.clone();
             match tokio::task::spawn_blocking(move || {
-                runner.run();
+                runner.run(&state.metrics.audit, &state.audit);
                 runner
             })
             .await
@@ -102,8 +118,19 @@ pub fn spawn(
     });
 }
 
-impl Runner {
-    fn run(&mut self) {
+impl<W: Walker> Runner<W> {
+    pub fn new(inventory: W, settings: Settings, cgroups: Arc<Mutex<CgroupPaths>>) -> Self {
+        Runner {
+            inventory,
+            settings,
+            cgroups,
+            warned_walk: false,
+            warned_listing: false,
+        }
+    }
+
+    /// One run: walks, publishes the metrics and the view's inventory.
+    pub fn run(&mut self, metrics: &AuditMetrics, view: &AuditView) {
         let started = Instant::now();
         let (walks, errors) = self.walk();
         let hz = self.inventory.hz();
@@ -114,7 +141,6 @@ impl Runner {
             .map(|r| audited(r, hz, &self.settings.limits))
             .collect();
         self.name_owners(&walks, &mut conns);
-        let metrics = &self.state.metrics.audit;
         let agg =
             audit_metrics::aggregate(&conns, &self.settings.limits, &self.settings.local_ports);
         if let Err(e) = metrics.publish(&agg, &self.settings.limits, &self.settings.local_ports) {
@@ -124,7 +150,7 @@ impl Runner {
         // Keyed by connection: the same addresses in two namespaces (loopback, mostly)
         // keep one entry in the view; the metrics above counted both.
         let connections: HashMap<_, _> = conns.into_iter().map(|c| (c.key, c)).collect();
-        self.state.audit.set_inventory(View {
+        view.set_inventory(View {
             taken_at: SystemTime::now(),
             connections,
         });
@@ -277,5 +303,124 @@ mod tests {
             (sysctl.cgroup.clone(), sysctl.process.clone()),
             (None, None)
         );
+    }
+
+    /// The kernel side as the tests need it: fixed records, or a failure.
+    struct Fake(Option<Vec<SocketRecord>>);
+
+    impl Walker for Fake {
+        fn hz(&self) -> u32 {
+            HZ
+        }
+        fn walk(&self) -> Result<Walk, AuditKernelError> {
+            let records = self.0.clone().ok_or(AuditKernelError::NotBuilt)?;
+            Ok(Walk {
+                records,
+                ..Default::default()
+            })
+        }
+        fn walk_in(&self, _: &std::fs::File) -> Result<Walk, AuditKernelError> {
+            self.walk()
+        }
+    }
+
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    fn settings(port: u16) -> Settings {
+        Settings {
+            interval: Duration::from_secs(30),
+            limits: vec![240, 350],
+            all_namespaces: false,
+            local_ports: vec![port],
+        }
+    }
+
+    fn text(r: &prometheus::Registry) -> String {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// A run fills the view (cgroup paths; processes for connections at risk only) and
+    /// the metrics; the trailer is not a connection.
+    #[test]
+    fn a_run_publishes_view_and_metrics() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = std::env::temp_dir().join(format!("ka-inv-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("app.slice")).unwrap();
+        let app = std::fs::metadata(root.join("app.slice")).unwrap().ino();
+        // Two sockets of this process stand for the connections' sockets.
+        let (s1, s2) = (
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let mut off = record(false, 0, 7200);
+        off.key.local_port = 5432;
+        off.cgroup_id = app;
+        off.socket_inode = inode_of(&s1);
+        let mut safe = record(true, 0, 60);
+        safe.key.local_port = 6000;
+        safe.socket_inode = inode_of(&s2);
+        let trailer = SocketRecord {
+            flags: record_flags::TRAILER,
+            ..Default::default()
+        };
+        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(Some(root.clone()))));
+        let fake = Fake(Some(vec![off, safe, trailer]));
+        let mut runner = Runner::new(fake, settings(5432), cgroups);
+        let registry = prometheus::Registry::new();
+        let metrics = AuditMetrics::register(&registry, &[5432]).unwrap();
+        let view = AuditView::default();
+        runner.run(&metrics, &view);
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let inv = view.inventory().expect("published");
+        assert_eq!(inv.connections.len(), 2);
+        let off = &inv.connections[&off.key];
+        assert_eq!(off.cgroup.as_deref(), Some("/app.slice"));
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let me = format!("{}[{}]", comm.trim_end(), std::process::id());
+        assert_eq!(off.process.as_deref(), Some(me.as_str()));
+        let safe = &inv.connections[&safe.key];
+        assert!(safe.at_risk.is_empty());
+        assert_eq!(
+            (safe.cgroup.as_deref(), safe.process.as_deref()),
+            (None, None)
+        );
+        assert_eq!((metrics.runs.get(), metrics.errors.get()), (1, 0));
+        assert_eq!(metrics.namespaces.get(), 1);
+        let t = text(&registry);
+        for line in [
+            "tcp_keepalive_connections{keepalive=\"off\"} 1",
+            "tcp_keepalive_connections{keepalive=\"on\"} 1",
+            "tcp_keepalive_connections_at_risk{idle_limit=\"240s\"} 1",
+            "tcp_keepalive_port_connections{keepalive=\"off\",local_port=\"5432\"} 1",
+            "tcp_keepalive_port_connections{keepalive=\"on\",local_port=\"5432\"} 0",
+        ] {
+            assert!(t.contains(line), "{line} missing:\n{t}");
+        }
+    }
+
+    /// A failed walk is an error; the run still completes, with an empty inventory.
+    #[test]
+    fn a_failed_walk_counts_an_error() {
+        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(None)));
+        let mut runner = Runner::new(Fake(None), settings(5432), cgroups);
+        let registry = prometheus::Registry::new();
+        let metrics = AuditMetrics::register(&registry, &[]).unwrap();
+        let view = AuditView::default();
+        runner.run(&metrics, &view);
+        runner.run(&metrics, &view);
+        assert_eq!((metrics.runs.get(), metrics.errors.get()), (2, 2));
+        assert_eq!(metrics.namespaces.get(), 0);
+        assert!(view.inventory().unwrap().connections.is_empty());
+        assert!(text(&registry).contains("tcp_keepalive_connections{keepalive=\"off\"} 0"));
     }
 }
