@@ -200,8 +200,15 @@ impl<W: Walker> Runner<W> {
             );
         }
         let mut walks = Vec::with_capacity(listing.namespaces.len());
+        // The daemon's own namespace needs no setns (nor CAP_SYS_ADMIN for it).
+        let own = namespaces::own_inode();
         for ns in &listing.namespaces {
-            match self.inventory.walk_in(&ns.file) {
+            let walk = if Some(ns.inode) == own {
+                self.inventory.walk()
+            } else {
+                self.inventory.walk_in(&ns.file)
+            };
+            match walk {
                 Ok(w) => walks.push(w),
                 Err(e) => {
                     errors += 1;

@@ -75,6 +75,13 @@ pub fn list_from(proc_root: &Path, run_netns: &Path) -> Listing {
     out
 }
 
+/// The inode of the calling thread's network namespace.
+pub fn own_inode() -> Option<u64> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino())
+}
+
 fn is_pid(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }

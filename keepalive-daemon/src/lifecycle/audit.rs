@@ -100,6 +100,9 @@ impl Attached {
         let Some((inv, settings)) = self.inventory.take() else {
             return;
         };
+        if args.all_namespaces {
+            warn_missing_namespace_caps();
+        }
         let hz = inv.hz();
         if let Some(reader) = self.endings.take() {
             endings::spawn(reader, hz, cgroups.clone(), state.clone());
@@ -118,5 +121,26 @@ impl Attached {
         if self.hooks.is_some() {
             log::debug!("audit: idle-death hook released");
         }
+    }
+}
+
+/// With --socket.all-namespaces the inventory enters each namespace (setns: CAP_SYS_ADMIN)
+/// found through other processes' /proc/PID/ns/net (CAP_SYS_PTRACE for processes with
+/// capabilities the daemon lacks). Said once, after the capabilities were dropped, if
+/// those are gone: the failures would otherwise only show as errors every run.
+fn warn_missing_namespace_caps() {
+    use caps::{CapSet, Capability};
+    let missing: Vec<String> = [Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE]
+        .into_iter()
+        .filter(|c| !caps::has_cap(None, CapSet::Effective, *c).unwrap_or(false))
+        .map(|c| c.to_string())
+        .collect();
+    if !missing.is_empty() {
+        log::warn!(
+            "audit: --socket.all-namespaces: without {} (dropped after attaching) the \
+             inventory cannot open or enter most other network namespaces: their sockets \
+             are not listed, and they count in keepalive_daemon_audit_errors_total",
+            missing.join(" and ")
+        );
     }
 }
