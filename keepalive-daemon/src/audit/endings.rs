@@ -19,7 +19,7 @@ use std::{
 
 use keepalive_common::audit::{Ending, EndingKind, record_flags};
 
-use super::{EndingRecord, cgroup::CgroupPaths, kernel::EndingsReader};
+use super::{AuditView, EndingRecord, cgroup::CgroupPaths, kernel::EndingsReader};
 use crate::{error_chain::Chain, exporter::connections::address, exporter::state::State};
 
 /// Lines logged per second at most.
@@ -130,7 +130,7 @@ pub fn spawn(
             match reader.next_batch().await {
                 Ok(batch) => {
                     for e in &batch {
-                        handle(e, hz, &cgroups, &state, &limiter);
+                        handle(e, hz, &cgroups, &state.audit, &limiter);
                     }
                 }
                 Err(e) => {
@@ -163,7 +163,7 @@ fn handle(
     e: &Ending,
     hz: u32,
     cgroups: &Mutex<CgroupPaths>,
-    state: &State,
+    view: &AuditView,
     limiter: &Mutex<RateLimiter>,
 ) {
     // The inventory's thread may hold the cache for a walk: without it the id is shown,
@@ -181,7 +181,7 @@ fn handle(
     let Some(kind) = EndingKind::from_u32(e.kind) else {
         return;
     };
-    state.audit.push_ending(EndingRecord {
+    view.push_ending(EndingRecord {
         at: SystemTime::now(),
         key: e.key,
         kind,
@@ -262,5 +262,37 @@ mod tests {
                 "audit: keepalive timeout after 312s idle, keepalive on: 192.0.2.1:41234 -> 192.0.2.2:5432, netns 4026531840, cgroup unknown".to_owned()
             )
         );
+    }
+
+    /// Every ending is kept in the view, logged or not (the 11th of a second is not),
+    /// with its cgroup path when the cache knows it; unknown kinds are logged only.
+    #[test]
+    fn every_ending_reaches_the_view() {
+        let view = AuditView::default();
+        // A window that starts in an hour: however slow the machine, all of this falls
+        // in it (durations before its start count as 0).
+        let limiter = Mutex::new(RateLimiter::new(Instant::now() + Duration::from_secs(3600)));
+        let cgroups = Mutex::new(CgroupPaths::new(None));
+        for _ in 0..11 {
+            handle(
+                &ending(EndingKind::IdleReset, false, 5),
+                250,
+                &cgroups,
+                &view,
+                &limiter,
+            );
+        }
+        let mut unknown = ending(EndingKind::IdleReset, false, 5);
+        unknown.kind = 9;
+        handle(&unknown, 250, &cgroups, &view, &limiter);
+        let e = view.endings();
+        assert_eq!(e.len(), 11);
+        assert_eq!(e[0].kind, EndingKind::IdleReset);
+        assert_eq!((e[0].keepalive, e[0].netns_inum), (false, 4026531840));
+        assert_eq!(e[0].idle_seconds, 312.4);
+        assert_eq!(e[0].cgroup, None);
+        assert_eq!(e[0].key.remote_port, 5432);
+        // The 11th and the unknown one were suppressed (not yet summed: same second).
+        assert_eq!(limiter.lock().unwrap().suppressed, 2);
     }
 }
