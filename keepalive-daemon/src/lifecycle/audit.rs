@@ -27,6 +27,7 @@ pub struct Attached {
     endings: Option<EndingsReader>,
     /// The idle-death hook's links, kept for the daemon's life.
     hooks: Option<IdleDeaths>,
+    all_namespaces: bool,
 }
 
 /// Attaches what the kernel allows (before the capabilities are dropped) and logs one
@@ -41,6 +42,7 @@ pub fn attach(
         inventory: None,
         endings: None,
         hooks: None,
+        all_namespaces,
     };
     let Some(settings) = settings else {
         log::info!("audit: off (--audit.disable)");
@@ -94,6 +96,12 @@ pub fn attach(
 }
 
 impl Attached {
+    /// The inventory will enter every network namespace: the capabilities for it stay
+    /// (lifecycle/caps.rs kept_after_attach).
+    pub fn walks_all_namespaces(&self) -> bool {
+        self.all_namespaces && self.inventory.is_some()
+    }
+
     /// Starts the inventory loop and the consumer of endings.
     pub fn start(&mut self, args: &Args, state: &Arc<State>) {
         let cgroups = Arc::new(Mutex::new(CgroupPaths::new(cgroup::find_root())));
