@@ -170,8 +170,10 @@ impl Selector {
             let found = keys.iter().map(|k| (*k, None)).collect();
             AtRisk { total, keys, found }
         });
+        // ?at_risk=1 keeps its rows in `at_risk`: no heap.
+        let kept = if at_risk.is_some() { 0 } else { request.limit };
         Selector {
-            top: TopK::new(request.limit),
+            top: TopK::new(kept),
             caps,
             started: Instant::now(),
             started_cpu_ns: flow_map::thread_cpu_ns(),
