@@ -203,7 +203,12 @@ pub enum Command {
     /// current run of unanswered ones; RECEIVED: probes the peer sent; RECEIVED_ANSWERED:
     /// those this host answered; RECEIVED_UNANSWERED: the current run of unanswered
     /// ones; LAST_PROBE_S: seconds since the last probe either way (- if none); ENDED:
-    /// open, closed, peer_reset, local_reset or timeout.
+    /// open, closed, peer_reset, local_reset or timeout. From the keepalive audit's last
+    /// inventory (- without one): KEEPALIVE: off, or on with its idle time (on:600s);
+    /// IDLE_AGE_S: seconds since the last segment received; AT_RISK: the
+    /// --audit.idle-limit values the connection is at risk for; REASON: keepalive_off
+    /// or idle_at_or_above_limit; PROCESS: the process holding the socket, else its
+    /// cgroup. Recent endings (keepalive timeouts, idle deaths) follow the table.
     Connections(ConnectionsArgs),
 }
 
@@ -233,6 +238,11 @@ pub struct ConnectionsArgs {
     /// Only connections with keepalive probes (sent or received).
     #[arg(long)]
     pub probing: bool,
+    /// Only connections the keepalive audit has at risk for an --audit.idle-limit
+    /// (keepalive off, or its idle time at or above the limit), longest idle first, with
+    /// the limits and the reason; also those never seen on a watched interface.
+    #[arg(long = "at-risk")]
+    pub at_risk: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -398,7 +408,8 @@ mod tests {
         assert_eq!(c.address, "https://h:10291");
         assert_eq!(c.http_config_file, Some(PathBuf::from("/etc/k/http.yml")));
         assert_eq!(c.limit, 5);
-        assert!(c.json && c.probing);
+        assert!(c.json && c.probing && !c.at_risk);
+        assert!(conns(&["keepalive-daemon", "connections", "--at-risk"]).at_risk);
         assert!(Args::try_parse_from(["keepalive-daemon", "connections", "--limit", "x"]).is_err());
     }
 
