@@ -8,7 +8,6 @@
 //! picks up their flow entries.
 
 use std::{
-    cell::RefCell,
     cmp::Ordering,
     collections::{BinaryHeap, HashMap},
     ops::ControlFlow,
@@ -335,43 +334,9 @@ fn settings_note(request: &Request) -> String {
     }
 }
 
-thread_local! {
-    /// The audit request of the listing running on this thread: see [`with_request`].
-    static REQUEST: RefCell<Option<Request>> = const { RefCell::new(None) };
-}
-
-/// Runs `list` (a `State::connections` call on this thread) with `request`'s audit data
-/// and at-risk filter applied to its walk. An interim bridge: `State` keeps the flow
-/// map private and its `connections(limit)` has no room for the request; once it
-/// calls [`read_request`] itself this goes.
-pub fn with_request<T>(request: Request, list: impl FnOnce() -> T) -> T {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            REQUEST.with(|r| r.borrow_mut().take());
-        }
-    }
-    REQUEST.with(|r| *r.borrow_mut() = Some(request));
-    let _clear = Clear;
-    list()
-}
-
-/// The listing of the flow map `map`, read within `caps`; `swept_count` is the last
-/// sweep's entry count, the total when the walk cannot reach the map's end. Takes the
-/// audit request set by [`with_request`], if any.
-pub fn read(
-    map: &aya::maps::MapData,
-    limit: usize,
-    caps: Caps,
-    swept_count: u64,
-) -> Result<Listing, FlowMapError> {
-    let request = REQUEST
-        .with(|r| r.borrow_mut().take())
-        .unwrap_or_else(|| Request::plain(limit));
-    read_request(map, request, caps, swept_count)
-}
-
-/// [`read`] for one request (limit, at-risk filter, audit data).
+/// The listing of the flow map `map` for one request (limit, at-risk filter, audit
+/// data), read within `caps`; `swept_count` is the last sweep's entry count, the total
+/// when the walk cannot reach the map's end.
 pub fn read_request(
     map: &aya::maps::MapData,
     request: Request,

@@ -467,15 +467,3 @@ fn recent_endings_are_listed_newest_first_bounded_by_the_limit() {
     let json = serde_json::to_value(&l).unwrap();
     assert_eq!(json["recent_endings"][1]["cause"], "keepalive_timeout");
 }
-
-/// The bridge from the web handler: a request set for this thread reaches the next
-/// walk only, and is gone afterwards.
-#[test]
-fn the_request_reaches_one_walk_on_this_thread() {
-    let taken = with_request(risky_inventory(5, true), || {
-        REQUEST.with(|r| r.borrow_mut().take())
-    });
-    assert!(taken.is_some_and(|r| r.at_risk_only && r.limit == 5));
-    with_request(risky_inventory(5, true), || ());
-    assert!(REQUEST.with(|r| r.borrow().is_none()));
-}

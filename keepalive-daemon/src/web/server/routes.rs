@@ -17,7 +17,7 @@ use hyper::{
 use super::service::Shared;
 use crate::{
     error_chain::Chain,
-    exporter::{connections, scan, state::State},
+    exporter::{connections, state::State},
 };
 
 /// What the endpoints serve. Errors are the operator's message.
@@ -60,7 +60,8 @@ impl Backend for State {
             inventory: self.audit.inventory(),
             endings: self.audit.endings(),
         };
-        let listing = scan::with_request(request, || self.connections(query.limit))
+        let listing = self
+            .connections(request)
             .map_err(|e| Chain(&e).to_string())?;
         serde_json::to_string_pretty(&listing)
             .map(|json| json + "\n")
