@@ -67,8 +67,12 @@ pub struct AuditConfig {
     pub keepopen_bit: u32,
     /// `audit_flags`.
     pub flags: u32,
+    /// inet_sock.inet_sport (__be16): the local port of a socket that is being closed
+    /// (tcp_set_state(TCP_CLOSE) releases the port and zeroes skc_num first).
+    pub inet_sport_off: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<AuditConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<AuditConfig>() == 120);
 
 /// The idle-death hook's parameters, in jiffies (they depend on HZ). `hz == 0` means
 /// the hook is not set up yet: it counts nothing.

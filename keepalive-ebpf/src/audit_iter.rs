@@ -103,7 +103,11 @@ fn record(ac: &AuditConfig, sk: u64, uid: u32) -> Option<SocketRecord> {
     let keepalive = keepalive_on(ac, sk)?;
     Some(SocketRecord {
         key,
-        flags: if keepalive { record_flags::KEEPALIVE } else { 0 },
+        flags: if keepalive {
+            record_flags::KEEPALIVE
+        } else {
+            0
+        },
         netns_inum,
         uid,
         keepalive_time: read::<u32>(sk + ac.keepalive_time_off as u64)?,

@@ -22,14 +22,15 @@ const AF_INET6: u16 = 10;
 const V4_MAPPED_WORD2: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// The connection from this host's side, as the wire programs key it: an IPv4-mapped
-/// IPv6 socket sends IPv4 packets, so it gets an IPv4 key.
+/// IPv6 socket sends IPv4 packets, so it gets an IPv4 key. The local port is
+/// inet_sport, which stays set while the socket closes (skc_num does not).
 #[inline(always)]
 pub fn flow_key(ac: &AuditConfig, sk: u64) -> Option<FlowKey> {
     let family = read::<u16>(sk + ac.skc_family_off as u64)?;
     let dport = read::<u16>(sk + ac.skc_dport_off as u64)?;
-    let num = read::<u16>(sk + ac.skc_num_off as u64)?;
+    let sport = read::<u16>(sk + ac.inet_sport_off as u64)?;
     let mut key = FlowKey {
-        local_port: num,
+        local_port: u16::from_be(sport),
         remote_port: u16::from_be(dport),
         ..Default::default()
     };
@@ -114,7 +115,11 @@ pub fn send_ending(ac: &AuditConfig, sk: u64, kind: EndingKind, keepalive: bool,
     let ending = Ending {
         key,
         kind: kind as u32,
-        flags: if keepalive { record_flags::KEEPALIVE } else { 0 },
+        flags: if keepalive {
+            record_flags::KEEPALIVE
+        } else {
+            0
+        },
         netns_inum,
         idle_jiffies: idle,
         cgroup_id: cgroup_id(ac, sk),

@@ -2,7 +2,10 @@
 //! Both deaths end in sk_error_report() with the error in sk->sk_err, so one hook on
 //! sock:inet_sk_error_report sees them:
 //! - ECONNRESET: a RST arrived (tcp_reset() -> tcp_done_with_error()); rcv_tstamp and
-//!   lrcvtime are not updated for the RST itself, so the idle time is the time before it;
+//!   lrcvtime are not updated for the RST itself, so the idle time is the time before it.
+//!   The application's own abort (SO_LINGER 0 close, tcp_disconnect()) reports
+//!   ECONNRESET too: only a socket tcp:tcp_receive_reset just marked on this CPU
+//!   (ka_rst_mark, RESET_SLOT) counts;
 //! - ETIMEDOUT outside this socket's keepalive timer: the retransmission (or zero-window
 //!   probe) timer gave up (tcp_write_timeout() -> tcp_write_err()). Inside the keepalive
 //!   timer (TIMER_SLOT, filled by timer_tracepoint.rs's entry program) it is a keepalive
@@ -23,7 +26,7 @@ use keepalive_common::{
 
 use crate::{
     audit_sock::{idle_jiffies, keepalive_on, send_ending},
-    maps::{IDLE_DEATH_PARAMS, TIMER_SLOT, audit_config, config, count, count_add},
+    maps::{IDLE_DEATH_PARAMS, RESET_SLOT, TIMER_SLOT, audit_config, config, count, count_add},
     sock::{in_scope, read},
 };
 
@@ -32,6 +35,18 @@ const ECONNRESET: i32 = 104;
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 pub fn ka_idle_death(ctx: RawTracePointContext) -> i32 {
     let _ = try_idle_death(&ctx);
+    0
+}
+
+/// Marks the socket a RST arrived on (tcp_reset(), before it reports the error).
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn ka_rst_mark(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct sock *sk)
+    let sk: u64 = ctx.arg(0);
+    if let Some(slot) = RESET_SLOT.get_ptr_mut(0) {
+        // SAFETY: per-CPU array slot 0 of this CPU.
+        unsafe { *slot = sk };
+    }
     0
 }
 
@@ -48,7 +63,14 @@ fn try_idle_death(ctx: &RawTracePointContext) -> Option<()> {
     // Read as a u64 and keep the low half, as error_report_tracepoint.rs does (a 4-byte
     // read confused Debian 6.1's verifier).
     let error = read::<u64>(sk + cfg.sk_err_off as u64)? as u32 as i32;
+    let reset_slot = RESET_SLOT.get_ptr_mut(0)?;
+    // SAFETY: per-CPU array slot 0 of this CPU.
+    let reset_sk = unsafe { core::mem::replace(&mut *reset_slot, 0) };
     let kind = if error == ECONNRESET {
+        if reset_sk != sk {
+            // The application's own abort, not a RST from the peer.
+            return None;
+        }
         EndingKind::IdleReset
     } else if error == ETIMEDOUT {
         let slot = TIMER_SLOT.get(0)?;

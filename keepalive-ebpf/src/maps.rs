@@ -141,6 +141,8 @@ static AUDIT_CONFIG: AuditConfig = AuditConfig {
     socket_ino_off: 0,
     keepopen_bit: 0,
     flags: 0,
+    inet_sport_off: 0,
+    _pad: 0,
 };
 
 /// The audit configuration as the daemon set it (volatile read: see config()).
@@ -154,6 +156,12 @@ pub fn audit_config() -> AuditConfig {
 /// daemon measures HZ only after load (two iterator walks).
 #[map]
 pub static IDLE_DEATH_PARAMS: Array<IdleDeathParams> = Array::with_max_entries(1, 0);
+
+/// The socket tcp:tcp_receive_reset last fired for on each CPU: tcp_reset() fires it
+/// and then reports ECONNRESET on the same CPU, while an application's own abort
+/// (close with SO_LINGER 0, tcp_disconnect()) reports ECONNRESET without it.
+#[map]
+pub static RESET_SLOT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Endings (keepalive timeouts and idle deaths) for the daemon's log and connection
 /// view: 256 KiB holds about 3,000 of them (72 bytes plus an 8-byte header each).

@@ -43,12 +43,11 @@ impl IdleDeaths {
         let map = ebpf
             .map_mut(PARAMS_MAP)
             .ok_or(AuditKernelError::MissingMap { name: PARAMS_MAP })?;
-        let mut array: Array<_, IdleDeathParams> = Array::try_from(map).map_err(|source| {
-            AuditKernelError::Map {
+        let mut array: Array<_, IdleDeathParams> =
+            Array::try_from(map).map_err(|source| AuditKernelError::Map {
                 name: PARAMS_MAP,
                 source,
-            }
-        })?;
+            })?;
         array
             .set(0, &params, 0)
             .map_err(|source| AuditKernelError::Map {
@@ -60,6 +59,7 @@ impl IdleDeaths {
         if !loaded(ebpf, "ka_timer_exit") {
             attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit")?;
         }
+        attach_raw(ebpf, "ka_rst_mark", "tcp_receive_reset")?;
         attach_raw(ebpf, HOOK, "inet_sk_error_report")?;
         let endings = EndingsReader::open(ebpf)?;
         log::info!(
@@ -117,9 +117,11 @@ impl EndingsReader {
         })?;
         // SAFETY: the AsyncFd owns the ring buffer from here on; its map fd stays the
         // same open descriptor until the RingBuf is dropped with it.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| AuditKernelError::Endings {
-                source: e.into_parts().1,
+        let ring =
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+                AuditKernelError::Endings {
+                    source: e.into_parts().1,
+                }
             })?;
         Ok(EndingsReader { ring })
     }

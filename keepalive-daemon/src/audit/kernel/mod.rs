@@ -153,7 +153,8 @@ impl Inventory {
     /// Loads the iterator, attaches it, and measures HZ from two walks.
     pub fn attach(ebpf: &mut Ebpf, btf: &KernelBtf) -> Result<Inventory, AuditKernelError> {
         offsets::resolve(btf).map_err(|source| AuditKernelError::Layout { source })?;
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|source| AuditKernelError::Btf { source })?;
+        let kernel_btf =
+            aya::Btf::from_sys_fs().map_err(|source| AuditKernelError::Btf { source })?;
         let what = "the iter/tcp program ka_audit_iter";
         let prog: &mut Iter = ebpf
             .program_mut(ITER_PROGRAM)
@@ -168,7 +169,8 @@ impl Inventory {
         let link = prog
             .take_link(id)
             .map_err(|source| AuditKernelError::Program { what, source })?;
-        let link = FdLink::try_from(link).map_err(|source| AuditKernelError::LinkInfo { source })?;
+        let link =
+            FdLink::try_from(link).map_err(|source| AuditKernelError::LinkInfo { source })?;
         let link_id = link
             .info()
             .map_err(|source| AuditKernelError::LinkInfo { source })?

@@ -41,6 +41,7 @@ pub fn resolve(btf: &KernelBtf) -> Result<AuditConfig, BtfError> {
             .offset,
         keepopen_bit: u32::try_from(btf.enumerator("SOCK_KEEPOPEN")?).unwrap_or(u32::MAX),
         flags: audit_flags::VALID,
+        inet_sport_off: btf.member("inet_sock", &["inet_sport"])?.offset,
         ..Default::default()
     };
     // Optional: a kernel without them still gets the inventory, with 0 for these.
