@@ -69,7 +69,7 @@ pub fn read_walk<R: std::io::Read>(mut f: R, max: usize) -> Result<Walk, AuditKe
         }
         have += n;
         let whole = have / RECORD * RECORD;
-        for chunk in buf[..whole].chunks_exact(RECORD) {
+        for chunk in buf[..whole].as_chunks::<RECORD>().0 {
             // SAFETY: SocketRecord is repr(C) plain integers (Pod), any bytes are a
             // valid value; read_unaligned because the buffer has no alignment.
             let r: SocketRecord = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };

@@ -102,3 +102,25 @@ fn check_sizes(c: &AuditConfig, probes: MemberInfo) -> Result<(), BtfError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The build machines' kernel: its BTF must resolve, with the facts every kernel
+    /// since 4.x shares (SOCK_KEEPOPEN is bit 3; skc_state follows skc_family).
+    #[test]
+    fn the_host_kernel_resolves() {
+        let btf = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux"))
+            .expect("this test needs the host's /sys/kernel/btf/vmlinux");
+        let c = resolve(&btf).expect("resolving the audit layout");
+        assert_eq!(c.keepopen_bit, 3);
+        assert_eq!(c.skc_state_off, c.skc_family_off + 2);
+        let all = audit_flags::VALID | audit_flags::HAVE_CGROUP | audit_flags::HAVE_SOCKET_INODE;
+        assert_eq!(c.flags, all);
+        assert!(matches!(c.sysctl_probes_size, 1 | 4));
+        assert_ne!(c.socket_ino_off, 0);
+    }
+}
