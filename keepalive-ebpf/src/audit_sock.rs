@@ -63,10 +63,19 @@ pub fn flow_key(ac: &AuditConfig, sk: u64) -> Option<FlowKey> {
 /// counter gives the same answer as in the kernel.
 #[inline(always)]
 pub fn idle_jiffies(ac: &AuditConfig, sk: u64, now_jiffies: u64) -> Option<u32> {
-    let lrcvtime = read::<u32>(sk + ac.lrcvtime_off as u64)?;
-    let rcv_tstamp = read::<u32>(sk + ac.rcv_tstamp_off as u64)?;
+    let (lrcvtime, rcv_tstamp) = receipt_times(ac, sk)?;
     let now = now_jiffies as u32;
     Some(now.wrapping_sub(lrcvtime).min(now.wrapping_sub(rcv_tstamp)))
+}
+
+/// icsk_ack.lrcvtime and tp->rcv_tstamp. Both stay 0 (the socket is allocated zeroed)
+/// on a connection that never received anything, such as a connect() that timed out:
+/// that is no idle death.
+#[inline(always)]
+pub fn receipt_times(ac: &AuditConfig, sk: u64) -> Option<(u32, u32)> {
+    let lrcvtime = read::<u32>(sk + ac.lrcvtime_off as u64)?;
+    let rcv_tstamp = read::<u32>(sk + ac.rcv_tstamp_off as u64)?;
+    Some((lrcvtime, rcv_tstamp))
 }
 
 /// Whether SO_KEEPALIVE is on (SOCK_KEEPOPEN in sk_flags).

@@ -25,7 +25,7 @@ use keepalive_common::{
 };
 
 use crate::{
-    audit_sock::{idle_jiffies, keepalive_on, send_ending},
+    audit_sock::{idle_jiffies, keepalive_on, receipt_times, send_ending},
     maps::{IDLE_DEATH_PARAMS, RESET_SLOT, TIMER_SLOT, audit_config, config, count, count_add},
     sock::{in_scope, read},
 };
@@ -82,6 +82,10 @@ fn try_idle_death(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     };
     if !in_scope(&cfg, sk) {
+        return None;
+    }
+    if receipt_times(&ac, sk)? == (0, 0) {
+        // Never connected (a connect() that timed out): nothing was idle.
         return None;
     }
     // SAFETY: a helper without arguments, always callable from tracing programs.
