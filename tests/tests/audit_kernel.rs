@@ -436,3 +436,53 @@ fn an_idle_connection_whose_retransmissions_time_out_is_one_idle_death() {
         .expect_err("read after the timeout");
     assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
 }
+
+/// Connections of the scale walk: 8,000 sockets, within the 20,000 files the test
+/// process may open here.
+const SCALE_CONNECTIONS: usize = 4000;
+
+#[test]
+fn inventory_walks_thousands_of_sockets_exactly_once_each() {
+    require_root();
+    let ns = Netns::new("auditscale", "a");
+    let (mut ebpf, btf) = load(None);
+    let inv = Inventory::attach(&mut ebpf, &btf).expect("attaching the iterator");
+    let socks = ns.run_in(|| {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let to = l.local_addr().unwrap();
+        (0..SCALE_CONNECTIONS)
+            .flat_map(|_| {
+                let (c, s) = pair(&l, to);
+                [c, s]
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut want: Vec<(u16, u16)> = socks
+        .iter()
+        .map(|s| (s.local_addr().unwrap().port(), s.peer_addr().unwrap().port()))
+        .collect();
+    want.sort();
+    let file = File::open(ns.path()).unwrap();
+    let t0 = Instant::now();
+    let walk = inv.walk_in(&file).expect("walking the namespace");
+    let took = t0.elapsed();
+    let mut got: Vec<(u16, u16)> = walk
+        .records
+        .iter()
+        .map(|r| (r.key.local_port, r.key.remote_port))
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the walk must list each socket exactly once");
+    assert_eq!(walk.truncated, 0);
+    let insns = ebpf
+        .program(kernel::ITER_PROGRAM)
+        .and_then(|p| p.info().ok())
+        .and_then(|i| i.size_translated())
+        .map_or(0, |b| b / 8);
+    eprintln!(
+        "walk of {} sockets took {took:?}; {} has {insns} instructions",
+        got.len(),
+        kernel::ITER_PROGRAM
+    );
+}

@@ -23,7 +23,7 @@ pub use endings::{EndingsReader, IdleDeaths};
 pub use iter::MAX_RECORDS_PER_WALK;
 
 /// The iterator program in the eBPF object.
-const ITER_PROGRAM: &str = "ka_audit_iter";
+pub const ITER_PROGRAM: &str = "ka_audit_iter";
 /// HZ is measured from two walks this far apart (hz_from_samples needs >= 100 ms).
 const HZ_SAMPLE_GAP: Duration = Duration::from_millis(150);
 
