@@ -98,7 +98,7 @@ struct Expected {
     inode: u64,
 }
 
-/// Both ends of a loopback connection to `listener`, with `setup` applied to the client.
+/// Both ends of a connection to `listener` (client, accepted).
 fn pair(listener: &TcpListener, to: SocketAddr) -> (TcpStream, TcpStream) {
     let c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
     let (s, _) = listener.accept().expect("accept");
@@ -459,7 +459,12 @@ fn inventory_walks_thousands_of_sockets_exactly_once_each() {
     });
     let mut want: Vec<(u16, u16)> = socks
         .iter()
-        .map(|s| (s.local_addr().unwrap().port(), s.peer_addr().unwrap().port()))
+        .map(|s| {
+            (
+                s.local_addr().unwrap().port(),
+                s.peer_addr().unwrap().port(),
+            )
+        })
         .collect();
     want.sort();
     let file = File::open(ns.path()).unwrap();
