@@ -18,6 +18,7 @@ use keepalive_common::{
 };
 use keepalive_daemon::{
     audit::kernel::{self, IdleDeathSetup, IdleDeaths, Inventory},
+    exporter::registry::Metrics,
     kernel::btf::KernelBtf,
     sockhooks,
 };
@@ -107,21 +108,31 @@ pub struct Hooked {
     reader: kernel::EndingsReader,
 }
 
-pub fn hook(netns_inum: u32) -> Hooked {
+/// With `socket_hooks`, the daemon's socket hooks (keepalive timer probes and
+/// timeouts) are attached first, as the daemon does.
+pub fn hook(netns_inum: u32, socket_hooks: bool) -> Hooked {
     let (mut ebpf, btf) = load(Some(netns_inum));
-    let hz = Inventory::attach(&mut ebpf, &btf).expect("iterator").hz();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    // The socket hooks and the endings reader register with the runtime's reactor.
+    let in_rt = rt.enter();
+    if socket_hooks {
+        let resolved = sockhooks::resolve_or_disable(&btf, Some(netns_inum));
+        let metrics = Metrics::new(&[]).expect("registry");
+        let used = sockhooks::attach(&mut ebpf, resolved, &[], &metrics.hook_info);
+        eprintln!("socket hooks: {}", used.summary);
+    }
+    let hz = Inventory::attach(&mut ebpf, &btf).expect("iterator").hz();
     let setup = IdleDeathSetup {
         min_idle: MIN_IDLE,
         hz,
     };
-    let mut deaths = rt
-        .block_on(async { IdleDeaths::attach(&mut ebpf, &btf, setup) })
-        .expect("attaching the idle-death hook");
+    let mut deaths =
+        IdleDeaths::attach(&mut ebpf, &btf, setup).expect("attaching the idle-death hook");
     let reader = deaths.take_endings().expect("the endings reader");
+    drop(in_rt);
     Hooked {
         ebpf,
         hz,
@@ -149,6 +160,13 @@ impl Hooked {
             tokio::time::timeout(Duration::from_secs(1), reader.next_batch()).await
         });
         assert!(more.is_err(), "unexpected endings: {more:?}");
+    }
+
+    /// Asserts the idle-death counters are all zero.
+    pub fn assert_no_idle_deaths(&self) {
+        for (slot, v) in idle_counters(&self.ebpf) {
+            assert_eq!(v, 0, "counter slot {slot}");
+        }
     }
 
     /// Asserts the counters show exactly this one death.

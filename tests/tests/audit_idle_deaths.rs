@@ -26,7 +26,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 fn an_idle_connection_reset_by_its_peer_is_one_idle_death() {
     require_root();
     let ns = Netns::new("auditrst", "a");
-    let mut h = hook(inum(&ns));
+    let mut h = hook(inum(&ns), false);
     let (client, server, early) = ns.run_in(|| {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let to = l.local_addr().unwrap();
@@ -70,7 +70,7 @@ fn an_idle_connection_whose_retransmissions_time_out_is_one_idle_death() {
     let a = Netns::new("auditrto", "a");
     let b = Netns::new("auditrto", "b");
     let _veth = VethPair::new(&a, &b);
-    let mut h = hook(inum(&a));
+    let mut h = hook(inum(&a), false);
     let listener = b.run_in(|| TcpListener::bind((B_V4, 0)).unwrap());
     let to = listener.local_addr().unwrap();
     let client = a.run_in(|| {
@@ -102,6 +102,46 @@ fn an_idle_connection_whose_retransmissions_time_out_is_one_idle_death() {
     assert_eq!(e.key, key);
     assert_eq!(e.flags & record_flags::KEEPALIVE, 0);
     h.assert_counted_once(&e, EndingKind::IdleRetransmitTimeout);
+    h.assert_no_more_endings();
+    let err = (&client)
+        .read(&mut [0u8; 1])
+        .expect_err("read after the timeout");
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
+}
+
+#[test]
+fn a_keepalive_timeout_is_reported_as_an_ending_and_is_no_idle_death() {
+    require_root();
+    let a = Netns::new("auditkat", "a");
+    let b = Netns::new("auditkat", "b");
+    let _veth = VethPair::new(&a, &b);
+    let mut h = hook(inum(&a), true);
+    let listener = b.run_in(|| TcpListener::bind((B_V4, 0)).unwrap());
+    let to = listener.local_addr().unwrap();
+    let client = a.run_in(|| keepalive_tests::sockets::connect_with_retry(to));
+    let (_server, _) = listener.accept().unwrap();
+    let key = key_of(&client);
+    b.nft(&format!(
+        "table inet audit_kat {{\n\tchain input {{\n\t\ttype filter hook input priority 0; \
+         policy accept;\n\t\tip saddr {A_V4} drop\n\t}}\n}}\n"
+    ));
+    let p = KeepaliveParams {
+        idle_secs: 1,
+        intvl_secs: 1,
+        cnt: 3,
+    };
+    enable_keepalive(&client, p);
+    let e = h.one_ending();
+    assert_eq!(e.kind, EndingKind::KeepaliveTimeout as u32, "{e:#?}");
+    assert_eq!(e.key, key);
+    assert_eq!(e.flags & record_flags::KEEPALIVE, record_flags::KEEPALIVE);
+    // Idle since the handshake: the first probe after 1 s, three unanswered 1 s apart.
+    let idle_ms = u64::from(e.idle_jiffies) * 1000 / u64::from(h.hz);
+    assert!(
+        (3500..15000).contains(&idle_ms),
+        "idle {idle_ms} ms: {e:#?}"
+    );
+    h.assert_no_idle_deaths();
     h.assert_no_more_endings();
     let err = (&client)
         .read(&mut [0u8; 1])
