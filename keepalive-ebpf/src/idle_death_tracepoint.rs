@@ -26,7 +26,10 @@ use keepalive_common::{
 
 use crate::{
     audit_sock::{idle_jiffies, keepalive_on, receipt_times, send_ending},
-    maps::{IDLE_DEATH_PARAMS, RESET_SLOT, TIMER_SLOT, audit_config, config, count, count_add},
+    maps::{
+        IDLE_DEATH_PARAMS, RESET_SLOT, TIMER_SLOT, audit_config, config, count, count_add,
+        keepalive_timer_fn,
+    },
     sock::{in_scope, read},
 };
 
@@ -73,6 +76,11 @@ fn try_idle_death(ctx: &RawTracePointContext) -> Option<()> {
         }
         EndingKind::IdleReset
     } else if error == ETIMEDOUT {
+        // Without the keepalive timer's address the timer programs fill no slot, and a
+        // keepalive timeout would pass for a retransmission give-up: count none.
+        if keepalive_timer_fn(&cfg) == 0 {
+            return None;
+        }
         let slot = TIMER_SLOT.get(0)?;
         if slot.sk == sk {
             return None;
