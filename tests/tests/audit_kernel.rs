@@ -35,10 +35,33 @@ struct Expected {
     inode: u64,
 }
 
+#[derive(Default)]
 struct Made {
     /// Keeps the sockets open while the walk runs.
-    _socks: Vec<TcpStream>,
+    socks: Vec<TcpStream>,
     expected: BTreeMap<(u16, u16), (FlowKey, Expected)>,
+}
+
+const PLAIN: Expected = Expected {
+    keepalive: false,
+    own: (0, 0, 0),
+    user_timeout_ms: 0,
+    inode: 0,
+};
+
+impl Made {
+    /// Records both ends: the client with `client`, the accepted end with defaults.
+    fn add(&mut self, (c, s): (TcpStream, TcpStream), client: Expected) {
+        for (sock, e) in [(&c, client), (&s, PLAIN)] {
+            let inode = std::fs::metadata(format!("/proc/self/fd/{}", sock.as_raw_fd()))
+                .unwrap()
+                .ino();
+            let key = key_of(sock);
+            let ports = (key.local_port, key.remote_port);
+            self.expected.insert(ports, (key, Expected { inode, ..e }));
+        }
+        self.socks.extend([c, s]);
+    }
 }
 
 /// The connections of the inventory test, made inside `ns`.
@@ -46,35 +69,12 @@ fn make_connections(hz: u32) -> Made {
     let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let v6 = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap(); // dual stack
     let p4 = v4.local_addr().unwrap();
-    let p6 = SocketAddr::from((Ipv6Addr::LOCALHOST, v6.local_addr().unwrap().port()));
-    let mapped = SocketAddr::from((
-        Ipv4Addr::LOCALHOST.to_ipv6_mapped(),
-        v6.local_addr().unwrap().port(),
-    ));
-    let mut socks = Vec::new();
-    let mut expected = BTreeMap::new();
-    let plain = Expected {
-        keepalive: false,
-        own: (0, 0, 0),
-        user_timeout_ms: 0,
-        inode: 0,
-    };
-    let mut add = |c: TcpStream, s: TcpStream, client: Expected| {
-        for (sock, e) in [(&c, client), (&s, plain)] {
-            let inode = std::fs::metadata(format!("/proc/self/fd/{}", sock.as_raw_fd()))
-                .unwrap()
-                .ino();
-            let key = key_of(sock);
-            expected.insert(
-                (key.local_port, key.remote_port),
-                (key, Expected { inode, ..e }),
-            );
-        }
-        socks.extend([c, s]);
-    };
+    let port6 = v6.local_addr().unwrap().port();
+    let p6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port6));
+    let mapped = SocketAddr::from((Ipv4Addr::LOCALHOST.to_ipv6_mapped(), port6));
+    let mut made = Made::default();
     // Keepalive off.
-    let (c, s) = pair(&v4, p4);
-    add(c, s, plain);
+    made.add(pair(&v4, p4), PLAIN);
     // Keepalive on with its own settings (stored in jiffies).
     let (c, s) = pair(&v4, p4);
     let p = KeepaliveParams {
@@ -84,43 +84,33 @@ fn make_connections(hz: u32) -> Made {
     };
     enable_keepalive(&c, p);
     let own = (60 * hz, 7 * hz, 4);
-    add(
-        c,
-        s,
+    let keepalive = true;
+    made.add(
+        (c, s),
         Expected {
-            keepalive: true,
+            keepalive,
             own,
-            ..plain
+            ..PLAIN
         },
     );
     // Keepalive on with the namespace's sysctls, over IPv6.
     let (c, s) = pair(&v6, p6);
     SockRef::from(&c).set_keepalive(true).unwrap();
-    add(
-        c,
-        s,
-        Expected {
-            keepalive: true,
-            ..plain
-        },
-    );
+    made.add((c, s), Expected { keepalive, ..PLAIN });
     // TCP_USER_TIMEOUT, over an IPv4-mapped IPv6 socket.
     let (c, s) = pair(&v6, mapped);
+    let timeout = Duration::from_millis(5000);
     SockRef::from(&c)
-        .set_tcp_user_timeout(Some(Duration::from_millis(5000)))
+        .set_tcp_user_timeout(Some(timeout))
         .unwrap();
-    add(
-        c,
-        s,
+    made.add(
+        (c, s),
         Expected {
             user_timeout_ms: 5000,
-            ..plain
+            ..PLAIN
         },
     );
-    Made {
-        _socks: socks,
-        expected,
-    }
+    made
 }
 
 fn sysctl(ns: &Netns, name: &str) -> u32 {

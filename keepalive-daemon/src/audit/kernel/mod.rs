@@ -16,7 +16,11 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Iter, links::FdLink},
 };
-use keepalive_common::{audit::hz_from_samples, audit_config::AuditConfig, sockhook::SockConfig};
+use keepalive_common::{
+    audit::{SocketRecord, hz_from_samples},
+    audit_config::AuditConfig,
+    sockhook::SockConfig,
+};
 
 use crate::{error_chain::Chain, kernel::btf::KernelBtf};
 pub use endings::{EndingsReader, IdleDeaths};
@@ -117,8 +121,6 @@ pub struct Walk {
     pub truncated: u64,
 }
 
-use keepalive_common::audit::SocketRecord;
-
 /// The AUDIT_CONFIG global for the eBPF object: the layout from BTF, or all zero (the
 /// audit programs then do nothing) with a warning when the kernel lacks a field.
 pub fn loader_config(btf: &KernelBtf) -> AuditConfig {
@@ -150,7 +152,9 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Loads the iterator, attaches it, and measures HZ from two walks.
+    /// Loads the iterator, attaches it, and measures HZ from two walks (blocks about
+    /// 150 ms). Fails, without harm to the rest of the daemon, on kernels without
+    /// iter/tcp (before 5.9) or without the socket fields in BTF.
     pub fn attach(ebpf: &mut Ebpf, btf: &KernelBtf) -> Result<Inventory, AuditKernelError> {
         offsets::resolve(btf).map_err(|source| AuditKernelError::Layout { source })?;
         let kernel_btf =
@@ -198,7 +202,8 @@ impl Inventory {
         self.hz
     }
 
-    /// Walks the sockets of the calling thread's network namespace.
+    /// Walks the sockets of the calling thread's network namespace. Blocking (a few ms
+    /// per thousand sockets): call it from a blocking thread, not the async runtime.
     pub fn walk(&self) -> Result<Walk, AuditKernelError> {
         iter::walk(&self.link_fd)
     }
