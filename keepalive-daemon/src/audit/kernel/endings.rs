@@ -32,7 +32,9 @@ pub struct IdleDeaths {
 impl IdleDeaths {
     /// Writes the HZ-dependent parameters, attaches the timer-context programs if
     /// needed and the hook, and opens the ring buffer. Must run inside a tokio runtime
-    /// (the reader registers with its reactor).
+    /// (the reader registers with its reactor), and after sockhooks::attach: that one
+    /// loads the timer programs itself when it chooses them, and fails on a program
+    /// already loaded.
     pub fn attach(
         ebpf: &mut Ebpf,
         btf: &KernelBtf,
