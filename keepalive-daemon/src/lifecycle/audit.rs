@@ -96,10 +96,9 @@ pub fn attach(
 }
 
 impl Attached {
-    /// The inventory will enter every network namespace: the capabilities for it stay
-    /// (lifecycle/caps.rs kept_after_attach).
-    pub fn walks_all_namespaces(&self) -> bool {
-        self.all_namespaces && self.inventory.is_some()
+    /// What the inventory needs after the capabilities are dropped (caps.rs).
+    pub fn capabilities_needed(&self) -> Vec<caps::Capability> {
+        super::caps::audit_needs(self.inventory.is_some(), self.all_namespaces)
     }
 
     /// Starts the inventory loop and the consumer of endings.

@@ -144,8 +144,8 @@ pub struct Kept {
     pub caps: Vec<Capability>,
     /// CAP_SYS_ADMIN is kept because it stands in for a CAP_BPF the process lacks.
     pub sys_admin_for_bpf: bool,
-    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE are kept for the audit of every namespace.
-    pub for_namespaces: bool,
+    /// Capabilities kept for the audit's inventory (see [`kept_after_attach`]).
+    pub for_audit: Vec<Capability>,
 }
 
 /// CAP_NET_ADMIN deletes the netlink tc filters at exit (kernels before 6.6) and
@@ -156,13 +156,9 @@ pub struct Kept {
 /// keeps CAP_SYS_ADMIN. CAP_PERFMON (or its CAP_SYS_ADMIN stand-in) is needed only to
 /// attach kprobes and tracepoints, which happens at start-up only.
 ///
-/// With `audit_namespaces` (the audit's inventory with --socket.all-namespaces), the
-/// inventory enters every network namespace each run: setns(2) on a network namespace
-/// needs CAP_SYS_ADMIN (net/core/net_namespace.c netns_install()), and opening another
-/// process's /proc/PID/ns/net or reading its /proc/PID/fd needs ptrace read access,
-/// which a root process whose capabilities are a subset of the target's lacks without
-/// CAP_SYS_PTRACE (kernel/ptrace.c __ptrace_may_access()). Both are kept when granted.
-pub fn kept_after_attach(permitted: &CapsHashSet, audit_namespaces: bool) -> Kept {
+/// `audit` is what the audit's inventory asks for ([`audit_needs`]); each is kept when
+/// granted.
+pub fn kept_after_attach(permitted: &CapsHashSet, audit: &[Capability]) -> Kept {
     let mut caps = Vec::new();
     let mut sys_admin_for_bpf = false;
     if permitted.contains(&CAP_BPF) {
@@ -174,12 +170,12 @@ pub fn kept_after_attach(permitted: &CapsHashSet, audit_namespaces: bool) -> Kep
     if permitted.contains(&CAP_NET_ADMIN) {
         caps.push(CAP_NET_ADMIN);
     }
-    let mut for_namespaces = false;
-    if audit_namespaces {
-        for c in [CAP_SYS_ADMIN, CAP_SYS_PTRACE] {
-            if permitted.contains(&c) && !caps.contains(&c) {
-                caps.push(c);
-                for_namespaces = true;
+    let mut for_audit = Vec::new();
+    for c in audit {
+        if permitted.contains(c) {
+            for_audit.push(*c);
+            if !caps.contains(c) {
+                caps.push(*c);
             }
         }
     }
@@ -187,15 +183,30 @@ pub fn kept_after_attach(permitted: &CapsHashSet, audit_namespaces: bool) -> Kep
     Kept {
         caps,
         sys_admin_for_bpf,
-        for_namespaces,
+        for_audit,
+    }
+}
+
+/// What the audit's inventory needs at run time. Finding the process that holds a
+/// socket reads other processes' /proc/PID/fd, which needs ptrace read access: a
+/// process of another user, or one with capabilities the daemon dropped, needs
+/// CAP_SYS_PTRACE (kernel/ptrace.c __ptrace_may_access()). With `all_namespaces` the
+/// inventory also enters every network namespace: setns(2) needs CAP_SYS_ADMIN
+/// (net/core/net_namespace.c netns_install()), and the namespaces are found through
+/// other processes' /proc/PID/ns/net (ptrace read access again).
+pub fn audit_needs(inventory: bool, all_namespaces: bool) -> Vec<Capability> {
+    match (inventory, all_namespaces) {
+        (false, _) => Vec::new(),
+        (true, false) => vec![CAP_SYS_PTRACE],
+        (true, true) => vec![CAP_SYS_PTRACE, CAP_SYS_ADMIN],
     }
 }
 
 /// Everything is attached: keeps only what run time needs, and says what went. A
-/// failure is logged, not fatal. `audit_namespaces`: see [`kept_after_attach`].
-pub fn drop_after_attach(audit_namespaces: bool) {
+/// failure is logged, not fatal. `audit`: from [`audit_needs`].
+pub fn drop_after_attach(audit: &[Capability]) {
     let kept = match read_set(CapSet::Permitted, "permitted") {
-        Ok(permitted) => kept_after_attach(&permitted, audit_namespaces),
+        Ok(permitted) => kept_after_attach(&permitted, audit),
         Err(e) => {
             log::warn!("{e}");
             return;
@@ -320,63 +331,73 @@ mod tests {
         let root = caps::all();
         for permitted in [unit, root] {
             assert_eq!(
-                kept_after_attach(&permitted, false),
+                kept_after_attach(&permitted, &[]),
                 Kept {
                     caps: vec![CAP_NET_ADMIN, CAP_BPF],
                     sys_admin_for_bpf: false,
-                    for_namespaces: false,
+                    for_audit: vec![],
                 }
             );
         }
         // CAP_SYS_ADMIN without CAP_BPF (a kernel before 5.8, or a grant without it).
         let stand_in = set(&[CAP_SYS_ADMIN, CAP_PERFMON, CAP_NET_ADMIN]);
         assert_eq!(
-            kept_after_attach(&stand_in, false),
+            kept_after_attach(&stand_in, &[]),
             Kept {
                 caps: vec![CAP_NET_ADMIN, CAP_SYS_ADMIN],
                 sys_admin_for_bpf: true,
-                for_namespaces: false,
+                for_audit: vec![],
             }
         );
         // Nothing to keep that was not granted.
         assert_eq!(
-            kept_after_attach(&set(&[CAP_PERFMON]), true),
+            kept_after_attach(&set(&[CAP_PERFMON]), &audit_needs(true, true)),
             Kept {
                 caps: vec![],
                 sys_admin_for_bpf: false,
-                for_namespaces: false,
+                for_audit: vec![],
             }
         );
     }
 
     #[test]
-    fn the_audit_of_every_namespace_keeps_sys_admin_and_sys_ptrace_when_granted() {
+    fn the_audit_keeps_sys_ptrace_and_for_every_namespace_sys_admin_when_granted() {
+        assert_eq!(audit_needs(false, true), vec![]);
+        let root = caps::all();
         assert_eq!(
-            kept_after_attach(&caps::all(), true),
+            kept_after_attach(&root, &audit_needs(true, false)),
+            Kept {
+                caps: vec![CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_BPF],
+                sys_admin_for_bpf: false,
+                for_audit: vec![CAP_SYS_PTRACE],
+            }
+        );
+        assert_eq!(
+            kept_after_attach(&root, &audit_needs(true, true)),
             Kept {
                 caps: vec![CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_BPF],
                 sys_admin_for_bpf: false,
-                for_namespaces: true,
+                for_audit: vec![CAP_SYS_PTRACE, CAP_SYS_ADMIN],
             }
         );
         // The systemd unit grants neither: nothing more is kept, the audit warns.
         let unit = set(&[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
         assert_eq!(
-            kept_after_attach(&unit, true),
+            kept_after_attach(&unit, &audit_needs(true, true)),
             Kept {
                 caps: vec![CAP_NET_ADMIN, CAP_BPF],
                 sys_admin_for_bpf: false,
-                for_namespaces: false,
+                for_audit: vec![],
             }
         );
         // CAP_SYS_ADMIN standing in for CAP_BPF is kept once, for both reasons.
         let stand_in = set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN]);
         assert_eq!(
-            kept_after_attach(&stand_in, true),
+            kept_after_attach(&stand_in, &audit_needs(true, true)),
             Kept {
                 caps: vec![CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN],
                 sys_admin_for_bpf: true,
-                for_namespaces: true,
+                for_audit: vec![CAP_SYS_PTRACE, CAP_SYS_ADMIN],
             }
         );
     }

@@ -51,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // not needed after them.
     let mut audit = audit::attach(&mut ebpf, &btf, audit_settings, args.all_namespaces);
     drop(btf);
-    caps::drop_after_attach(audit.walks_all_namespaces());
+    caps::drop_after_attach(&audit.capabilities_needed());
 
     // Only the daemon's own namespace has a kernel count to compare with.
     let measure_timer_loss = hooks.timer_tracepoint && netns.is_some();
