@@ -63,6 +63,8 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub kind: Kind,
+    /// The client's local port (A's side of the connection).
+    pub port: u16,
     pub outcome: Outcome,
     /// From [`IdleConn::last_received`] to the moment the application saw the outcome.
     pub idle: Duration,
@@ -169,6 +171,11 @@ fn exchange(client: &TcpStream, server: &TcpStream) -> Instant {
 /// concurrently); the server echoes on the connections whose byte arrives; each client
 /// then reads with `read_timeout`. Returns what each application saw, in order.
 pub fn write_then_read(conns: &[IdleConn], read_timeout: Duration) -> Vec<Seen> {
+    // Read while every socket is still connected.
+    let ports: Vec<u16> = conns
+        .iter()
+        .map(|c| c.client.local_addr().expect("client address").port())
+        .collect();
     let written: Vec<Result<(), io::Error>> =
         conns.iter().map(|c| (&c.client).write_all(b"x")).collect();
     for (c, w) in conns.iter().zip(&written) {
@@ -179,13 +186,15 @@ pub fn write_then_read(conns: &[IdleConn], read_timeout: Duration) -> Vec<Seen> 
     conns
         .iter()
         .zip(written)
-        .map(|(c, w)| {
+        .zip(ports)
+        .map(|((c, w), port)| {
             let outcome = match w {
                 Err(e) => outcome_of(&e),
                 Ok(()) => read_one(&c.client, read_timeout),
             };
             Seen {
                 kind: c.kind,
+                port,
                 outcome,
                 idle: c.last_received.elapsed(),
             }

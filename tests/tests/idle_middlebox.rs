@@ -24,6 +24,7 @@
 #[allow(dead_code)] // shared with web_server.rs, which uses all of it
 mod web_client;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,13 +32,14 @@ use std::time::{Duration, Instant};
 use keepalive_common::audit::FAILURE_IDLE_BUCKETS_SECONDS;
 use keepalive_tests::idle_apps::{Outcome, Seen};
 use keepalive_tests::idle_scenario::{CT_TIMEOUT_SECS, N_ABOVE, N_BELOW, N_OFF, Played, play};
-use keepalive_tests::middlebox::{A_IF, Forgotten, Middlebox};
+use keepalive_tests::middlebox::{A_ADDR, A_IF, Forgotten, Middlebox};
 use keepalive_tests::names::{
     AUDIT_INVENTORY_ENABLED, AUDIT_RUNS, CONNECTIONS, CONNECTIONS_AT_RISK,
     IDLE_FAILURE_IDLE_SECONDS, IDLE_FAILURES, IDLE_SETTING_CONNECTIONS,
 };
 use keepalive_tests::timing::{DAEMON_PORT, POLL_INTERVAL};
 use keepalive_tests::{Daemon, Netns, Samples, require_root};
+use serde_json::{Value, json};
 use web_client::{Client, connect_in};
 
 /// --audit.idle-limit: M's timeout, as the label shows it.
@@ -84,6 +86,7 @@ fn run(variant: Forgotten, tag: &str) {
     played.assert_consistent(variant);
     let after = wait_for_failures(&mut scraper, &daemon, &before);
     check_failures(&played, variant, &before, &after, &daemon);
+    check_endings(&mut scraper, &daemon, &played, variant);
     eprintln!(
         "idle_middlebox {variant:?}: seen {:?}; M forgot {} packets; nstat aborts on \
          timeout {} resets {} retransmissions {}; {:?} in all",
@@ -111,13 +114,18 @@ impl Scraper {
         Scraper(Client::new(connect_in(a, addr)).expect("HTTP/1.1 connection to the daemon"))
     }
 
-    fn scrape(&mut self, daemon: &Daemon) -> Samples {
+    fn get(&mut self, daemon: &Daemon, path: &str) -> String {
         let answer = self
             .0
-            .send("GET", "/metrics", None)
-            .unwrap_or_else(|e| panic!("GET /metrics: {e:#}\ndaemon stderr:\n{}", daemon.stderr()));
-        assert_eq!(answer.status, 200, "GET /metrics: {}", answer.body);
-        Samples::parse(&answer.body).unwrap_or_else(|e| panic!("unparsable /metrics: {e:#}"))
+            .send("GET", path, None)
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}\ndaemon stderr:\n{}", daemon.stderr()));
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+        answer.body
+    }
+
+    fn scrape(&mut self, daemon: &Daemon) -> Samples {
+        let body = self.get(daemon, "/metrics");
+        Samples::parse(&body).unwrap_or_else(|e| panic!("unparsable /metrics: {e:#}"))
     }
 }
 
@@ -333,4 +341,51 @@ fn check_histogram(failed: &[&Seen], before: &Samples, after: &Samples, ctx: &dy
          {seen_sum} s; {}",
         ctx()
     );
+}
+
+/// The connection view keeps each idle death after its socket is gone: exactly the
+/// failed connections of A, with the cause, keepalive state and idle age the
+/// applications saw.
+fn check_endings(scraper: &mut Scraper, daemon: &Daemon, p: &Played, variant: Forgotten) {
+    let body = scraper.get(daemon, "/connections?limit=100");
+    let listing: Value = serde_json::from_str(&body).expect("GET /connections is JSON");
+    let endings = listing["recent_endings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no recent_endings in {listing:#}"));
+    let a_prefix = format!("{A_ADDR}:");
+    let mut got: BTreeMap<u16, &Value> = BTreeMap::new();
+    for e in endings {
+        let local = e["local"].as_str().expect("local address");
+        if let Some(port) = local.strip_prefix(&a_prefix) {
+            let port: u16 = port.parse().expect("local port");
+            assert!(
+                got.insert(port, e).is_none(),
+                "two endings of port {port}: {endings:#?}"
+            );
+        }
+    }
+    let failed = failures(&p.seen);
+    let want_ports: BTreeSet<u16> = failed.iter().map(|s| s.port).collect();
+    let got_ports: BTreeSet<u16> = got.keys().copied().collect();
+    assert_eq!(
+        got_ports, want_ports,
+        "endings of A's connections: {endings:#?}"
+    );
+    let (cause, _) = cause(variant);
+    for s in failed {
+        let e = got[&s.port];
+        assert_eq!(e["kind"], json!("idle_death"), "{e:#}");
+        assert_eq!(e["cause"], json!(cause), "{e:#}");
+        assert_eq!(
+            e["keepalive"],
+            json!(s.kind.keepalive_label() == "on"),
+            "{e:#}"
+        );
+        let idle = e["idle_seconds"].as_f64().expect("idle_seconds");
+        assert!(
+            (idle - s.idle.as_secs_f64()).abs() <= IDLE_AGE_SLACK_SECS,
+            "ending idle {idle} s, the application saw {:?}: {e:#}",
+            s.idle
+        );
+    }
 }
