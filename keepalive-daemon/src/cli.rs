@@ -107,6 +107,35 @@ pub struct Args {
     #[arg(long = "debug.baseline-program")]
     pub baseline_program: bool,
 
+    /// How often the keepalive audit lists the established TCP connections (their
+    /// keepalive settings, idle time, cgroup) for tcp_keepalive_connections* and the
+    /// connection view, e.g. 30s, 2m; at least 1s. With --socket.all-namespaces every
+    /// network namespace of the host is listed.
+    #[arg(long = "audit.interval", value_name = "DURATION", default_value = "30s",
+          value_parser = crate::audit::settings::parse_interval)]
+    pub audit_interval: std::time::Duration,
+
+    /// Idle timeout of a middlebox on the path (NAT gateway, load balancer, firewall),
+    /// in whole seconds, e.g. 240s (Azure), 350s (AWS), 20m (GCP Cloud NAT): a
+    /// connection is at risk for it when keepalive is off or its first probe comes at or
+    /// after it. Repeat for several (at most 8; given ones replace the defaults); one
+    /// tcp_keepalive_connections_at_risk series each, labelled in seconds ("1200s").
+    #[arg(long = "audit.idle-limit", value_name = "DURATION",
+          default_values = ["240s", "350s"], value_parser = crate::audit::settings::parse_idle_limit)]
+    pub audit_idle_limits: Vec<std::time::Duration>,
+
+    /// A connection that fails (a reset received, or retransmissions given up) after
+    /// being idle at least this long is an idle death
+    /// (tcp_idle_connection_failures_total), e.g. 30s, 1m.
+    #[arg(long = "audit.min-idle", value_name = "DURATION", default_value = "30s",
+          value_parser = crate::audit::settings::parse_min_idle)]
+    pub audit_min_idle: std::time::Duration,
+
+    /// Turn the keepalive audit off: no inventory of connections, no idle-death hook
+    /// (the --audit.* flags are then ignored).
+    #[arg(long = "audit.disable")]
+    pub audit_disable: bool,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -147,7 +176,7 @@ impl HookMechanism {
 }
 
 /// `N` followed by ms, s, m or h (`90s`, `5m`).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n
@@ -174,7 +203,12 @@ pub enum Command {
     /// current run of unanswered ones; RECEIVED: probes the peer sent; RECEIVED_ANSWERED:
     /// those this host answered; RECEIVED_UNANSWERED: the current run of unanswered
     /// ones; LAST_PROBE_S: seconds since the last probe either way (- if none); ENDED:
-    /// open, closed, peer_reset, local_reset or timeout.
+    /// open, closed, peer_reset, local_reset or timeout. From the keepalive audit's last
+    /// inventory (- without one): KEEPALIVE: off, or on with its idle time (on:600s);
+    /// IDLE_AGE_S: seconds since the last segment received; AT_RISK: the
+    /// --audit.idle-limit values the connection is at risk for; REASON: keepalive_off
+    /// or idle_at_or_above_limit; PROCESS: the process holding the socket, else its
+    /// cgroup. Recent endings (keepalive timeouts, idle deaths) follow the table.
     Connections(ConnectionsArgs),
 }
 
@@ -204,6 +238,11 @@ pub struct ConnectionsArgs {
     /// Only connections with keepalive probes (sent or received).
     #[arg(long)]
     pub probing: bool,
+    /// Only connections the keepalive audit has at risk for an --audit.idle-limit
+    /// (keepalive off, or its idle time at or above the limit), longest idle first, with
+    /// the limits and the reason; also those never seen on a watched interface.
+    #[arg(long = "at-risk")]
+    pub at_risk: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,7 +408,8 @@ mod tests {
         assert_eq!(c.address, "https://h:10291");
         assert_eq!(c.http_config_file, Some(PathBuf::from("/etc/k/http.yml")));
         assert_eq!(c.limit, 5);
-        assert!(c.json && c.probing);
+        assert!(c.json && c.probing && !c.at_risk);
+        assert!(conns(&["keepalive-daemon", "connections", "--at-risk"]).at_risk);
         assert!(Args::try_parse_from(["keepalive-daemon", "connections", "--limit", "x"]).is_err());
     }
 

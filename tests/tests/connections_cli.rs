@@ -110,6 +110,25 @@ fn outputs_match(ns: &Netns, cfg: &str, listing: &Value) {
         &format!("2 of 3 connections (1 without probes not shown: --probing). {note}"),
     );
 
+    // --at-risk reaches the daemon (which rows it lists depends on the keepalive audit's
+    // inventory: audit_view.rs checks those).
+    let at_risk: Value = serde_json::from_str(&run(&["--json", "--at-risk"])).unwrap();
+    assert_eq!(
+        (at_risk["at_risk_only"].as_bool(), at_risk["limit"].as_u64()),
+        (Some(true), Some(100)),
+        "{at_risk}"
+    );
+    let table = run(&["--at-risk"]);
+    let summary = table.lines().take_while(|l| !l.is_empty()).last().unwrap();
+    let shown = at_risk["connections"].as_array().unwrap().len();
+    assert!(
+        summary.starts_with(&format!(
+            "{shown} of {} connections at risk. ",
+            at_risk["total"]
+        )),
+        "{table}"
+    );
+
     // --limit reaches the daemon.
     let limited: Value = serde_json::from_str(&run(&["--json", "--limit", "1"])).unwrap();
     assert_eq!(limited["connections"].as_array().unwrap().len(), 1);

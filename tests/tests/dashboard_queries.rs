@@ -14,7 +14,10 @@
 //! alerting rules must evaluate without errors, the traffic alerts pending or
 //! firing and the daemon-health alerts quiet. Kernel BPF statistics are on for
 //! the test (through a BPF_ENABLE_STATS descriptor, not the sysctl) so that
-//! the program run-time panel has data.
+//! the program run-time panel has data. The keepalive audit lists A's connections every
+//! second (`--audit.interval 1s`): the daemon's own end of Prometheus' scrape
+//! connection has no SO_KEEPALIVE, so it is at risk for both default idle limits, which
+//! the at-risk panels and the KeepaliveConnectionsAtRisk alert (pending) must show.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +91,23 @@ const MUST_SHOW_TRAFFIC: &[Expectation] = &[
         "A",
         &[("reason", "peer_reset")],
     ),
+    (
+        "Connections at risk by idle limit",
+        "A",
+        &[("idle_limit", "240s")],
+    ),
+    (
+        "Connections at risk by idle limit",
+        "A",
+        &[("idle_limit", "350s")],
+    ),
+    (
+        "Established connections by keepalive",
+        "A",
+        &[("keepalive", "off")],
+    ),
+    ("Audit inventory", "A", &[]),
+    ("Audit runs and errors", "A", &[]),
     ("Daemon up", "A", &[]),
     ("Daemon up", "B", &[]),
     ("Socket hooks in use", "A", &[]),
@@ -100,8 +120,16 @@ const MUST_SHOW_TRAFFIC: &[Expectation] = &[
 ];
 
 /// Alerts this test's traffic must trigger (pending or firing); every other
-/// alert must stay inactive.
-const TRAFFIC_ALERTS: &[&str] = &["KeepaliveTimeouts", "KeepaliveResets"];
+/// alert must stay inactive. KeepaliveConnectionsAtRisk: the daemon's end of the
+/// scrape connection has keepalive off (see the module header).
+const TRAFFIC_ALERTS: &[&str] = &[
+    "KeepaliveTimeouts",
+    "KeepaliveResets",
+    "KeepaliveConnectionsAtRisk",
+];
+/// The audit lists the connections every second, so the at-risk gauges have data
+/// within the test.
+const AUDIT_FLAGS: [&str; 2] = ["--audit.interval", "1s"];
 
 #[test]
 fn every_dashboard_query_returns_data_from_a_live_prometheus() {
@@ -118,7 +146,12 @@ fn every_dashboard_query_returns_data_from_a_live_prometheus() {
     let daemon = Daemon::spawn_with(
         &setup.a,
         &[&setup.veth.a_if],
-        &[LOCAL_PORT_FLAG, port.as_str()],
+        &[
+            LOCAL_PORT_FLAG,
+            port.as_str(),
+            AUDIT_FLAGS[0],
+            AUDIT_FLAGS[1],
+        ],
     );
     println!("[{:5.1}s] daemon up", t0.elapsed().as_secs_f64());
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, DAEMON_PORT));

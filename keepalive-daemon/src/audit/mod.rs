@@ -8,7 +8,13 @@
 //! - idle-death side: pushes each [`Ending`] it logs with [`AuditView::push_ending`];
 //! - view side: reads [`AuditView::inventory`] and [`AuditView::endings`].
 
+pub mod cgroup;
+pub mod endings;
+pub mod inventory;
 pub mod kernel;
+pub mod namespaces;
+pub mod owners;
+pub mod settings;
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -1,6 +1,10 @@
 //! The per-connection view (GET /connections), outside Prometheus: addresses and ports
 //! are fine here, unlike in metric labels. At most `limit` connections, most recently
 //! active first, with a note when truncated; what is read and how is in `scan.rs`.
+//! The keepalive audit's part (settings, risk, `?at_risk=1`, recent endings) is in
+//! `connections/audit.rs`.
+
+pub mod audit;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -9,6 +13,8 @@ use keepalive_common::{
     flow::{FlowKey, FlowState, flow_end},
 };
 use serde::{Deserialize, Serialize};
+
+pub use self::audit::{AuditRow, EndingRow, Request, Risk};
 
 pub const DEFAULT_LIMIT: usize = 1000;
 pub const MAX_LIMIT: usize = 10_000;
@@ -35,6 +41,19 @@ pub struct Connection {
     /// answered the peer's probe with RST) or timeout (we reset with our probe
     /// unanswered: the keepalive timer gave up).
     pub ended: String,
+    /// The connection has an entry in the kernel flow map (its probes, answers and
+    /// small segments are counted above). false: listed from the audit's inventory only
+    /// (`?at_risk=1`), never seen on a watched interface: the counts above are 0.
+    #[serde(default = "yes")]
+    pub in_flow_map: bool,
+    /// Keepalive settings and risk from the audit's last inventory; null when the
+    /// inventory is off, has not run yet, or did not see this connection.
+    #[serde(default)]
+    pub audit: Option<AuditRow>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -62,6 +81,18 @@ pub struct Listing {
     /// CPU time the walk took (the daemon's thread, user and kernel).
     #[serde(default)]
     pub cpu_seconds: f64,
+    /// `?at_risk=1`: only connections the audit's inventory has at risk, longest idle
+    /// first; `total` counts those.
+    #[serde(default)]
+    pub at_risk_only: bool,
+    /// When the audit's last inventory was taken (Unix time); null when the inventory
+    /// is off or has not run yet.
+    #[serde(default)]
+    pub audit_inventory_unix_seconds: Option<f64>,
+    /// Connections that ended recently (keepalive timeouts and idle deaths), newest
+    /// first, at most `limit` (and 256), also after their sockets are gone.
+    #[serde(default)]
+    pub recent_endings: Vec<EndingRow>,
 }
 
 pub fn address(key: &FlowKey, local: bool) -> SocketAddr {
@@ -119,6 +150,28 @@ pub fn describe(key: &FlowKey, st: &FlowState, now_ns: u64) -> Connection {
         unanswered_streak_received: streak(r),
         seconds_since_last_probe: (last != 0).then(|| now_ns.saturating_sub(last) as f64 / 1e9),
         ended: ended(st.end).to_owned(),
+        in_flow_map: true,
+        audit: None,
+    }
+}
+
+/// The request's parameters: `?limit=N` and `?at_risk=1` (or `true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    pub limit: usize,
+    pub at_risk: bool,
+}
+
+impl Query {
+    pub fn parse(query: &str) -> Query {
+        let at_risk = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("at_risk="))
+            .any(|v| v == "1" || v == "true");
+        Query {
+            limit: limit_from_query(query),
+            at_risk,
+        }
     }
 }
 
@@ -173,5 +226,34 @@ mod tests {
         assert_eq!(limit_from_query("x=1&limit=999999"), MAX_LIMIT);
         assert_eq!(limit_from_query("limit=0"), 1);
         assert_eq!(limit_from_query("limit=abc"), DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn at_risk_is_a_flag_of_the_query() {
+        assert_eq!(
+            Query::parse("limit=5&at_risk=1"),
+            Query {
+                limit: 5,
+                at_risk: true
+            }
+        );
+        assert!(Query::parse("at_risk=true").at_risk);
+        assert!(!Query::parse("at_risk=0").at_risk);
+        assert!(!Query::parse("limit=3").at_risk);
+    }
+
+    /// A listing of an older daemon (no audit fields) still parses: rows count as in
+    /// the flow map, without audit data.
+    #[test]
+    fn old_listings_parse_with_defaults() {
+        let old = r#"{"connections":[{"family":"ipv4","local":"192.0.2.1:1","remote":"192.0.2.2:2",
+            "probes_sent":1,"probes_received":0,"probes_sent_answered":1,"probes_received_answered":0,
+            "zero_window_probes_sent":0,"zero_window_probes_received":0,"unanswered_streak_sent":0,
+            "unanswered_streak_received":0,"seconds_since_last_probe":null,"ended":"open"}],
+            "total":1,"limit":10,"truncated":false,"note":""}"#;
+        let l: Listing = serde_json::from_str(old).unwrap();
+        assert!(l.connections[0].in_flow_map && l.connections[0].audit.is_none());
+        assert!(!l.at_risk_only && l.recent_endings.is_empty());
+        assert_eq!(l.audit_inventory_unix_seconds, None);
     }
 }

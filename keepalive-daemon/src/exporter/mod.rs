@@ -2,6 +2,7 @@
 //! HTTP handlers read (kernel maps, copied at scrape), the flow map's housekeeping and
 //! the per-connection view and its bounded walk.
 
+pub mod audit_metrics;
 pub(crate) mod catalog;
 pub mod connections;
 pub(crate) mod flow_map;

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// without --metrics.local-port, when the per-port families are not registered.
     ports: Vec<(u32, IntCounter)>,
     self_stats: super::self_stats::SelfStats,
+    /// The keepalive audit's inventory gauges and health (audit_metrics.rs).
+    pub audit: super::audit_metrics::AuditMetrics,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -124,6 +126,7 @@ impl Metrics {
             program_runs: counter_vec(&r, &catalog::PROGRAM_RUNS)?,
             bpf_stats_enabled: gauge(&r, &catalog::BPF_STATS_ENABLED)?,
             self_stats: super::self_stats::SelfStats::register(&r)?,
+            audit: super::audit_metrics::AuditMetrics::register(&r, local_ports)?,
             registry: r,
         })
     }

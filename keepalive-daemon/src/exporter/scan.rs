@@ -3,11 +3,13 @@
 //! batches ([`flow_map::walk`]) and only the `limit` best entries are kept while reading
 //! (a heap, [`TopK`]), so memory is O(limit + one batch), about 2 MiB at the largest
 //! limit; the walk stops at [`SCAN_MAX_ENTRIES`] entries or after [`SCAN_BUDGET`], and
-//! the listing says so (`scan_truncated`, `note`).
+//! the listing says so (`scan_truncated`, `note`). With `?at_risk=1` the rows are
+//! chosen from the audit's inventory first (connections/audit.rs) and the walk only
+//! picks up their flow entries.
 
 use std::{
     cmp::Ordering,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, HashMap},
     ops::ControlFlow,
     time::{Duration, Instant},
 };
@@ -15,7 +17,7 @@ use std::{
 use keepalive_common::flow::{FlowKey, FlowState};
 
 use super::{
-    connections::{Connection, Listing, MAX_LIMIT, address, describe},
+    connections::{Connection, Listing, MAX_LIMIT, Request, address, describe},
     flow_map::{self, FlowMapError, Walked},
 };
 
@@ -134,7 +136,16 @@ impl TopK {
     }
 }
 
-/// Takes the batches of one walk into a [`TopK`] until the map ends or a cap is hit.
+/// `?at_risk=1`: the connections to show (chosen from the inventory before the walk)
+/// and their flow entries, filled in as the walk meets them.
+struct AtRisk {
+    total: usize,
+    keys: Vec<FlowKey>,
+    found: HashMap<FlowKey, Option<FlowState>>,
+}
+
+/// Takes the batches of one walk into a [`TopK`] (or, for `?at_risk=1`, the entries of
+/// the chosen connections) until the map ends or a cap is hit.
 pub struct Selector {
     top: TopK,
     caps: Caps,
@@ -143,17 +154,32 @@ pub struct Selector {
     scanned: u64,
     /// Entries of a batch were left out because of the entry cap.
     cut: bool,
+    request: Request,
+    at_risk: Option<AtRisk>,
 }
 
 impl Selector {
     pub fn new(limit: usize, caps: Caps) -> Selector {
+        Selector::for_request(Request::plain(limit), caps)
+    }
+
+    pub fn for_request(request: Request, caps: Caps) -> Selector {
+        let at_risk = request.at_risk_only.then(|| {
+            let (total, keys) = request.at_risk();
+            let found = keys.iter().map(|k| (*k, None)).collect();
+            AtRisk { total, keys, found }
+        });
+        // ?at_risk=1 keeps its rows in `at_risk`: no heap.
+        let kept = if at_risk.is_some() { 0 } else { request.limit };
         Selector {
-            top: TopK::new(limit),
+            top: TopK::new(kept),
             caps,
             started: Instant::now(),
             started_cpu_ns: flow_map::thread_cpu_ns(),
             scanned: 0,
             cut: false,
+            request,
+            at_risk,
         }
     }
 
@@ -164,7 +190,14 @@ impl Selector {
         let n = keys.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         self.cut |= n < keys.len();
         for (k, st) in keys[..n].iter().zip(values) {
-            self.top.offer(k, st);
+            match &mut self.at_risk {
+                Some(w) => {
+                    if let Some(slot) = w.found.get_mut(k) {
+                        *slot = Some(*st);
+                    }
+                }
+                None => self.top.offer(k, st),
+            }
         }
         self.scanned += n as u64;
         if self.scanned >= self.caps.max_entries || self.started.elapsed() >= self.caps.budget {
@@ -175,11 +208,43 @@ impl Selector {
     }
 
     /// The listing, given how the walk ended and the last sweep's count of the map.
-    pub fn finish(self, walked: Walked, swept_count: u64, now_ns: u64) -> Listing {
+    pub fn finish(mut self, walked: Walked, swept_count: u64, now_ns: u64) -> Listing {
         let scan_truncated = walked.stopped || self.cut;
         let elapsed_seconds = self.started.elapsed().as_secs_f64();
         let cpu_seconds =
             flow_map::thread_cpu_ns().saturating_sub(self.started_cpu_ns) as f64 / 1e9;
+        let scanned = self.scanned;
+        let (limit, at_risk_only) = (self.request.limit, self.request.at_risk_only);
+        let audit_inventory_unix_seconds = self.request.inventory_unix_seconds();
+        let recent_endings = self.request.ending_rows();
+        let (connections, total, note) = match self.at_risk.take() {
+            Some(w) => self.at_risk_rows(w, now_ns, scan_truncated),
+            None => self.recent_rows(swept_count, now_ns, scan_truncated, elapsed_seconds),
+        };
+        Listing {
+            truncated: connections.len() < total,
+            connections,
+            total,
+            limit,
+            note,
+            scanned,
+            scan_truncated,
+            elapsed_seconds,
+            cpu_seconds,
+            at_risk_only,
+            audit_inventory_unix_seconds,
+            recent_endings,
+        }
+    }
+
+    /// The listing's rows: the `limit` most recently active flows, with their audit data.
+    fn recent_rows(
+        self,
+        swept_count: u64,
+        now_ns: u64,
+        scan_truncated: bool,
+        elapsed_seconds: f64,
+    ) -> (Vec<Connection>, usize, String) {
         let (scanned, caps, limit) = (self.scanned, self.caps, self.top.limit);
         let total = if scan_truncated {
             swept_count.max(scanned)
@@ -190,9 +255,11 @@ impl Selector {
             .top
             .into_sorted()
             .iter()
-            .map(|(k, st)| describe(k, st, now_ns))
+            .map(|(k, st)| Connection {
+                audit: self.request.audited(k),
+                ..describe(k, st, now_ns)
+            })
             .collect();
-        let truncated = connections.len() < total;
         let note = if scan_truncated {
             format!(
                 "the flow map was read only in part ({scanned} entries in {elapsed_seconds:.1} s; \
@@ -203,37 +270,81 @@ impl Selector {
                 caps.budget,
                 connections.len()
             )
-        } else if truncated {
+        } else if connections.len() < total {
             format!(
                 "showing the {limit} most recently active of {total} connections; raise ?limit= (at most {MAX_LIMIT})"
             )
         } else {
-            "keepalive settings per connection are not tracked yet".to_owned()
+            settings_note(&self.request)
         };
-        Listing {
-            connections,
-            total,
-            limit,
-            truncated,
-            note,
-            scanned,
-            scan_truncated,
-            elapsed_seconds,
-            cpu_seconds,
-        }
+        (connections, total, note)
+    }
+
+    /// `?at_risk=1`: the chosen connections in their order, with their flow entries
+    /// where the walk found them.
+    fn at_risk_rows(
+        &self,
+        w: AtRisk,
+        now_ns: u64,
+        scan_truncated: bool,
+    ) -> (Vec<Connection>, usize, String) {
+        let connections: Vec<Connection> = w
+            .keys
+            .iter()
+            .map(|k| {
+                let st = w.found.get(k).copied().flatten();
+                Connection {
+                    in_flow_map: st.is_some(),
+                    audit: self.request.audited(k),
+                    ..describe(k, &st.unwrap_or_default(), now_ns)
+                }
+            })
+            .collect();
+        let note = if self.request.inventory.is_none() {
+            NO_INVENTORY.to_owned()
+        } else if connections.len() < w.total {
+            format!(
+                "showing the {} longest idle of {} connections at risk; raise ?limit= (at most {MAX_LIMIT})",
+                connections.len(),
+                w.total
+            )
+        } else {
+            format!(
+                "{} connections at risk in the audit's last inventory",
+                w.total
+            )
+        };
+        let note = if scan_truncated {
+            note + "; the flow map was read only in part: rows it did not reach show in_flow_map false"
+        } else {
+            note
+        };
+        (connections, w.total, note)
     }
 }
 
-/// The listing of the flow map `map`, read within `caps`; `swept_count` is the last
-/// sweep's entry count, the total when the walk cannot reach the map's end.
-pub fn read(
+const NO_INVENTORY: &str = "no keepalive settings per connection: the audit's inventory is off or has not run yet (keepalive_daemon_audit_inventory_enabled, --audit.interval)";
+
+fn settings_note(request: &Request) -> String {
+    if request.inventory.is_some() {
+        "keepalive settings and risk from the audit's last inventory (audit_inventory_unix_seconds)"
+            .to_owned()
+    } else {
+        NO_INVENTORY.to_owned()
+    }
+}
+
+/// The listing of the flow map `map` for one request (limit, at-risk filter, audit
+/// data), read within `caps`; `swept_count` is the last sweep's entry count, the total
+/// when the walk cannot reach the map's end.
+pub fn read_request(
     map: &aya::maps::MapData,
-    limit: usize,
+    request: Request,
     caps: Caps,
     swept_count: u64,
 ) -> Result<Listing, FlowMapError> {
     use std::os::fd::AsFd as _;
-    let mut selector = Selector::new(limit, caps);
+    let mut selector = Selector::for_request(request, caps);
     let walked = flow_map::walk(map.fd().as_fd(), flow_map::BATCH_ENTRIES, |k, v| {
         selector.take(k, v)
     })?;
@@ -241,209 +352,4 @@ pub fn read(
 }
 
 #[cfg(test)]
-mod tests {
-    use keepalive_common::Family;
-
-    use super::*;
-
-    fn key(i: u8) -> FlowKey {
-        FlowKey {
-            local_addr: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
-            remote_addr: [u32::from_ne_bytes([192, 0, 2, i]), 0, 0, 0],
-            local_port: 5432,
-            remote_port: 40000 + i as u16,
-            family: Family::Ipv4 as u32,
-        }
-    }
-
-    /// A flow last active at `active` seconds, with `i` probes sent.
-    fn flow(i: u8, active: u64) -> (FlowKey, FlowState) {
-        let mut st = FlowState {
-            last_seen_ns: active * 1_000_000_000,
-            ..Default::default()
-        };
-        st.dir[0].probes = i as u32;
-        st.dir[0].last_probe_ns = st.last_seen_ns;
-        (key(i), st)
-    }
-
-    /// What [`flow_map::walk`] does with a map holding `entries`, `batch` at a time.
-    fn walk(entries: &[(FlowKey, FlowState)], batch: usize, sel: &mut Selector) -> Walked {
-        let chunks: Vec<_> = entries.chunks(batch).collect();
-        let mut walked = Walked::default();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let (k, v): (Vec<FlowKey>, Vec<FlowState>) = chunk.iter().copied().unzip();
-            walked.entries += k.len() as u64;
-            if sel.take(&k, &v).is_break() {
-                walked.stopped = i + 1 < chunks.len();
-                break;
-            }
-        }
-        walked
-    }
-
-    fn select(entries: &[(FlowKey, FlowState)], limit: usize, caps: Caps, now_s: u64) -> Listing {
-        let mut sel = Selector::new(limit, caps);
-        let walked = walk(entries, 2, &mut sel);
-        sel.finish(walked, 0, now_s * 1_000_000_000)
-    }
-
-    fn remotes(l: &Listing) -> Vec<&str> {
-        l.connections.iter().map(|c| c.remote.as_str()).collect()
-    }
-
-    #[test]
-    fn listing_is_bounded_recent_first_and_says_so() {
-        let entries: Vec<_> = (1..=5u8).map(|i| flow(i, i as u64)).collect();
-        let l = select(&entries, 2, Caps::default(), 6);
-        assert_eq!((l.total, l.truncated, l.connections.len()), (5, true, 2));
-        assert_eq!((l.scanned, l.scan_truncated), (5, false));
-        assert_eq!(l.connections[0].probes_sent, 5);
-        assert_eq!(l.connections[0].seconds_since_last_probe, Some(1.0));
-        assert!(l.note.contains("2 most recently active of 5"));
-        let text = crate::web::table::table(&l);
-        assert!(text.contains("192.0.2.5:40005") && text.contains("2 of 5 connections"));
-        let json = serde_json::to_string(&l).unwrap();
-        let back: Listing = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.connections, l.connections);
-    }
-
-    #[test]
-    fn order_is_most_recent_first_ties_by_address() {
-        // 3 and 4 tie at 7 s, 1 and 2 at 5 s; 5 is the oldest.
-        let entries = [flow(2, 5), flow(4, 7), flow(5, 1), flow(3, 7), flow(1, 5)];
-        let l = select(&entries, 4, Caps::default(), 10);
-        assert_eq!(
-            remotes(&l),
-            [
-                "192.0.2.3:40003",
-                "192.0.2.4:40004",
-                "192.0.2.1:40001",
-                "192.0.2.2:40002"
-            ]
-        );
-        assert!(l.truncated);
-    }
-
-    #[test]
-    fn a_probe_either_way_counts_as_activity() {
-        let (k, mut st) = flow(9, 1);
-        st.dir[1].last_probe_ns = 8_000_000_000;
-        let entries = [flow(1, 5), (k, st), flow(2, 6)];
-        let l = select(&entries, 1, Caps::default(), 10);
-        assert_eq!(remotes(&l), ["192.0.2.9:40009"]);
-        assert_eq!(l.connections[0].seconds_since_last_probe, Some(2.0));
-    }
-
-    #[test]
-    fn limit_above_the_entries_shows_them_all_in_order() {
-        let entries = [flow(1, 3), flow(2, 9), flow(3, 6)];
-        let l = select(&entries, MAX_LIMIT, Caps::default(), 10);
-        assert_eq!(
-            remotes(&l),
-            ["192.0.2.2:40002", "192.0.2.3:40003", "192.0.2.1:40001"]
-        );
-        assert_eq!((l.total, l.truncated, l.scan_truncated), (3, false, false));
-        assert_eq!(
-            l.note,
-            "keepalive settings per connection are not tracked yet"
-        );
-    }
-
-    #[test]
-    fn limit_one_keeps_the_most_recent() {
-        let entries: Vec<_> = (1..=200u8)
-            .map(|i| flow(i, (i as u64 * 37) % 101))
-            .collect();
-        let l = select(&entries, 1, Caps::default(), 200);
-        // 37 * i mod 101 is at its highest, 100, for i = 30 and 131: the lower address wins.
-        assert_eq!(remotes(&l), ["192.0.2.30:40030"]);
-        assert_eq!(l.total, 200);
-    }
-
-    #[test]
-    fn top_k_equals_a_full_sort() {
-        // Many ties (activity mod 17) and every limit from 1 past the entry count.
-        let entries: Vec<_> = (0..=255u8)
-            .map(|i| flow(i, (i as u64 * 7919) % 17))
-            .collect();
-        let mut sorted = entries.clone();
-        sorted.sort_by(|a, b| {
-            let ra = Ranked {
-                active: last_active(&a.1),
-                key: a.0,
-                state: a.1,
-            };
-            let rb = Ranked {
-                active: last_active(&b.1),
-                key: b.0,
-                state: b.1,
-            };
-            ra.cmp(&rb)
-        });
-        for limit in [1, 2, 16, 17, 100, 255, 256, 300] {
-            let mut top = TopK::new(limit);
-            for (k, st) in &entries {
-                top.offer(k, st);
-            }
-            let got: Vec<FlowKey> = top.into_sorted().iter().map(|e| e.0).collect();
-            let want: Vec<FlowKey> = sorted.iter().take(limit).map(|e| e.0).collect();
-            assert_eq!(got, want, "limit {limit}");
-        }
-    }
-
-    #[test]
-    fn the_entry_cap_stops_the_walk_and_says_so() {
-        // The most recent (12) lies beyond the cap: the view shows the best of the first 5.
-        let entries: Vec<_> = (1..=12u8).map(|i| flow(i, i as u64)).collect();
-        let caps = Caps {
-            budget: SCAN_BUDGET,
-            max_entries: 5,
-        };
-        let mut sel = Selector::new(3, caps);
-        let walked = walk(&entries, 4, &mut sel);
-        let l = sel.finish(walked, 40, 20_000_000_000);
-        assert_eq!((l.scanned, l.scan_truncated), (5, true));
-        assert_eq!(
-            remotes(&l),
-            ["192.0.2.5:40005", "192.0.2.4:40004", "192.0.2.3:40003"]
-        );
-        // The last sweep's count stands for the total.
-        assert_eq!((l.total, l.truncated), (40, true));
-        assert!(
-            l.note.contains("read only in part (5 entries in"),
-            "{}",
-            l.note
-        );
-    }
-
-    #[test]
-    fn a_cap_equal_to_the_map_reads_it_whole() {
-        let entries: Vec<_> = (1..=8u8).map(|i| flow(i, i as u64)).collect();
-        let caps = Caps {
-            budget: SCAN_BUDGET,
-            max_entries: 8,
-        };
-        let mut sel = Selector::new(10, caps);
-        let walked = walk(&entries, 4, &mut sel);
-        let l = sel.finish(walked, 3, 20_000_000_000);
-        assert_eq!(
-            (l.scanned, l.scan_truncated, l.total, l.truncated),
-            (8, false, 8, false)
-        );
-    }
-
-    #[test]
-    fn the_time_budget_stops_the_walk_after_a_batch() {
-        let entries: Vec<_> = (1..=12u8).map(|i| flow(i, i as u64)).collect();
-        let caps = Caps {
-            budget: Duration::ZERO,
-            max_entries: SCAN_MAX_ENTRIES,
-        };
-        let mut sel = Selector::new(2, caps);
-        let walked = walk(&entries, 4, &mut sel);
-        let l = sel.finish(walked, 0, 20_000_000_000);
-        assert_eq!((l.scanned, l.scan_truncated, l.total), (4, true, 4));
-        assert_eq!(remotes(&l), ["192.0.2.4:40004", "192.0.2.3:40003"]);
-    }
-}
+mod tests;

@@ -184,15 +184,18 @@ impl State {
         }
     }
 
-    /// The per-connection view, at most `limit` connections. Blocks for the walk, at
-    /// most [`scan::SCAN_BUDGET`] (about 0.5 s of CPU per million entries) in
-    /// O(limit) memory: call it off the runtime thread.
-    pub fn connections(&self, limit: usize) -> Result<connections::Listing, StateError> {
+    /// The per-connection view for `request` (limit, at-risk filter, the audit's data).
+    /// Blocks for the walk, at most [`scan::SCAN_BUDGET`] (about 0.5 s of CPU per
+    /// million entries) in O(limit) memory: call it off the runtime thread.
+    pub fn connections(
+        &self,
+        request: connections::Request,
+    ) -> Result<connections::Listing, StateError> {
         // The last sweep's count: the total when the walk cannot reach the map's end.
         let swept = u64::try_from(self.metrics.flow_entries.get()).unwrap_or(0);
-        Ok(scan::read(
+        Ok(scan::read_request(
             &self.flow_map,
-            limit,
+            request,
             scan::Caps::default(),
             swept,
         )?)

@@ -5,7 +5,7 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-use Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SETPCAP, CAP_SYS_ADMIN};
+use Capability::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SETPCAP, CAP_SYS_ADMIN, CAP_SYS_PTRACE};
 
 /// The oldest kernel the daemon supports: CAP_BPF and CAP_PERFMON (5.8) are what it is
 /// granted under systemd; bpf_probe_read_kernel (5.5), raw tracepoints, BTF in sysfs
@@ -144,6 +144,8 @@ pub struct Kept {
     pub caps: Vec<Capability>,
     /// CAP_SYS_ADMIN is kept because it stands in for a CAP_BPF the process lacks.
     pub sys_admin_for_bpf: bool,
+    /// CAP_SYS_ADMIN and CAP_SYS_PTRACE are kept for the audit of every namespace.
+    pub for_namespaces: bool,
 }
 
 /// CAP_NET_ADMIN deletes the netlink tc filters at exit (kernels before 6.6) and
@@ -153,7 +155,14 @@ pub struct Kept {
 /// CAP_SYS_ADMIN but not CAP_BPF (kernels before 5.8 have none; or a grant without it)
 /// keeps CAP_SYS_ADMIN. CAP_PERFMON (or its CAP_SYS_ADMIN stand-in) is needed only to
 /// attach kprobes and tracepoints, which happens at start-up only.
-pub fn kept_after_attach(permitted: &CapsHashSet) -> Kept {
+///
+/// With `audit_namespaces` (the audit's inventory with --socket.all-namespaces), the
+/// inventory enters every network namespace each run: setns(2) on a network namespace
+/// needs CAP_SYS_ADMIN (net/core/net_namespace.c netns_install()), and opening another
+/// process's /proc/PID/ns/net or reading its /proc/PID/fd needs ptrace read access,
+/// which a root process whose capabilities are a subset of the target's lacks without
+/// CAP_SYS_PTRACE (kernel/ptrace.c __ptrace_may_access()). Both are kept when granted.
+pub fn kept_after_attach(permitted: &CapsHashSet, audit_namespaces: bool) -> Kept {
     let mut caps = Vec::new();
     let mut sys_admin_for_bpf = false;
     if permitted.contains(&CAP_BPF) {
@@ -165,18 +174,28 @@ pub fn kept_after_attach(permitted: &CapsHashSet) -> Kept {
     if permitted.contains(&CAP_NET_ADMIN) {
         caps.push(CAP_NET_ADMIN);
     }
+    let mut for_namespaces = false;
+    if audit_namespaces {
+        for c in [CAP_SYS_ADMIN, CAP_SYS_PTRACE] {
+            if permitted.contains(&c) && !caps.contains(&c) {
+                caps.push(c);
+                for_namespaces = true;
+            }
+        }
+    }
     caps.sort_by_key(|c| c.index());
     Kept {
         caps,
         sys_admin_for_bpf,
+        for_namespaces,
     }
 }
 
 /// Everything is attached: keeps only what run time needs, and says what went. A
-/// failure is logged, not fatal.
-pub fn drop_after_attach() {
+/// failure is logged, not fatal. `audit_namespaces`: see [`kept_after_attach`].
+pub fn drop_after_attach(audit_namespaces: bool) {
     let kept = match read_set(CapSet::Permitted, "permitted") {
-        Ok(permitted) => kept_after_attach(&permitted),
+        Ok(permitted) => kept_after_attach(&permitted, audit_namespaces),
         Err(e) => {
             log::warn!("{e}");
             return;
@@ -301,28 +320,63 @@ mod tests {
         let root = caps::all();
         for permitted in [unit, root] {
             assert_eq!(
-                kept_after_attach(&permitted),
+                kept_after_attach(&permitted, false),
                 Kept {
                     caps: vec![CAP_NET_ADMIN, CAP_BPF],
-                    sys_admin_for_bpf: false
+                    sys_admin_for_bpf: false,
+                    for_namespaces: false,
                 }
             );
         }
         // CAP_SYS_ADMIN without CAP_BPF (a kernel before 5.8, or a grant without it).
         let stand_in = set(&[CAP_SYS_ADMIN, CAP_PERFMON, CAP_NET_ADMIN]);
         assert_eq!(
-            kept_after_attach(&stand_in),
+            kept_after_attach(&stand_in, false),
             Kept {
                 caps: vec![CAP_NET_ADMIN, CAP_SYS_ADMIN],
-                sys_admin_for_bpf: true
+                sys_admin_for_bpf: true,
+                for_namespaces: false,
             }
         );
         // Nothing to keep that was not granted.
         assert_eq!(
-            kept_after_attach(&set(&[CAP_PERFMON])),
+            kept_after_attach(&set(&[CAP_PERFMON]), true),
             Kept {
                 caps: vec![],
-                sys_admin_for_bpf: false
+                sys_admin_for_bpf: false,
+                for_namespaces: false,
+            }
+        );
+    }
+
+    #[test]
+    fn the_audit_of_every_namespace_keeps_sys_admin_and_sys_ptrace_when_granted() {
+        assert_eq!(
+            kept_after_attach(&caps::all(), true),
+            Kept {
+                caps: vec![CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_BPF],
+                sys_admin_for_bpf: false,
+                for_namespaces: true,
+            }
+        );
+        // The systemd unit grants neither: nothing more is kept, the audit warns.
+        let unit = set(&[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
+        assert_eq!(
+            kept_after_attach(&unit, true),
+            Kept {
+                caps: vec![CAP_NET_ADMIN, CAP_BPF],
+                sys_admin_for_bpf: false,
+                for_namespaces: false,
+            }
+        );
+        // CAP_SYS_ADMIN standing in for CAP_BPF is kept once, for both reasons.
+        let stand_in = set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN]);
+        assert_eq!(
+            kept_after_attach(&stand_in, true),
+            Kept {
+                caps: vec![CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN],
+                sys_admin_for_bpf: true,
+                for_namespaces: true,
             }
         );
     }

@@ -1,6 +1,7 @@
 //! The daemon's life: start-up as a sequence of steps (each in the module it belongs
 //! to), serving until SIGTERM or SIGINT, then detaching everything.
 
+mod audit;
 pub mod caps;
 pub mod notify;
 
@@ -24,6 +25,8 @@ use keepalive_daemon::{
 use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // What clap cannot check value by value (the audit's limits) comes first of all.
+    let audit_settings = args.audit_settings()?;
     // Kernel, capabilities and BTF first: each names what is missing, before anything
     // is bound or attached.
     caps::check()?;
@@ -35,7 +38,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut links, chosen) = wire::watch_and_select(&args.interfaces)?;
     let netns = sockhooks::netns_filter(args.all_namespaces)?;
     let resolved = sockhooks::resolve_or_disable(&btf, netns);
-    drop(btf);
 
     let mut ebpf = load_object(&args, &resolved.config)?;
     let metrics = Metrics::new(&args.local_ports).context("building the metrics registry")?;
@@ -44,13 +46,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let attached_interfaces = attachments.len();
     log::info!("{}", attachments.summary());
     let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics.hook_info);
-    caps::drop_after_attach();
+    // The audit's programs attach with the others, before the capabilities go; BTF is
+    // not needed after them.
+    let mut audit = audit::attach(&mut ebpf, &btf, audit_settings, args.all_namespaces);
+    drop(btf);
+    caps::drop_after_attach(audit.walks_all_namespaces());
 
     // Only the daemon's own namespace has a kernel count to compare with.
     let measure_timer_loss = hooks.timer_tracepoint && netns.is_some();
     let state = Arc::new(State::from_ebpf(&mut ebpf, metrics, measure_timer_loss)?);
     server.spawn(&state)?;
     exporter::spawn_flow_map_sweeper(state.clone(), args.sweep_interval);
+    audit.start(&args, &state);
     log::info!(
         "ready: watching {attached_interfaces} interface(s); hooks: {}",
         hooks.summary
@@ -59,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     run_until_signal(&mut ebpf, &mut attachments, &mut links, &state.metrics).await?;
     notify::stopping();
+    audit.detach();
     detach(ebpf);
     Ok(())
 }

@@ -54,7 +54,8 @@ pub enum ClientError {
 }
 
 /// What `keepalive-daemon connections` prints: the table, or with --json the daemon's
-/// JSON, filtered by --probing.
+/// JSON, filtered by --probing; --at-risk asks the daemon for the connections at risk
+/// only (`?at_risk=1`).
 pub fn connections_output(args: &ConnectionsArgs) -> Result<String, ClientError> {
     let address = DaemonAddress::parse(&args.address)?;
     let (config, config_path) = match &args.http_config_file {
@@ -68,8 +69,8 @@ pub fn connections_output(args: &ConnectionsArgs) -> Result<String, ClientError>
     }
     let credentials = config.credentials(config_path)?;
     let client = Client::new(&address, &config, config_path)?;
-    let mut json = client.get(args.limit, credentials.as_ref())?;
-    let url = address.url(args.limit);
+    let mut json = client.get(args.limit, args.at_risk, credentials.as_ref())?;
+    let url = address.url(args.limit, args.at_risk);
     let mut listing: Listing = serde_json::from_value(json.clone())
         .map_err(|source| ClientError::Parse { url, source })?;
     if args.json {
@@ -145,10 +146,11 @@ impl<'a> Client<'a> {
     fn get(
         &self,
         limit: usize,
+        at_risk: bool,
         credentials: Option<&Credentials>,
     ) -> Result<serde_json::Value, ClientError> {
-        let url = self.address.url_with_host(&self.url_host, limit);
-        let shown = self.address.url(limit);
+        let url = self.address.url_with_host(&self.url_host, limit, at_risk);
+        let shown = self.address.url(limit, at_risk);
         let mut request = self.agent.get(&url).header("Accept", "application/json");
         if let Some(c) = credentials {
             request = request.header("Authorization", basic_auth_header(c));
@@ -254,6 +256,7 @@ mod tests {
             limit: 1,
             json: false,
             probing: false,
+            at_risk: false,
         };
         let e = connections_output(&args).unwrap_err().to_string();
         assert!(
@@ -275,6 +278,7 @@ mod tests {
             limit: 1,
             json: false,
             probing: false,
+            at_risk: false,
         };
         let e = connections_output(&args).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -24,12 +24,16 @@
 //! parses). Warnings of dashboard-linter (data source and job/instance labels) are
 //! errors here.
 //!
+//! Beyond the linter: `audit_panels_query_every_audit_family` (dashboard_lint/audit.rs)
+//! checks the keepalive audit's panels against the daemon's metric names.
+//!
 //! Not applicable: target-logql-rule and target-logql-auto-rule (the dashboard has no
 //! Loki data source); rules outside dashboard-linter's default set (refresh and time
 //! interval rules, Grafana v2 schema fields: the dashboard uses the v1 JSON model).
 //! The structural checks the live test relies on (unique panel ids, gridPos, the
 //! variables its queries need) stay in `Dashboard::lint` (tests/src/prometheus).
 
+mod audit;
 mod promql;
 mod rules;
 mod units;
@@ -226,5 +230,30 @@ fn target_counter_agg_rule() {
 fn uneditable_dashboard() {
     check("uneditable-dashboard", rules::uneditable, |d| {
         d["editable"] = json!(true);
+    });
+}
+
+/// Not a dashboard-linter rule: the keepalive audit's families are all queried, by
+/// their own labels, and the idle-time histogram is a heatmap (dashboard_lint/audit.rs).
+#[test]
+fn audit_panels_query_every_audit_family() {
+    check("audit-panels", audit::audit_queries, |d| {
+        let heatmap = d["panels"]
+            .as_array_mut()
+            .expect("panels")
+            .iter_mut()
+            .find(|p| p["type"] == "heatmap")
+            .expect("a heatmap panel");
+        let expr = heatmap["targets"][0]["expr"]
+            .as_str()
+            .expect("expr")
+            .to_owned();
+        heatmap["targets"][0]["expr"] = json!(expr.replace("_bucket", ""));
+    });
+    check("audit-panels (labels)", audit::audit_queries, |d| {
+        let p = panel(d, 0);
+        p["targets"][0]["expr"] = json!(
+            r#"sum by (reason) (tcp_keepalive_connections_at_risk{job=~"$job",instance=~"$instance"})"#
+        );
     });
 }

@@ -107,13 +107,13 @@ pub(super) fn daemonset_facts(
     check_scrape_annotations(template, p);
 
     let spec = at(template, "spec").context("pod template has no spec")?;
-    check_pod_spec(spec, p);
     let containers = seq_at(spec, "containers");
     p.expect(containers.len() == 1, || {
         format!("{} containers, expected 1", containers.len())
     });
     let c = containers.first().context("no container")?;
-    check_daemon_args(c, p);
+    let audits_pods = check_daemon_args(c, p);
+    check_pod_spec(spec, audits_pods, p);
     let port_name = check_container_port(c, p);
     check_health_probes(c, &port_name, p);
     for r in ["requests.cpu", "requests.memory", "limits.memory"] {
@@ -121,7 +121,7 @@ pub(super) fn daemonset_facts(
             format!("no resources.{r}")
         });
     }
-    check_security_context(c, p)?;
+    check_security_context(c, audits_pods, p)?;
     check_host_mounts(spec, c, p);
     Ok(DaemonSetFacts {
         namespace,
@@ -201,14 +201,22 @@ fn check_scrape_annotations(template: &Value, p: &mut Problems) {
     );
 }
 
-/// Host network (the daemon watches the node's interfaces), no host PID namespace, and
-/// a toleration that lets it run on every node.
-fn check_pod_spec(spec: &Value, p: &mut Problems) {
+/// Host network (the daemon watches the node's interfaces), the host PID namespace only
+/// for the audit of the pods' namespaces (found through /proc/PID/ns/net), and a
+/// toleration that lets it run on every node.
+fn check_pod_spec(spec: &Value, audits_pods: bool, p: &mut Problems) {
     p.expect(bool_at(spec, "hostNetwork") == Some(true), || {
         "hostNetwork is not true".into()
     });
-    p.expect(bool_at(spec, "hostPID") != Some(true), || {
-        "hostPID is set; it is not needed".into()
+    let host_pid = bool_at(spec, "hostPID") == Some(true);
+    p.expect(host_pid == audits_pods, || {
+        if audits_pods {
+            "the audit walks every namespace (--socket.all-namespaces) but hostPID is not \
+             set: it would see no pod's namespace"
+                .into()
+        } else {
+            "hostPID is set; it is not needed without the audit of every namespace".into()
+        }
     });
     p.expect(
         seq_at(spec, "tolerations")
@@ -219,12 +227,16 @@ fn check_pod_spec(spec: &Value, p: &mut Problems) {
 }
 
 /// The container's args parse as the daemon's flags and make it listen on [`PORT`].
-fn check_daemon_args(c: &Value, p: &mut Problems) {
+/// Returns whether the audit's inventory walks every network namespace (the pods').
+fn check_daemon_args(c: &Value, p: &mut Problems) -> bool {
     let args: Vec<&str> = seq_at(c, "args").iter().filter_map(Value::as_str).collect();
     match Args::try_parse_from(std::iter::once("keepalive-daemon").chain(args.iter().copied())) {
-        Err(e) => p.expect(false, || {
-            format!("container args {args:?} do not parse: {e}")
-        }),
+        Err(e) => {
+            p.expect(false, || {
+                format!("container args {args:?} do not parse: {e}")
+            });
+            false
+        }
         Ok(parsed) => {
             let ports: Vec<u16> = parsed
                 .listen
@@ -237,6 +249,7 @@ fn check_daemon_args(c: &Value, p: &mut Problems) {
             p.expect(ports == [PORT], || {
                 format!("daemon listens on {ports:?}, expected [{PORT}]")
             });
+            parsed.all_namespaces && !parsed.audit_disable
         }
     }
 }
@@ -274,8 +287,10 @@ fn check_health_probes(c: &Value, port_name: &str, p: &mut Problems) {
     }
 }
 
-/// Unprivileged, read-only root, and exactly the systemd unit's capabilities.
-fn check_security_context(c: &Value, p: &mut Problems) -> anyhow::Result<()> {
+/// Unprivileged, read-only root, and exactly the systemd unit's capabilities, plus
+/// SYS_ADMIN and SYS_PTRACE when the audit enters the pods' namespaces (setns, and
+/// /proc/PID/ns/net of processes with more capabilities; lifecycle/caps.rs).
+fn check_security_context(c: &Value, audits_pods: bool, p: &mut Problems) -> anyhow::Result<()> {
     let sc = at(c, "securityContext").context("container has no securityContext")?;
     for (field, want) in [
         ("privileged", false),
@@ -298,16 +313,26 @@ fn check_security_context(c: &Value, p: &mut Problems) -> anyhow::Result<()> {
         || "capabilities.drop is not [ALL]".into(),
     );
     // The same capabilities as the systemd unit.
-    let unit_caps: BTreeSet<String> = unit_capabilities(&read(UNIT)?)
+    let mut want: BTreeSet<String> = unit_capabilities(&read(UNIT)?)
         .iter()
         .map(|c| c.trim_start_matches("CAP_").to_owned())
         .collect();
+    if audits_pods {
+        want.extend(["SYS_ADMIN".to_owned(), "SYS_PTRACE".to_owned()]);
+    }
     let added = caps("capabilities.add");
-    p.expect(added == unit_caps, || {
-        format!("capabilities.add {added:?} differ from the systemd unit's {unit_caps:?}")
+    p.expect(added == want, || {
+        format!(
+            "capabilities.add {added:?} differ from {want:?} (the systemd unit's{})",
+            if audits_pods {
+                ", with SYS_ADMIN and SYS_PTRACE for the audit of every namespace"
+            } else {
+                ""
+            }
+        )
     });
-    p.expect(!added.contains("SYS_ADMIN"), || {
-        "CAP_SYS_ADMIN added".into()
+    p.expect(audits_pods || !added.contains("SYS_ADMIN"), || {
+        "CAP_SYS_ADMIN added without the audit of every namespace".into()
     });
     Ok(())
 }

@@ -127,14 +127,16 @@ impl DaemonAddress {
 
     /// The URL to GET with `limit`, naming the host `host` (the address's own host, or
     /// tls_config.server_name when the certificate carries another name).
-    pub fn url_with_host(&self, host: &str, limit: usize) -> String {
+    /// `at_risk`: only the connections at risk (`&at_risk=1`).
+    pub fn url_with_host(&self, host: &str, limit: usize, at_risk: bool) -> String {
         let sep = if self.path_and_query.contains('?') {
             '&'
         } else {
             '?'
         };
+        let at_risk = if at_risk { "&at_risk=1" } else { "" };
         format!(
-            "{}://{}:{}{}{sep}limit={limit}",
+            "{}://{}:{}{}{sep}limit={limit}{at_risk}",
             self.scheme.as_str(),
             bracketed(host),
             self.port,
@@ -142,9 +144,9 @@ impl DaemonAddress {
         )
     }
 
-    /// The URL to GET with `limit`.
-    pub fn url(&self, limit: usize) -> String {
-        self.url_with_host(&self.host, limit)
+    /// The URL to GET with `limit` (and `at_risk`).
+    pub fn url(&self, limit: usize, at_risk: bool) -> String {
+        self.url_with_host(&self.host, limit, at_risk)
     }
 }
 
@@ -204,7 +206,7 @@ mod tests {
             )
         );
         let a = DaemonAddress::parse("[::1]:9").unwrap();
-        assert_eq!(a.url(5), "http://[::1]:9/connections?limit=5");
+        assert_eq!(a.url(5, false), "http://[::1]:9/connections?limit=5");
     }
 
     #[test]
@@ -249,9 +251,10 @@ mod tests {
             )
         );
         let a = DaemonAddress::parse("https://h:1/c?x=1").unwrap();
-        assert_eq!(a.url(7), "https://h:1/c?x=1&limit=7");
+        assert_eq!(a.url(7, false), "https://h:1/c?x=1&limit=7");
+        assert_eq!(a.url(7, true), "https://h:1/c?x=1&limit=7&at_risk=1");
         assert_eq!(
-            a.url_with_host("kat.test", 7),
+            a.url_with_host("kat.test", 7, false),
             "https://kat.test:1/c?x=1&limit=7"
         );
         assert_eq!(a.to_string(), "https://h:1/c?x=1");

@@ -4,6 +4,7 @@
 //! /connections walks the kernel's flow map, which can take long on a big map: it runs
 //! on the blocking pool, never on the runtime thread (a current-thread runtime: a walk
 //! there would stall /metrics and the systemd watchdog), and one at a time.
+//! `?at_risk=1` lists only the connections the keepalive audit has at risk.
 
 use std::sync::Arc;
 
@@ -27,6 +28,11 @@ pub trait Backend: Send + Sync + 'static {
     fn health(&self) -> Result<(), String>;
     /// The /connections JSON, at most `limit` rows. Blocking: runs on the blocking pool.
     fn connections_json(&self, limit: usize) -> Result<String, String>;
+    /// The /connections JSON for the whole query (`?limit=`, `?at_risk=1`); a backend
+    /// without the keepalive audit serves the plain listing.
+    fn connections_query_json(&self, query: connections::Query) -> Result<String, String> {
+        self.connections_json(query.limit)
+    }
 }
 
 impl Backend for State {
@@ -40,7 +46,23 @@ impl Backend for State {
     }
 
     fn connections_json(&self, limit: usize) -> Result<String, String> {
-        let listing = self.connections(limit).map_err(|e| Chain(&e).to_string())?;
+        self.connections_query_json(connections::Query {
+            limit,
+            at_risk: false,
+        })
+    }
+
+    fn connections_query_json(&self, query: connections::Query) -> Result<String, String> {
+        // One inventory and one copy of the endings for the whole listing.
+        let request = connections::Request {
+            limit: query.limit,
+            at_risk_only: query.at_risk,
+            inventory: self.audit.inventory(),
+            endings: self.audit.endings(),
+        };
+        let listing = self
+            .connections(request)
+            .map_err(|e| Chain(&e).to_string())?;
         serde_json::to_string_pretty(&listing)
             .map(|json| json + "\n")
             .map_err(|e| Chain(&e).to_string())
@@ -114,13 +136,13 @@ async fn connections(shared: &Shared, query: &str) -> Reply {
             "a listing is already running; retry\n",
         );
     };
-    let limit = connections::limit_from_query(query);
+    let query = connections::Query::parse(query);
     let backend: Arc<dyn Backend> = shared.backend.clone();
     // The permit goes with the walk: a client that hangs up does not start a second
     // walk beside one still running.
     let walk = tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        backend.connections_json(limit)
+        backend.connections_query_json(query)
     });
     match walk.await {
         Ok(Ok(json)) => Reply::new(StatusCode::OK, "application/json", json),

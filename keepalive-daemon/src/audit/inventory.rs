@@ -1,0 +1,433 @@
+//! The inventory loop: every --audit.interval, on the blocking pool, the `iter/tcp`
+//! program lists the established TCP sockets of the daemon's network namespace (every
+//! namespace with --socket.all-namespaces); each socket's record becomes an
+//! [`AuditedConnection`] (effective settings, the limits it is at risk for, cgroup path,
+//! owning process for those at risk), the counts replace the inventory's gauges and the
+//! connections replace the view's inventory.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use keepalive_common::audit::{SocketRecord, at_risk, effective, record_flags};
+
+use super::{
+    AuditView, AuditedConnection, Inventory as View,
+    cgroup::CgroupPaths,
+    kernel::{AuditKernelError, Inventory, Walk},
+    namespaces, owners,
+};
+use crate::{
+    error_chain::Chain,
+    exporter::{
+        audit_metrics::{self, AuditMetrics},
+        state::State,
+    },
+};
+
+/// What the loop needs of the kernel side (kernel.rs's [`Inventory`]; a fake in the
+/// tests, which have no kernel programs).
+pub trait Walker: Send + 'static {
+    fn hz(&self) -> u32;
+    fn walk(&self) -> Result<Walk, AuditKernelError>;
+    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError>;
+}
+
+impl Walker for Inventory {
+    fn hz(&self) -> u32 {
+        Inventory::hz(self)
+    }
+    fn walk(&self) -> Result<Walk, AuditKernelError> {
+        Inventory::walk(self)
+    }
+    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError> {
+        Inventory::walk_in(self, netns)
+    }
+}
+
+/// What the loop runs with (from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub interval: Duration,
+    /// --audit.idle-limit in seconds.
+    pub limits: Vec<u32>,
+    pub all_namespaces: bool,
+    pub local_ports: Vec<u16>,
+}
+
+/// One socket record as the view and the metrics see it (`hz` from the inventory).
+pub fn audited(r: &SocketRecord, hz: u32, limits: &[u32]) -> AuditedConnection {
+    let settings = effective(r, hz);
+    AuditedConnection {
+        key: r.key,
+        netns_inum: r.netns_inum,
+        settings,
+        at_risk: limits
+            .iter()
+            .filter_map(|l| Some((*l, at_risk(&settings, *l)?)))
+            .collect(),
+        cgroup: None,
+        uid: r.uid,
+        process: None,
+    }
+}
+
+/// The loop's state between runs; moved onto a blocking thread for each run.
+pub struct Runner<W> {
+    inventory: W,
+    settings: Settings,
+    cgroups: Arc<Mutex<CgroupPaths>>,
+    /// Whether a failure of this kind was logged at warn already (later ones: debug).
+    warned_walk: bool,
+    warned_listing: bool,
+}
+
+/// Runs the inventory every `settings.interval` for the daemon's life.
+pub fn spawn<W: Walker>(
+    inventory: W,
+    settings: Settings,
+    cgroups: Arc<Mutex<CgroupPaths>>,
+    state: Arc<State>,
+) {
+    state.metrics.audit.inventory_enabled.set(1);
+    let mut runner = Runner::new(inventory, settings, cgroups);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(runner.settings.interval);
+        // A run longer than the interval delays the next one instead of bunching them.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // The walks take milliseconds per thousand sockets and read /proc and
+            // /sys/fs/cgroup: off the runtime thread, which serves scrapes meanwhile.
+            let state = state.clone();
+            match tokio::task::spawn_blocking(move || {
+                runner.run(&state.metrics.audit, &state.audit);
+                runner
+            })
+            .await
+            {
+                Ok(r) => runner = r,
+                Err(e) => {
+                    log::error!("audit: inventory run panicked, the inventory stops: {e}");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+impl<W: Walker> Runner<W> {
+    pub fn new(inventory: W, settings: Settings, cgroups: Arc<Mutex<CgroupPaths>>) -> Self {
+        Runner {
+            inventory,
+            settings,
+            cgroups,
+            warned_walk: false,
+            warned_listing: false,
+        }
+    }
+
+    /// One run: walks, publishes the metrics and the view's inventory.
+    pub fn run(&mut self, metrics: &AuditMetrics, view: &AuditView) {
+        let started = Instant::now();
+        let (walks, errors) = self.walk();
+        let hz = self.inventory.hz();
+        let mut conns: Vec<AuditedConnection> = walks
+            .iter()
+            .flat_map(|w| &w.records)
+            .filter(|r| r.flags & record_flags::TRAILER == 0)
+            .map(|r| audited(r, hz, &self.settings.limits))
+            .collect();
+        self.name_owners(&walks, &mut conns);
+        let agg =
+            audit_metrics::aggregate(&conns, &self.settings.limits, &self.settings.local_ports);
+        if let Err(e) = metrics.publish(&agg, &self.settings.limits, &self.settings.local_ports) {
+            log::warn!("audit: inventory metrics not updated: {e}");
+        }
+        let count = conns.len();
+        // Keyed by connection: the same addresses in two namespaces (loopback, mostly)
+        // keep one entry in the view; the metrics above counted both.
+        let connections: HashMap<_, _> = conns.into_iter().map(|c| (c.key, c)).collect();
+        view.set_inventory(View {
+            taken_at: SystemTime::now(),
+            connections,
+        });
+        metrics.errors.inc_by(errors);
+        metrics.namespaces.set(walks.len() as i64);
+        metrics
+            .duration_seconds
+            .set(started.elapsed().as_secs_f64());
+        metrics.runs.inc();
+        log::debug!(
+            "audit: {count} established connection(s) in {} namespace(s), {} at risk for {}s, in {:?}",
+            walks.len(),
+            agg.at_risk.first().copied().unwrap_or(0),
+            self.settings.limits.first().copied().unwrap_or(0),
+            started.elapsed()
+        );
+    }
+
+    /// The walks of this run and how many namespaces failed.
+    fn walk(&mut self) -> (Vec<Walk>, u64) {
+        if !self.settings.all_namespaces {
+            return match self.inventory.walk() {
+                Ok(w) => (vec![w], 0),
+                Err(e) => {
+                    self.walk_failed("this namespace", &e);
+                    (Vec::new(), 1)
+                }
+            };
+        }
+        let listing = namespaces::list();
+        let mut errors = 0;
+        if let Some(first) = &listing.first_error {
+            errors += 1;
+            let line = format!(
+                "audit: {} namespace file(s) could not be opened (their sockets are not listed), e.g. {first}",
+                listing.unreadable
+            );
+            warn_once(&mut self.warned_listing, &line);
+        }
+        if listing.truncated {
+            log::warn!(
+                "audit: namespace listing cut short at {} namespaces (bounds: {} processes, {} namespaces, {:?})",
+                listing.namespaces.len(),
+                namespaces::MAX_PROCESSES,
+                namespaces::MAX_NAMESPACES,
+                namespaces::LIST_BUDGET
+            );
+        }
+        let mut walks = Vec::with_capacity(listing.namespaces.len());
+        // The daemon's own namespace needs no setns (nor CAP_SYS_ADMIN for it).
+        let own = namespaces::own_inode();
+        for ns in &listing.namespaces {
+            let walk = if Some(ns.inode) == own {
+                self.inventory.walk()
+            } else {
+                self.inventory.walk_in(&ns.file)
+            };
+            match walk {
+                Ok(w) => walks.push(w),
+                Err(e) => {
+                    errors += 1;
+                    self.walk_failed(
+                        &format!("namespace {} ({})", ns.inode, ns.path.display()),
+                        &e,
+                    );
+                }
+            }
+        }
+        (walks, errors)
+    }
+
+    fn walk_failed(&mut self, which: &str, e: &AuditKernelError) {
+        let line = format!("audit: listing the sockets of {which} failed: {}", Chain(e));
+        warn_once(&mut self.warned_walk, &line);
+    }
+
+    /// Fills the cgroup paths, and the processes of the connections at risk.
+    fn name_owners(&self, walks: &[Walk], conns: &mut [AuditedConnection]) {
+        let records = walks
+            .iter()
+            .flat_map(|w| &w.records)
+            .filter(|r| r.flags & record_flags::TRAILER == 0);
+        let wanted: HashSet<u64> = records
+            .clone()
+            .zip(conns.iter())
+            .filter(|(r, c)| r.socket_inode != 0 && !c.at_risk.is_empty())
+            .map(|(r, _)| r.socket_inode)
+            .collect();
+        let processes = owners::find(&wanted);
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(PoisonError::into_inner);
+        cgroups.begin_run();
+        for (r, c) in records.zip(conns.iter_mut()) {
+            c.cgroup = cgroups.resolve(r.cgroup_id);
+            c.process = processes.get(&r.socket_inode).cloned();
+        }
+    }
+}
+
+/// Logs `line` at warn the first time, at debug afterwards (it would repeat every run).
+fn warn_once(warned: &mut bool, line: &str) {
+    if *warned {
+        log::debug!("{line}");
+    } else {
+        log::warn!("{line} (further ones at debug level)");
+        *warned = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keepalive_common::audit::RiskReason;
+
+    /// HZ 250: the kernel's default on Debian.
+    const HZ: u32 = 250;
+
+    pub(crate) fn record(keepalive: bool, own_idle_s: u32, sysctl_idle_s: u32) -> SocketRecord {
+        SocketRecord {
+            flags: if keepalive {
+                record_flags::KEEPALIVE
+            } else {
+                0
+            },
+            keepalive_time: own_idle_s * HZ,
+            sysctl_keepalive_time: sysctl_idle_s * HZ,
+            sysctl_keepalive_intvl: 75 * HZ,
+            sysctl_keepalive_probes: 9,
+            idle_jiffies: 12 * HZ,
+            uid: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_become_connections_with_their_risks() {
+        let limits = [240, 350];
+        let off = audited(&record(false, 0, 7200), HZ, &limits);
+        assert!(!off.settings.keepalive);
+        assert_eq!(
+            off.at_risk,
+            [
+                (240, RiskReason::KeepaliveOff),
+                (350, RiskReason::KeepaliveOff)
+            ]
+        );
+        // The socket's own 300 s wins over the sysctl: at risk for 240 s only.
+        let own = audited(&record(true, 300, 60), HZ, &limits);
+        assert_eq!(own.settings.idle_seconds, 300);
+        assert_eq!(own.at_risk, [(240, RiskReason::IdleAtOrAboveLimit)]);
+        // The sysctl's 60 s applies when the socket sets nothing: safe.
+        let sysctl = audited(&record(true, 0, 60), HZ, &limits);
+        assert_eq!(sysctl.settings.idle_seconds, 60);
+        assert!(sysctl.at_risk.is_empty());
+        assert_eq!(sysctl.settings.idle_now_seconds, 12);
+        assert_eq!(sysctl.uid, 1000);
+        assert_eq!(
+            (sysctl.cgroup.clone(), sysctl.process.clone()),
+            (None, None)
+        );
+    }
+
+    /// The kernel side as the tests need it: fixed records, or a failure.
+    struct Fake(Option<Vec<SocketRecord>>);
+
+    impl Walker for Fake {
+        fn hz(&self) -> u32 {
+            HZ
+        }
+        fn walk(&self) -> Result<Walk, AuditKernelError> {
+            let records = self.0.clone().ok_or(AuditKernelError::NotBuilt)?;
+            Ok(Walk {
+                records,
+                ..Default::default()
+            })
+        }
+        fn walk_in(&self, _: &std::fs::File) -> Result<Walk, AuditKernelError> {
+            self.walk()
+        }
+    }
+
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    fn settings(port: u16) -> Settings {
+        Settings {
+            interval: Duration::from_secs(30),
+            limits: vec![240, 350],
+            all_namespaces: false,
+            local_ports: vec![port],
+        }
+    }
+
+    fn text(r: &prometheus::Registry) -> String {
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// A run fills the view (cgroup paths; processes for connections at risk only) and
+    /// the metrics; the trailer is not a connection.
+    #[test]
+    fn a_run_publishes_view_and_metrics() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = std::env::temp_dir().join(format!("ka-inv-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("app.slice")).unwrap();
+        let app = std::fs::metadata(root.join("app.slice")).unwrap().ino();
+        // Two sockets of this process stand for the connections' sockets.
+        let (s1, s2) = (
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let mut off = record(false, 0, 7200);
+        off.key.local_port = 5432;
+        off.cgroup_id = app;
+        off.socket_inode = inode_of(&s1);
+        let mut safe = record(true, 0, 60);
+        safe.key.local_port = 6000;
+        safe.socket_inode = inode_of(&s2);
+        let trailer = SocketRecord {
+            flags: record_flags::TRAILER,
+            ..Default::default()
+        };
+        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(Some(root.clone()))));
+        let fake = Fake(Some(vec![off, safe, trailer]));
+        let mut runner = Runner::new(fake, settings(5432), cgroups);
+        let registry = prometheus::Registry::new();
+        let metrics = AuditMetrics::register(&registry, &[5432]).unwrap();
+        let view = AuditView::default();
+        runner.run(&metrics, &view);
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let inv = view.inventory().expect("published");
+        assert_eq!(inv.connections.len(), 2);
+        let off = &inv.connections[&off.key];
+        assert_eq!(off.cgroup.as_deref(), Some("/app.slice"));
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let me = format!("{}[{}]", comm.trim_end(), std::process::id());
+        assert_eq!(off.process.as_deref(), Some(me.as_str()));
+        let safe = &inv.connections[&safe.key];
+        assert!(safe.at_risk.is_empty());
+        assert_eq!(
+            (safe.cgroup.as_deref(), safe.process.as_deref()),
+            (None, None)
+        );
+        assert_eq!((metrics.runs.get(), metrics.errors.get()), (1, 0));
+        assert_eq!(metrics.namespaces.get(), 1);
+        let t = text(&registry);
+        for line in [
+            "tcp_keepalive_connections{keepalive=\"off\"} 1",
+            "tcp_keepalive_connections{keepalive=\"on\"} 1",
+            "tcp_keepalive_connections_at_risk{idle_limit=\"240s\"} 1",
+            "tcp_keepalive_port_connections{keepalive=\"off\",local_port=\"5432\"} 1",
+            "tcp_keepalive_port_connections{keepalive=\"on\",local_port=\"5432\"} 0",
+        ] {
+            assert!(t.contains(line), "{line} missing:\n{t}");
+        }
+    }
+
+    /// A failed walk is an error; the run still completes, with an empty inventory.
+    #[test]
+    fn a_failed_walk_counts_an_error() {
+        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(None)));
+        let mut runner = Runner::new(Fake(None), settings(5432), cgroups);
+        let registry = prometheus::Registry::new();
+        let metrics = AuditMetrics::register(&registry, &[]).unwrap();
+        let view = AuditView::default();
+        runner.run(&metrics, &view);
+        runner.run(&metrics, &view);
+        assert_eq!((metrics.runs.get(), metrics.errors.get()), (2, 2));
+        assert_eq!(metrics.namespaces.get(), 0);
+        assert!(view.inventory().unwrap().connections.is_empty());
+        assert!(text(&registry).contains("tcp_keepalive_connections{keepalive=\"off\"} 0"));
+    }
+}

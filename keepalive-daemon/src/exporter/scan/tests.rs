@@ -1,0 +1,469 @@
+//! The walk's selection and listing, over synthetic flows and a synthetic audit inventory.
+
+use keepalive_common::Family;
+
+use super::*;
+
+fn key(i: u8) -> FlowKey {
+    FlowKey {
+        local_addr: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
+        remote_addr: [u32::from_ne_bytes([192, 0, 2, i]), 0, 0, 0],
+        local_port: 5432,
+        remote_port: 40000 + i as u16,
+        family: Family::Ipv4 as u32,
+    }
+}
+
+/// A flow last active at `active` seconds, with `i` probes sent.
+fn flow(i: u8, active: u64) -> (FlowKey, FlowState) {
+    let mut st = FlowState {
+        last_seen_ns: active * 1_000_000_000,
+        ..Default::default()
+    };
+    st.dir[0].probes = i as u32;
+    st.dir[0].last_probe_ns = st.last_seen_ns;
+    (key(i), st)
+}
+
+/// What [`flow_map::walk`] does with a map holding `entries`, `batch` at a time.
+fn walk(entries: &[(FlowKey, FlowState)], batch: usize, sel: &mut Selector) -> Walked {
+    let chunks: Vec<_> = entries.chunks(batch).collect();
+    let mut walked = Walked::default();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let (k, v): (Vec<FlowKey>, Vec<FlowState>) = chunk.iter().copied().unzip();
+        walked.entries += k.len() as u64;
+        if sel.take(&k, &v).is_break() {
+            walked.stopped = i + 1 < chunks.len();
+            break;
+        }
+    }
+    walked
+}
+
+fn select(entries: &[(FlowKey, FlowState)], limit: usize, caps: Caps, now_s: u64) -> Listing {
+    let mut sel = Selector::new(limit, caps);
+    let walked = walk(entries, 2, &mut sel);
+    sel.finish(walked, 0, now_s * 1_000_000_000)
+}
+
+fn remotes(l: &Listing) -> Vec<&str> {
+    l.connections.iter().map(|c| c.remote.as_str()).collect()
+}
+
+#[test]
+fn listing_is_bounded_recent_first_and_says_so() {
+    let entries: Vec<_> = (1..=5u8).map(|i| flow(i, i as u64)).collect();
+    let l = select(&entries, 2, Caps::default(), 6);
+    assert_eq!((l.total, l.truncated, l.connections.len()), (5, true, 2));
+    assert_eq!((l.scanned, l.scan_truncated), (5, false));
+    assert_eq!(l.connections[0].probes_sent, 5);
+    assert_eq!(l.connections[0].seconds_since_last_probe, Some(1.0));
+    assert!(l.note.contains("2 most recently active of 5"));
+    let text = crate::web::table::table(&l);
+    assert!(text.contains("192.0.2.5:40005") && text.contains("2 of 5 connections"));
+    let json = serde_json::to_string(&l).unwrap();
+    let back: Listing = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.connections, l.connections);
+}
+
+#[test]
+fn order_is_most_recent_first_ties_by_address() {
+    // 3 and 4 tie at 7 s, 1 and 2 at 5 s; 5 is the oldest.
+    let entries = [flow(2, 5), flow(4, 7), flow(5, 1), flow(3, 7), flow(1, 5)];
+    let l = select(&entries, 4, Caps::default(), 10);
+    assert_eq!(
+        remotes(&l),
+        [
+            "192.0.2.3:40003",
+            "192.0.2.4:40004",
+            "192.0.2.1:40001",
+            "192.0.2.2:40002"
+        ]
+    );
+    assert!(l.truncated);
+}
+
+#[test]
+fn a_probe_either_way_counts_as_activity() {
+    let (k, mut st) = flow(9, 1);
+    st.dir[1].last_probe_ns = 8_000_000_000;
+    let entries = [flow(1, 5), (k, st), flow(2, 6)];
+    let l = select(&entries, 1, Caps::default(), 10);
+    assert_eq!(remotes(&l), ["192.0.2.9:40009"]);
+    assert_eq!(l.connections[0].seconds_since_last_probe, Some(2.0));
+}
+
+#[test]
+fn limit_above_the_entries_shows_them_all_in_order() {
+    let entries = [flow(1, 3), flow(2, 9), flow(3, 6)];
+    let l = select(&entries, MAX_LIMIT, Caps::default(), 10);
+    assert_eq!(
+        remotes(&l),
+        ["192.0.2.2:40002", "192.0.2.3:40003", "192.0.2.1:40001"]
+    );
+    assert_eq!((l.total, l.truncated, l.scan_truncated), (3, false, false));
+    assert_eq!(l.note, NO_INVENTORY);
+    assert_eq!(l.audit_inventory_unix_seconds, None);
+    assert!(
+        l.connections
+            .iter()
+            .all(|c| c.in_flow_map && c.audit.is_none())
+    );
+}
+
+#[test]
+fn limit_one_keeps_the_most_recent() {
+    let entries: Vec<_> = (1..=200u8)
+        .map(|i| flow(i, (i as u64 * 37) % 101))
+        .collect();
+    let l = select(&entries, 1, Caps::default(), 200);
+    // 37 * i mod 101 is at its highest, 100, for i = 30 and 131: the lower address wins.
+    assert_eq!(remotes(&l), ["192.0.2.30:40030"]);
+    assert_eq!(l.total, 200);
+}
+
+#[test]
+fn top_k_equals_a_full_sort() {
+    // Many ties (activity mod 17) and every limit from 1 past the entry count.
+    let entries: Vec<_> = (0..=255u8)
+        .map(|i| flow(i, (i as u64 * 7919) % 17))
+        .collect();
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| {
+        let ra = Ranked {
+            active: last_active(&a.1),
+            key: a.0,
+            state: a.1,
+        };
+        let rb = Ranked {
+            active: last_active(&b.1),
+            key: b.0,
+            state: b.1,
+        };
+        ra.cmp(&rb)
+    });
+    for limit in [1, 2, 16, 17, 100, 255, 256, 300] {
+        let mut top = TopK::new(limit);
+        for (k, st) in &entries {
+            top.offer(k, st);
+        }
+        let got: Vec<FlowKey> = top.into_sorted().iter().map(|e| e.0).collect();
+        let want: Vec<FlowKey> = sorted.iter().take(limit).map(|e| e.0).collect();
+        assert_eq!(got, want, "limit {limit}");
+    }
+}
+
+#[test]
+fn the_entry_cap_stops_the_walk_and_says_so() {
+    // The most recent (12) lies beyond the cap: the view shows the best of the first 5.
+    let entries: Vec<_> = (1..=12u8).map(|i| flow(i, i as u64)).collect();
+    let caps = Caps {
+        budget: SCAN_BUDGET,
+        max_entries: 5,
+    };
+    let mut sel = Selector::new(3, caps);
+    let walked = walk(&entries, 4, &mut sel);
+    let l = sel.finish(walked, 40, 20_000_000_000);
+    assert_eq!((l.scanned, l.scan_truncated), (5, true));
+    assert_eq!(
+        remotes(&l),
+        ["192.0.2.5:40005", "192.0.2.4:40004", "192.0.2.3:40003"]
+    );
+    // The last sweep's count stands for the total.
+    assert_eq!((l.total, l.truncated), (40, true));
+    assert!(
+        l.note.contains("read only in part (5 entries in"),
+        "{}",
+        l.note
+    );
+}
+
+#[test]
+fn a_cap_equal_to_the_map_reads_it_whole() {
+    let entries: Vec<_> = (1..=8u8).map(|i| flow(i, i as u64)).collect();
+    let caps = Caps {
+        budget: SCAN_BUDGET,
+        max_entries: 8,
+    };
+    let mut sel = Selector::new(10, caps);
+    let walked = walk(&entries, 4, &mut sel);
+    let l = sel.finish(walked, 3, 20_000_000_000);
+    assert_eq!(
+        (l.scanned, l.scan_truncated, l.total, l.truncated),
+        (8, false, 8, false)
+    );
+}
+
+#[test]
+fn the_time_budget_stops_the_walk_after_a_batch() {
+    let entries: Vec<_> = (1..=12u8).map(|i| flow(i, i as u64)).collect();
+    let caps = Caps {
+        budget: Duration::ZERO,
+        max_entries: SCAN_MAX_ENTRIES,
+    };
+    let mut sel = Selector::new(2, caps);
+    let walked = walk(&entries, 4, &mut sel);
+    let l = sel.finish(walked, 0, 20_000_000_000);
+    assert_eq!((l.scanned, l.scan_truncated, l.total), (4, true, 4));
+    assert_eq!(remotes(&l), ["192.0.2.4:40004", "192.0.2.3:40003"]);
+}
+
+// The keepalive audit's join, with a synthetic inventory.
+
+use std::{
+    collections::HashMap as Map,
+    sync::Arc,
+    time::{Duration as Span, SystemTime},
+};
+
+use keepalive_common::audit::{Effective, EndingKind, at_risk};
+
+use crate::audit::{AuditedConnection, EndingRecord, Inventory};
+
+const LIMITS: [u32; 2] = [240, 350];
+/// The inventory's time: 1,000,000 s after the epoch.
+const TAKEN_S: u64 = 1_000_000;
+
+/// Connection `i` as the inventory sees it: keepalive on with `idle` s (None: off),
+/// idle for `idle_now` s, risk by the contract's rule for LIMITS.
+fn audited(i: u8, idle: Option<u32>, idle_now: u32) -> AuditedConnection {
+    let settings = Effective {
+        keepalive: idle.is_some(),
+        idle_seconds: idle.unwrap_or(7200),
+        interval_seconds: 75,
+        count: 9,
+        user_timeout_ms: 0,
+        idle_now_seconds: idle_now,
+    };
+    AuditedConnection {
+        key: key(i),
+        netns_inum: 4026531840,
+        settings,
+        at_risk: LIMITS
+            .iter()
+            .filter_map(|&l| at_risk(&settings, l).map(|r| (l, r)))
+            .collect(),
+        cgroup: Some(format!("/system.slice/app{i}.service")),
+        uid: 1000,
+        process: Some(format!("app[{i}]")),
+    }
+}
+
+fn request(limit: usize, at_risk_only: bool, conns: Vec<AuditedConnection>) -> Request {
+    Request {
+        limit,
+        at_risk_only,
+        inventory: Some(Arc::new(Inventory {
+            taken_at: SystemTime::UNIX_EPOCH + Span::from_secs(TAKEN_S),
+            connections: conns.into_iter().map(|a| (a.key, a)).collect::<Map<_, _>>(),
+        })),
+        endings: Vec::new(),
+    }
+}
+
+fn select_request(entries: &[(FlowKey, FlowState)], r: Request) -> Listing {
+    let mut sel = Selector::for_request(r, Caps::default());
+    let walked = walk(entries, 2, &mut sel);
+    sel.finish(walked, 0, 10_000_000_000)
+}
+
+/// The inventory of the at-risk tests: 2 (off, idle 500 s) and 4 (on, 60 s: not at
+/// risk) are in the flow map; 7 (on, 600 s: at risk for both limits, idle 700 s), 8
+/// (off, idle 100 s) and 9 (on, 300 s: at risk for 240 s only, idle 30 s) are not.
+fn risky_inventory(limit: usize, at_risk_only: bool) -> Request {
+    request(
+        limit,
+        at_risk_only,
+        vec![
+            audited(2, None, 500),
+            audited(4, Some(60), 1000),
+            audited(7, Some(600), 700),
+            audited(8, None, 100),
+            audited(9, Some(300), 30),
+        ],
+    )
+}
+
+#[test]
+fn rows_carry_the_inventory_of_their_connection() {
+    let entries = [flow(1, 3), flow(2, 5), flow(4, 4)];
+    let l = select_request(&entries, risky_inventory(10, false));
+    assert_eq!(
+        remotes(&l),
+        ["192.0.2.2:40002", "192.0.2.4:40004", "192.0.2.1:40001"]
+    );
+    assert_eq!((l.total, l.truncated, l.at_risk_only), (3, false, false));
+    let a = l.connections[0].audit.as_ref().unwrap();
+    assert_eq!(
+        (a.keepalive, a.idle_age_seconds, a.netns_inode, a.uid),
+        (false, 500, 4026531840, 1000)
+    );
+    let risks: Vec<_> = a
+        .at_risk
+        .iter()
+        .map(|r| {
+            (
+                r.idle_limit.as_str(),
+                r.idle_limit_seconds,
+                r.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        risks,
+        [
+            ("240s", 240, "keepalive_off"),
+            ("350s", 350, "keepalive_off")
+        ]
+    );
+    assert_eq!(a.cgroup.as_deref(), Some("/system.slice/app2.service"));
+    assert_eq!(a.process.as_deref(), Some("app[2]"));
+    let b = l.connections[1].audit.as_ref().unwrap();
+    assert_eq!(
+        (b.keepalive, b.idle_seconds, b.interval_seconds, b.count),
+        (true, 60, 75, 9)
+    );
+    assert!(b.at_risk.is_empty());
+    // 1 is not in the inventory; every row is a flow map row.
+    assert_eq!(l.connections[2].audit, None);
+    assert!(l.connections.iter().all(|c| c.in_flow_map));
+    assert_eq!(l.audit_inventory_unix_seconds, Some(TAKEN_S as f64));
+    assert!(
+        l.note.starts_with("keepalive settings and risk from"),
+        "{}",
+        l.note
+    );
+}
+
+#[test]
+fn at_risk_lists_the_inventory_longest_idle_first_with_flow_entries() {
+    let entries = [flow(1, 3), flow(2, 5), flow(4, 4)];
+    let l = select_request(&entries, risky_inventory(10, true));
+    assert_eq!(
+        remotes(&l),
+        [
+            "192.0.2.7:40007",
+            "192.0.2.2:40002",
+            "192.0.2.8:40008",
+            "192.0.2.9:40009"
+        ]
+    );
+    let in_map: Vec<bool> = l.connections.iter().map(|c| c.in_flow_map).collect();
+    assert_eq!(in_map, [false, true, false, false]);
+    // 2's probe counts come from its flow entry; the others have none.
+    let sent: Vec<u32> = l.connections.iter().map(|c| c.probes_sent).collect();
+    assert_eq!(sent, [0, 2, 0, 0]);
+    let limits = |i: usize| -> Vec<(String, String)> {
+        let a = l.connections[i].audit.as_ref().unwrap();
+        a.at_risk
+            .iter()
+            .map(|r| (r.idle_limit.clone(), r.reason.clone()))
+            .collect()
+    };
+    let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        limits(0),
+        [
+            s("240s", "idle_at_or_above_limit"),
+            s("350s", "idle_at_or_above_limit")
+        ]
+    );
+    assert_eq!(
+        limits(2),
+        [s("240s", "keepalive_off"), s("350s", "keepalive_off")]
+    );
+    assert_eq!(limits(3), [s("240s", "idle_at_or_above_limit")]);
+    assert_eq!(
+        (l.total, l.truncated, l.at_risk_only, l.scanned),
+        (4, false, true, 3)
+    );
+    assert_eq!(
+        l.note,
+        "4 connections at risk in the audit's last inventory"
+    );
+}
+
+#[test]
+fn at_risk_is_bounded_by_the_limit_and_says_so() {
+    let l = select_request(&[flow(2, 5)], risky_inventory(2, true));
+    assert_eq!(remotes(&l), ["192.0.2.7:40007", "192.0.2.2:40002"]);
+    assert_eq!((l.total, l.truncated, l.limit), (4, true, 2));
+    assert_eq!(
+        l.note,
+        format!(
+            "showing the 2 longest idle of 4 connections at risk; raise ?limit= (at most {MAX_LIMIT})"
+        )
+    );
+    let l = select_request(&[], risky_inventory(1, true));
+    assert_eq!(remotes(&l), ["192.0.2.7:40007"]);
+}
+
+#[test]
+fn at_risk_without_an_inventory_is_empty_and_says_why() {
+    let r = Request {
+        at_risk_only: true,
+        ..Request::plain(10)
+    };
+    let l = select_request(&[flow(1, 1)], r);
+    assert_eq!((l.connections.len(), l.total, l.truncated), (0, 0, false));
+    assert_eq!(l.note, NO_INVENTORY);
+}
+
+#[test]
+fn recent_endings_are_listed_newest_first_bounded_by_the_limit() {
+    let ending = |i: u8, kind, keepalive| EndingRecord {
+        at: SystemTime::UNIX_EPOCH + Span::from_secs(TAKEN_S + u64::from(i)),
+        key: key(i),
+        kind,
+        keepalive,
+        idle_seconds: 245.5,
+        netns_inum: 7,
+        cgroup: None,
+    };
+    let mut r = risky_inventory(2, false);
+    r.endings = vec![
+        ending(3, EndingKind::IdleRetransmitTimeout, false),
+        ending(2, EndingKind::KeepaliveTimeout, true),
+        ending(1, EndingKind::IdleReset, true),
+    ];
+    let l = select_request(&[], r);
+    let e: Vec<_> = l
+        .recent_endings
+        .iter()
+        .map(|e| {
+            (
+                e.remote.as_str(),
+                e.kind.as_str(),
+                e.cause.as_str(),
+                e.keepalive,
+            )
+        })
+        .collect();
+    assert_eq!(
+        e,
+        [
+            ("192.0.2.3:40003", "idle_death", "retransmit_timeout", false),
+            (
+                "192.0.2.2:40002",
+                "keepalive_timeout",
+                "keepalive_timeout",
+                true
+            )
+        ]
+    );
+    let first = &l.recent_endings[0];
+    assert_eq!(
+        (
+            first.time_unix_seconds,
+            first.idle_seconds,
+            first.netns_inode
+        ),
+        ((TAKEN_S + 3) as f64, 245.5, 7)
+    );
+    assert_eq!(
+        (first.family.as_str(), first.local.as_str()),
+        ("ipv4", "192.0.2.1:5432")
+    );
+    let json = serde_json::to_value(&l).unwrap();
+    assert_eq!(json["recent_endings"][1]["cause"], "keepalive_timeout");
+}
