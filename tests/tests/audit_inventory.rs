@@ -109,7 +109,12 @@ fn audit_inventory_shows_redis_settings_in_another_namespace() {
     );
     let want = expected_rows(n, &own);
     assert_eq!(rows, want, "N's at-risk rows (got left); {}", ctx());
-    assert_eq!(daemon.scrape().value(AUDIT_INVENTORY_ENABLED, &[]), 1.0);
+    assert_eq!(
+        daemon.scrape().value(AUDIT_INVENTORY_ENABLED, &[]),
+        1.0,
+        "the inventory is off; {}",
+        ctx()
+    );
     eprintln!(
         "audit_inventory: {} rows in N (inode {inode}), redis keepalive timers {redis_timers:?}",
         rows.len()

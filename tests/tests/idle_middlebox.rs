@@ -81,7 +81,12 @@ fn run(variant: Forgotten, tag: &str) {
     let daemon = Daemon::spawn_with(&mb.a, &[A_IF], &flags);
     let mut scraper = Scraper::connect(&mb.a);
     let before = scraper.scrape(&daemon);
-    assert_eq!(before.value(AUDIT_INVENTORY_ENABLED, &[]), 1.0);
+    assert_eq!(
+        before.value(AUDIT_INVENTORY_ENABLED, &[]),
+        1.0,
+        "the inventory is off; daemon stderr:\n{}",
+        daemon.stderr()
+    );
     let played = play(&mb, |_| check_inventory(&mut scraper, &daemon, &mb.a));
     played.assert_consistent(variant);
     let after = wait_for_failures(&mut scraper, &daemon, &before);
