@@ -4,19 +4,19 @@
 //!
 //! The map is found among the daemon's own descriptors (pidfd_getfd, then its name in
 //! `bpf_map_info`), so a daemon of another test running in parallel is never touched.
-//! Entries go in with bpf(2) BPF_MAP_UPDATE_BATCH, 65536 per call: aya has no batch
-//! API, and bpftool takes one entry per command (a million processes).
+//! Entries go in with bpf(2) BPF_MAP_UPDATE_BATCH, 65536 per call, through the
+//! daemon's own batch code (exporter/flow_map.rs): aya has no batch API, and bpftool
+//! takes one entry per command (a million processes).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ops::ControlFlow;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use keepalive_common::flow::{FlowKey, FlowState, flow_end};
+use keepalive_daemon::exporter::flow_map;
 
 use crate::bpf_syscall::{ProcessFds, obj_info};
 
-/// `enum bpf_cmd` values from include/uapi/linux/bpf.h.
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// `enum bpf_map_type` BPF_MAP_TYPE_LRU_HASH.
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// Entries per batch call.
@@ -117,85 +117,21 @@ impl DaemonFlowMap {
     }
 
     fn update_batch(&self, keys: &[FlowKey], values: &[FlowState]) -> io::Result<()> {
-        let mut attr = BatchAttr {
-            keys: keys.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: keys.len() as u32,
-            map_fd: self.fd().as_raw_fd() as u32,
-            ..Default::default()
-        };
-        batch(BPF_MAP_UPDATE_BATCH, &mut attr)?;
-        assert_eq!(attr.count as usize, keys.len(), "entries updated");
+        let written = flow_map::update_batch(self.fd(), keys, values)?;
+        assert_eq!(written as usize, keys.len(), "entries updated");
         Ok(())
     }
 
-    /// Entries in the map, counted with BPF_MAP_LOOKUP_BATCH (bounded: each call that
-    /// does not end the walk returns at least one entry).
+    /// Entries in the map, counted with the daemon's own batched walk.
     pub fn count(&self) -> u64 {
-        let mut keys = vec![0u8; BATCH * size_of::<FlowKey>()];
-        let mut values = vec![0u8; BATCH * size_of::<FlowState>()];
-        let mut token = 0u64;
         let mut total = 0u64;
-        for call in 0..=self.max_entries {
-            let mut attr = BatchAttr {
-                in_batch: if call == 0 {
-                    0
-                } else {
-                    &raw const token as u64
-                },
-                out_batch: &raw mut token as u64,
-                keys: keys.as_mut_ptr() as u64,
-                values: values.as_mut_ptr() as u64,
-                count: BATCH as u32,
-                map_fd: self.fd().as_raw_fd() as u32,
-                ..Default::default()
-            };
-            let r = batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
-            total += u64::from(attr.count);
-            match r {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return total,
-                Err(e) => panic!("BPF_MAP_LOOKUP_BATCH: {e}"),
-            }
-        }
-        panic!(
-            "the map did not end within {} batch calls",
-            self.max_entries
-        )
+        flow_map::walk(self.fd(), BATCH, |keys, _| {
+            total += keys.len() as u64;
+            ControlFlow::Continue(())
+        })
+        .unwrap_or_else(|e| panic!("BPF_MAP_LOOKUP_BATCH: {e}"));
+        total
     }
-}
-
-/// `union bpf_attr` as the BPF_MAP_*_BATCH commands read it, zero-padded.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-    _zero: [u64; 8],
-}
-
-/// bpf(`cmd`, `attr`) for a batch command; the kernel writes `count` back.
-fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: bpf(2) with an attribute block we own; its pointers were set by the
-    // caller to buffers of `count` keys and values that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            size_of::<BatchAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Pins the calling thread to the CPU it runs on.

@@ -34,6 +34,7 @@ pub const BATCH_ENTRIES: usize = 4096;
 /// `enum bpf_cmd` values from include/uapi/linux/bpf.h.
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// Why the flow map could not be walked.
 #[derive(Debug, thiserror::Error)]
@@ -112,25 +113,15 @@ pub fn walk(
             ..Default::default()
         };
         first = false;
-        // SAFETY: bpf(2) with an attribute block we own; the kernel writes at most
-        // `count` keys and values (arrays of exactly that many `#[repr(C)]` entries of
-        // the map's key and value sizes), 4 bytes of `token`, and `count` back.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
+        // The kernel writes at most `count` keys and values (arrays of exactly that many
+        // `#[repr(C)]` entries of the map's key and value sizes), 4 bytes of `token`,
+        // and `count` back. ENOENT: the map's end, with the last entries (possibly
+        // none) in the buffers.
+        let end = match batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(()) => false,
+            Err(source) if source.raw_os_error() == Some(libc::ENOENT) => true,
+            Err(source) => return Err(FlowMapError::Batch { source }),
         };
-        // ENOENT: the map's end, with the last entries (possibly none) in the buffers.
-        let end = rc < 0;
-        if end {
-            let source = io::Error::last_os_error();
-            if source.raw_os_error() != Some(libc::ENOENT) {
-                return Err(FlowMapError::Batch { source });
-            }
-        }
         let n = (attr.count as usize).min(keys.len());
         walked.entries += n as u64;
         if f(&keys[..n], &values[..n]).is_break() {
@@ -151,6 +142,39 @@ struct ElemAttr {
     _pad: u32,
     key: u64,
     _zero: [u64; 14],
+}
+
+/// Writes `keys` and `values` into the map behind `fd` with one BPF_MAP_UPDATE_BATCH
+/// call; returns how many the kernel wrote. The daemon never writes the flow map: the
+/// tests fill it through this, so the batch attribute block exists once.
+pub fn update_batch(fd: BorrowedFd<'_>, keys: &[FlowKey], values: &[FlowState]) -> io::Result<u32> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    batch_call(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    Ok(attr.count)
+}
+
+/// bpf(`cmd`, `attr`) for a batch command; the kernel writes `count` back.
+fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: bpf(2) with an attribute block we own; its pointers were set by the
+    // caller to buffers of `count` keys and values (and a token) that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Removes `key` from the map behind `fd`; false if it was gone already.

@@ -5,7 +5,7 @@
 pub mod audit_metrics;
 pub(crate) mod catalog;
 pub mod connections;
-pub(crate) mod flow_map;
+pub mod flow_map;
 pub mod registry;
 pub mod scan;
 pub(crate) mod self_stats;

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: figures measured side by side in one run, printed as a report.
 //! Method and latest figures: BENCHMARKS.md.
 
+mod audit;
 mod cost;
 mod throughput;
 mod userspace;
@@ -16,7 +17,7 @@ pub struct Options {
     pub seconds: u64,
     /// Rounds per configuration in the throughput comparison.
     pub rounds: usize,
-    /// Only this section (cost, throughput, userspace).
+    /// Only this section (cost, throughput, userspace, audit).
     pub only: Option<String>,
 }
 
@@ -30,7 +31,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let want = |section: &str| opts.only.as_deref().is_none_or(|o| o == section);
     if let Some(o) = opts.only.as_deref() {
         anyhow::ensure!(
-            ["cost", "throughput", "userspace"].contains(&o),
+            ["cost", "throughput", "userspace", "audit"].contains(&o),
             "unknown section {o}"
         );
     }
@@ -42,6 +43,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if want("userspace") {
         userspace::run(&setup, &iface)?;
+    }
+    if want("audit") {
+        audit::run(&setup, &iface)?;
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ fn proc_field(pid: u32, file: &str) -> anyhow::Result<String> {
         .with_context(|| format!("/proc/{pid}/{file}"))
 }
 
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = proc_field(pid, "stat")?;
     // Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -132,12 +132,12 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
-fn ticks_per_second() -> f64 {
+pub(super) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = proc_field(pid, "status")?;
     status
         .lines()
