@@ -11,6 +11,7 @@
 )]
 
 pub mod audit;
+pub mod audit_config;
 #[cfg(test)]
 mod audit_tests;
 pub mod classify;

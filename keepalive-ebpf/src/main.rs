@@ -5,7 +5,10 @@
 
 mod active_reset_fentry;
 mod active_reset_kprobe;
+mod audit_iter;
+mod audit_sock;
 mod error_report_tracepoint;
+mod idle_death_tracepoint;
 mod maps;
 mod send_reset_tracepoint;
 mod sock;

@@ -43,9 +43,11 @@ pub fn family(cfg: &SockConfig, sk: u64) -> Option<Family> {
     Family::from_af(read::<u16>(sk + cfg.skc_family_off as u64)?)
 }
 
-/// Counts a keepalive timeout of `sk` (already known to be in scope).
+/// Counts a keepalive timeout of `sk` (already known to be in scope), and sends its
+/// ending to the daemon (audit_sock.rs) so every reset keepalive caused can be logged.
 #[inline(always)]
 pub fn count_timeout(cfg: &SockConfig, sk: u64) {
+    crate::audit_sock::keepalive_timeout_ending(sk);
     if let Some(family) = family(cfg, sk) {
         count(counters::resets(counters::ResetReason::Timeout, family));
     }

@@ -12,6 +12,7 @@
 //! even when a test fails: declare the namespaces first.
 
 pub mod answers;
+pub mod audit_kernel;
 pub mod both_ends;
 pub mod bpf;
 pub mod bpf_syscall;

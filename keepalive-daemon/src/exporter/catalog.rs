@@ -7,9 +7,10 @@
 use keepalive_common::{
     Direction::{Received, Sent},
     Family::{Ipv4, Ipv6},
+    audit::EndingKind::{IdleReset, IdleRetransmitTimeout},
     counters::{
-        FLOWS_CREATED, KernelError, ResetReason, TIMER_PROBES, error, probe_acks, probes, resets,
-        zero_window_probes,
+        ENDING_EVENTS_LOST, FLOWS_CREATED, KernelError, ResetReason, TIMER_PROBES, error,
+        idle_failures, probe_acks, probes, resets, zero_window_probes,
     },
     ports,
 };
@@ -149,7 +150,49 @@ pub const KERNEL_COUNTERS: &[CounterFamily] = &[
         },
         series: &[s(FLOWS_CREATED, &[])],
     },
+    CounterFamily {
+        describe: Describe {
+            name: names::IDLE_FAILURES,
+            help: "Connections that failed after being idle at least --audit.min-idle: cause reset (a RST arrived) \
+                   or retransmit_timeout (the kernel gave up retransmitting, outside the keepalive timer); \
+                   keepalive tells whether SO_KEEPALIVE was on. Keepalive timeouts are in tcp_keepalive_resets_total.",
+            labels: &["cause", "keepalive"],
+        },
+        series: &[
+            s(idle_failures(IdleReset, false), &[RESET_CAUSE, "off"]),
+            s(idle_failures(IdleReset, true), &[RESET_CAUSE, "on"]),
+            s(
+                idle_failures(IdleRetransmitTimeout, false),
+                &[RTO_CAUSE, "off"],
+            ),
+            s(
+                idle_failures(IdleRetransmitTimeout, true),
+                &[RTO_CAUSE, "on"],
+            ),
+        ],
+    },
+    CounterFamily {
+        describe: Describe {
+            name: names::ENDING_EVENTS_LOST,
+            help: "Connection endings (keepalive timeouts, idle deaths) whose log event did not fit in the kernel's ring buffer; their counters are exact.",
+            labels: &[],
+        },
+        series: &[s(ENDING_EVENTS_LOST, &[])],
+    },
 ];
+
+const RESET_CAUSE: &str = IdleReset.cause_label();
+const RTO_CAUSE: &str = IdleRetransmitTimeout.cause_label();
+
+/// tcp_idle_connection_failure_idle_seconds, a histogram built at scrape from the
+/// kernel's non-cumulative bucket slots (counters::failure_idle_bucket, bounds
+/// audit::FAILURE_IDLE_BUCKETS_SECONDS) and its sum of milliseconds
+/// (counters::FAILURE_IDLE_MS_SUM).
+pub const IDLE_FAILURE_IDLE_SECONDS: Describe = Describe {
+    name: names::IDLE_FAILURE_IDLE_SECONDS,
+    help: "How long connections counted in tcp_idle_connection_failures_total had been idle (no segment received) when they failed, in seconds.",
+    labels: &[],
+};
 
 /// The per-port counter array (keepalive_common::ports), slot by slot within one port.
 /// The first label, `local_port`, is the allowlisted port; `label_values` are the rest.
@@ -267,7 +310,10 @@ pub const UP: Describe = Describe {
 #[cfg(test)]
 fn kernel_slots() -> Vec<u32> {
     use keepalive_common::{Direction, Family};
-    let mut slots = vec![TIMER_PROBES, FLOWS_CREATED];
+    let mut slots = vec![TIMER_PROBES, FLOWS_CREATED, ENDING_EVENTS_LOST];
+    for kind in [IdleReset, IdleRetransmitTimeout] {
+        slots.extend([idle_failures(kind, false), idle_failures(kind, true)]);
+    }
     for d in Direction::ALL {
         for f in Family::ALL {
             slots.extend([probes(d, f, 0), probes(d, f, 1)]);

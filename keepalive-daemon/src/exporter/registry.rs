@@ -2,9 +2,17 @@
 //! they are copied into the counters here (never backwards), so every series exists at
 //! zero from start and the exposition is the classic text format promtool lints.
 
-use keepalive_common::ports;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use keepalive_common::{
+    audit::{FAILURE_IDLE_BUCKETS, FAILURE_IDLE_BUCKETS_SECONDS},
+    counters::{FAILURE_IDLE_MS_SUM, failure_idle_bucket},
+    ports,
+};
 use prometheus::{
     Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::{self, MetricFamily, MetricType},
 };
 
 use super::catalog::{self, Describe};
@@ -32,6 +40,77 @@ pub struct Metrics {
     self_stats: super::self_stats::SelfStats,
     /// The keepalive audit's inventory gauges and health (audit_metrics.rs).
     pub audit: super::audit_metrics::AuditMetrics,
+    idle_failure_seconds: KernelHistogram,
+}
+
+/// A histogram whose buckets the kernel keeps (one non-cumulative counter slot per
+/// bucket, plus a sum): prometheus::Histogram cannot be set from outside, so this
+/// collector builds the family at scrape from the last totals synced.
+#[derive(Clone)]
+struct KernelHistogram {
+    desc: Desc,
+    /// Non-cumulative bucket counts (last one +Inf) and the sum in milliseconds.
+    totals: Arc<Mutex<(Vec<u64>, u64)>>,
+}
+
+impl KernelHistogram {
+    fn new(d: &Describe) -> prometheus::Result<KernelHistogram> {
+        Ok(KernelHistogram {
+            desc: Desc::new(d.name.into(), d.help.into(), vec![], Default::default())?,
+            totals: Arc::new(Mutex::new((vec![0; FAILURE_IDLE_BUCKETS as usize], 0))),
+        })
+    }
+
+    /// Takes the bucket slots and the sum from the kernel totals (never backwards).
+    fn sync(&self, totals: &[u64]) {
+        let mut t = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, have) in t.0.iter_mut().enumerate() {
+            let slot = failure_idle_bucket(i as u32) as usize;
+            *have = (*have).max(totals.get(slot).copied().unwrap_or(0));
+        }
+        t.1 = t.1.max(
+            totals
+                .get(FAILURE_IDLE_MS_SUM as usize)
+                .copied()
+                .unwrap_or(0),
+        );
+    }
+}
+
+impl Collector for KernelHistogram {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (buckets, sum_ms) = self
+            .totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut cumulative = 0;
+        let mut out = Vec::new();
+        // The +Inf bucket is implied by the count, as prometheus::Histogram does.
+        for (bound, n) in FAILURE_IDLE_BUCKETS_SECONDS.iter().zip(&buckets) {
+            cumulative += n;
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(f64::from(*bound));
+            b.set_cumulative_count(cumulative);
+            out.push(b);
+        }
+        let mut h = proto::Histogram::default();
+        h.set_bucket(out);
+        h.set_sample_count(buckets.iter().sum());
+        h.set_sample_sum(sum_ms as f64 / 1000.0);
+        let mut m = proto::Metric::default();
+        m.set_histogram(h);
+        let mut f = MetricFamily::default();
+        f.set_name(self.desc.fq_name.clone());
+        f.set_help(self.desc.help.clone());
+        f.set_field_type(MetricType::HISTOGRAM);
+        f.set_metric(vec![m]);
+        vec![f]
+    }
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -127,6 +206,10 @@ impl Metrics {
             bpf_stats_enabled: gauge(&r, &catalog::BPF_STATS_ENABLED)?,
             self_stats: super::self_stats::SelfStats::register(&r)?,
             audit: super::audit_metrics::AuditMetrics::register(&r, local_ports)?,
+            idle_failure_seconds: register(
+                &r,
+                KernelHistogram::new(&catalog::IDLE_FAILURE_IDLE_SECONDS)?,
+            )?,
             registry: r,
         })
     }
@@ -143,6 +226,7 @@ impl Metrics {
     /// Brings the counters up to the kernel totals (indexed by counter slot).
     pub fn sync_kernel_totals(&self, totals: &[u64]) {
         raise_all(&self.kernel, totals);
+        self.idle_failure_seconds.sync(totals);
     }
 
     /// Raises the lost-probe counter to `missed` (never backwards).
@@ -234,6 +318,46 @@ mod tests {
             "tcp_keepalive_probes_total{direction=\"sent\",family=\"ipv4\",payload_bytes=\"0\"} 7"
         ));
         assert!(text.contains("tcp_keepalive_resets_total{family=\"ipv6\",reason=\"timeout\"} 2"));
+    }
+
+    #[test]
+    fn idle_failures_have_all_series_at_zero_and_a_real_histogram() {
+        use keepalive_common::audit::EndingKind;
+        let m = Metrics::new(&[]).expect("registry");
+        let text = m.encode().expect("encode");
+        for cause in ["reset", "retransmit_timeout"] {
+            for ka in ["on", "off"] {
+                let line = format!(
+                    "tcp_idle_connection_failures_total{{cause=\"{cause}\",keepalive=\"{ka}\"}} 0"
+                );
+                assert!(text.contains(&line), "{line} missing:\n{text}");
+            }
+        }
+        assert!(text.contains("keepalive_daemon_ending_events_lost_total 0"));
+        assert!(text.contains("# TYPE tcp_idle_connection_failure_idle_seconds histogram"));
+        assert!(text.contains("tcp_idle_connection_failure_idle_seconds_count 0"));
+
+        let mut totals = vec![0u64; COUNTER_SLOTS as usize];
+        totals[counters::idle_failures(EndingKind::IdleRetransmitTimeout, true) as usize] = 3;
+        // Two failures at <= 5 s (bucket 1), one beyond 7200 s (+Inf).
+        totals[counters::failure_idle_bucket(1) as usize] = 2;
+        totals[counters::failure_idle_bucket(FAILURE_IDLE_BUCKETS - 1) as usize] = 1;
+        totals[counters::FAILURE_IDLE_MS_SUM as usize] = 7_210_500;
+        m.sync_kernel_totals(&totals);
+        let text = m.encode().expect("encode");
+        let h = "tcp_idle_connection_failure_idle_seconds";
+        for want in [
+            "tcp_idle_connection_failures_total{cause=\"retransmit_timeout\",keepalive=\"on\"} 3"
+                .to_owned(),
+            format!("{h}_bucket{{le=\"1\"}} 0"),
+            format!("{h}_bucket{{le=\"5\"}} 2"),
+            format!("{h}_bucket{{le=\"7200\"}} 2"),
+            format!("{h}_bucket{{le=\"+Inf\"}} 3"),
+            format!("{h}_sum 7210.5"),
+            format!("{h}_count 3"),
+        ] {
+            assert!(text.contains(&want), "{want} missing:\n{text}");
+        }
     }
 }
 

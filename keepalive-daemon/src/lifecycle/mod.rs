@@ -38,8 +38,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut links, chosen) = wire::watch_and_select(&args.interfaces)?;
     let netns = sockhooks::netns_filter(args.all_namespaces)?;
     let resolved = sockhooks::resolve_or_disable(&btf, netns);
+    let audit_config = keepalive_daemon::audit::kernel::loader_config(&btf);
 
-    let mut ebpf = load_object(&args, &resolved.config)?;
+    let mut ebpf = load_object(&args, &resolved.config, &audit_config)?;
     let metrics = Metrics::new(&args.local_ports).context("building the metrics registry")?;
     metrics.flow_capacity.set(args.flows_max.into());
     let mut attachments = wire::attach_at_start(&mut ebpf, &args, &metrics, &chosen)?;
@@ -73,10 +74,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Loads the eBPF object with the globals the programs read (socket layout, per-port
 /// allowlist) and the flow map sized by --flows.max.
-fn load_object(args: &Args, sock_config: &SockConfig) -> anyhow::Result<Ebpf> {
+fn load_object(
+    args: &Args,
+    sock_config: &SockConfig,
+    audit_config: &keepalive_common::audit_config::AuditConfig,
+) -> anyhow::Result<Ebpf> {
     let port_config = port_config(&args.local_ports)?;
     EbpfLoader::new()
         .override_global("SOCK_CONFIG", sock_config, true)
+        .override_global("AUDIT_CONFIG", audit_config, true)
         .override_global("PORT_CONFIG", &port_config, true)
         .map_max_entries("FLOWS", args.flows_max)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive")))

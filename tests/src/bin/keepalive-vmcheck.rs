@@ -10,6 +10,8 @@
 //!    with ETIMEDOUT.
 //! 3. Compares the daemon's counters with the kernel's (TcpExtTCPKeepAlive of A) and
 //!    with what the sockets saw, and its keepalive_daemon_hook_info with step 1.
+//! 4. Checks the keepalive audit's kernel side (audit.rs): the iter/tcp inventory and
+//!    one idle death.
 //!
 //! Output: one `VMCHECK key=value ...` line per fact, hook and count, then
 //! `VMCHECK RESULT PASS` or `VMCHECK RESULT FAIL <why>`. Exit status 0 only on PASS.
@@ -20,6 +22,8 @@
 //! they print the VMCHECK protocol on stdout, which is this program's job only.
 //! xtask/src/vm/report.rs parses those lines.
 
+#[path = "keepalive-vmcheck/audit.rs"]
+mod audit;
 #[path = "keepalive-vmcheck/btf.rs"]
 mod btf;
 #[path = "keepalive-vmcheck/dumps.rs"]
@@ -90,7 +94,9 @@ fn main() {
             extra_args().extend(["--hooks.disable".to_owned(), "fentry".to_owned()]);
         }
         let expected = expectations(Path::new(&btf_path), !no_fentry);
-        scenario(&expected)
+        let mut failures = scenario(&expected);
+        failures.extend(audit::check());
+        failures
     });
     println!(
         "VMCHECK elapsed seconds={:.1}",

@@ -1,0 +1,161 @@
+//! The idle-death hook (keepalive-ebpf/src/idle_death_tracepoint.rs) and the ring buffer
+//! its endings and the keepalive timeouts arrive on.
+//!
+//! The hook is a raw tracepoint on inet_sk_error_report, always: it loads on every
+//! kernel the daemon supports and in sandboxes without kprobes or fentry, and it sees
+//! both deaths (ECONNRESET and ETIMEDOUT) in one place. To tell a retransmission
+//! give-up from a keepalive timeout it needs the keepalive timer's context, so the
+//! timer_expire_entry/exit programs are attached too when the timer-probes hook did not
+//! already attach them.
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, RingBuf},
+    programs::RawTracePoint,
+};
+use keepalive_common::{audit::Ending, audit_config::IdleDeathParams};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use super::{AuditKernelError, IdleDeathSetup, offsets};
+use crate::kernel::btf::KernelBtf;
+
+const PARAMS_MAP: &str = "IDLE_DEATH_PARAMS";
+const ENDINGS_MAP: &str = "ENDINGS";
+const HOOK: &str = "ka_idle_death";
+
+/// The attached idle-death hook and the ring buffer its endings (and the keepalive
+/// timeouts) arrive on.
+pub struct IdleDeaths {
+    endings: Option<EndingsReader>,
+}
+
+impl IdleDeaths {
+    /// Writes the HZ-dependent parameters, attaches the timer-context programs if
+    /// needed and the hook, and opens the ring buffer. Must run inside a tokio runtime
+    /// (the reader registers with its reactor), and after sockhooks::attach: that one
+    /// loads the timer programs itself when it chooses them, and fails on a program
+    /// already loaded.
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        btf: &KernelBtf,
+        setup: IdleDeathSetup,
+    ) -> Result<IdleDeaths, AuditKernelError> {
+        offsets::resolve(btf).map_err(|source| AuditKernelError::Layout { source })?;
+        let params = IdleDeathParams::new(setup.hz, setup.min_idle.as_millis() as u64);
+        let map = ebpf
+            .map_mut(PARAMS_MAP)
+            .ok_or(AuditKernelError::MissingMap { name: PARAMS_MAP })?;
+        let mut array: Array<_, IdleDeathParams> =
+            Array::try_from(map).map_err(|source| AuditKernelError::Map {
+                name: PARAMS_MAP,
+                source,
+            })?;
+        array
+            .set(0, &params, 0)
+            .map_err(|source| AuditKernelError::Map {
+                name: PARAMS_MAP,
+                source,
+            })?;
+        attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry")?;
+        // ka_timer_exit (which also counts probes) clears the slot just as well.
+        if !loaded(ebpf, "ka_timer_exit") {
+            attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit")?;
+        }
+        attach_raw(ebpf, "ka_rst_mark", "tcp_receive_reset")?;
+        attach_raw(ebpf, HOOK, "inet_sk_error_report")?;
+        let endings = EndingsReader::open(ebpf)?;
+        log::info!(
+            "idle deaths: tracepoint inet_sk_error_report (min idle {:?}, HZ {})",
+            setup.min_idle,
+            setup.hz
+        );
+        Ok(IdleDeaths {
+            endings: Some(endings),
+        })
+    }
+
+    /// The reader of endings; `None` once taken.
+    pub fn take_endings(&mut self) -> Option<EndingsReader> {
+        self.endings.take()
+    }
+}
+
+fn loaded(ebpf: &Ebpf, prog: &str) -> bool {
+    ebpf.program(prog).is_some_and(|p| p.fd().is_ok())
+}
+
+/// Loads and attaches a raw tracepoint program unless it is already (sockhooks'
+/// choice attaches the timer programs when they count probes).
+fn attach_raw(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), AuditKernelError> {
+    if loaded(ebpf, prog) {
+        return Ok(());
+    }
+    let what = prog;
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(AuditKernelError::MissingProgram { name: prog })?
+        .try_into()
+        .map_err(|source| AuditKernelError::Program { what, source })?;
+    p.load()
+        .map_err(|source| AuditKernelError::Program { what, source })?;
+    p.attach(tp)
+        .map_err(|source| AuditKernelError::Program { what, source })?;
+    Ok(())
+}
+
+/// Reads [`Ending`]s from the kernel's ring buffer.
+pub struct EndingsReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EndingsReader {
+    fn open(ebpf: &mut Ebpf) -> Result<EndingsReader, AuditKernelError> {
+        let map = ebpf
+            .take_map(ENDINGS_MAP)
+            .ok_or(AuditKernelError::MissingMap { name: ENDINGS_MAP })?;
+        let ring = RingBuf::try_from(map).map_err(|source| AuditKernelError::Map {
+            name: ENDINGS_MAP,
+            source,
+        })?;
+        // SAFETY: the AsyncFd owns the ring buffer from here on; its map fd stays the
+        // same open descriptor until the RingBuf is dropped with it.
+        let ring =
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+                AuditKernelError::Endings {
+                    source: e.into_parts().1,
+                }
+            })?;
+        Ok(EndingsReader { ring })
+    }
+
+    /// Waits for endings and returns those available (at least one).
+    pub async fn next_batch(&mut self) -> Result<Vec<Ending>, AuditKernelError> {
+        loop {
+            let mut guard = self
+                .ring
+                .readable_mut()
+                .await
+                .map_err(|source| AuditKernelError::Endings { source })?;
+            let ring = guard.get_inner_mut();
+            let mut out = Vec::new();
+            while let Some(item) = ring.next() {
+                if let Some(e) = parse(&item) {
+                    out.push(e);
+                }
+            }
+            guard.clear_ready();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Ending> {
+    if bytes.len() < std::mem::size_of::<Ending>() {
+        return None;
+    }
+    // SAFETY: Ending is repr(C) plain integers (Pod); the length was checked and
+    // read_unaligned needs no alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
