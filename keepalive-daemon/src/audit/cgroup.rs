@@ -9,6 +9,7 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -45,7 +46,9 @@ fn is_cgroup2(path: &Path) -> bool {
 #[derive(Debug)]
 pub struct CgroupPaths {
     root: Option<PathBuf>,
-    paths: HashMap<u64, String>,
+    /// Shared with every connection of the cgroup (one allocation per cgroup, not per
+    /// connection: 100,000 sockets of one service hold one path).
+    paths: HashMap<u64, Arc<str>>,
     /// Whether this run refreshed the map already.
     refreshed: bool,
 }
@@ -66,7 +69,7 @@ impl CgroupPaths {
 
     /// The path of cgroup `id`, walking the hierarchy again on a miss (once per run).
     /// `None` for id 0 (unknown) and for cgroups that are gone.
-    pub fn resolve(&mut self, id: u64) -> Option<String> {
+    pub fn resolve(&mut self, id: u64) -> Option<Arc<str>> {
         if id == 0 {
             return None;
         }
@@ -78,14 +81,14 @@ impl CgroupPaths {
         }
         self.refreshed = true;
         if let Some(root) = &self.root {
-            self.paths = walk(root);
+            self.paths = walk(root).into_iter().map(|(k, v)| (k, v.into())).collect();
         }
         self.paths.get(&id).cloned()
     }
 
     /// The path of cgroup `id` if known, without walking (for the endings task).
     pub fn lookup(&self, id: u64) -> Option<String> {
-        self.paths.get(&id).cloned()
+        self.paths.get(&id).map(|p| p.to_string())
     }
 }
 

@@ -42,10 +42,10 @@ pub struct AuditedConnection {
     /// order of --audit.idle-limit.
     pub at_risk: Vec<(u32, RiskReason)>,
     /// cgroup v2 path relative to the cgroup root (e.g. `/system.slice/redis.service`).
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     pub uid: u32,
     /// `comm[pid]` of a process holding the socket, when known cheaply.
-    pub process: Option<String>,
+    pub process: Option<Arc<str>>,
 }
 
 /// The last complete inventory.

@@ -20,27 +20,34 @@ pub const MAX_FDS: usize = 262_144;
 /// Time the walk may take per run.
 pub const BUDGET: Duration = Duration::from_millis(250);
 
+/// What a search found: `comm[pid]` by socket inode, and whether every process was
+/// looked at (an inode not found by a complete search has no owner to find).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub owners: HashMap<u64, String>,
+    pub complete: bool,
+}
+
 /// `comm[pid]` by socket inode, for the `wanted` inodes found within the bounds.
-pub fn find(wanted: &HashSet<u64>) -> HashMap<u64, String> {
+pub fn find(wanted: &HashSet<u64>) -> Found {
     find_in(Path::new("/proc"), wanted, MAX_FDS, BUDGET)
 }
 
 /// [`find`] over another /proc and bounds (for tests).
-pub fn find_in(
-    proc_root: &Path,
-    wanted: &HashSet<u64>,
-    max_fds: usize,
-    budget: Duration,
-) -> HashMap<u64, String> {
+pub fn find_in(proc_root: &Path, wanted: &HashSet<u64>, max_fds: usize, budget: Duration) -> Found {
     let started = Instant::now();
     let mut out = HashMap::new();
     let mut read = 0usize;
     if wanted.is_empty() {
-        return out;
+        return Found {
+            owners: out,
+            complete: true,
+        };
     }
     let Ok(procs) = std::fs::read_dir(proc_root) else {
-        return out;
+        return Found::default();
     };
+    let mut complete = true;
     'procs: for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -52,6 +59,7 @@ pub fn find_in(
         for fd in fds.flatten() {
             read += 1;
             if read > max_fds || started.elapsed() > budget {
+                complete = false;
                 break 'procs;
             }
             let Some(inode) = std::fs::read_link(fd.path())
@@ -69,7 +77,10 @@ pub fn find_in(
             }
         }
     }
-    out
+    Found {
+        owners: out,
+        complete,
+    }
 }
 
 /// The inode of a `socket:[N]` link target.
@@ -112,11 +123,13 @@ mod tests {
         let wanted: HashSet<u64> = [inode].into();
         let comm = read_comm(Path::new("/proc/self"));
         let found = find(&wanted);
+        assert!(found.complete);
         assert_eq!(
-            found.get(&inode),
+            found.owners.get(&inode),
             Some(&format!("{comm}[{}]", std::process::id()))
         );
         // No budget: nothing found, and no error.
-        assert!(find_in(Path::new("/proc"), &wanted, 0, BUDGET).is_empty());
+        let none = find_in(Path::new("/proc"), &wanted, 0, BUDGET);
+        assert!(none.owners.is_empty() && !none.complete);
     }
 }

@@ -6,14 +6,14 @@
 //! default interval, RSS under 64 MiB, at 10,000 and 50,000 connections.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    io::Read as _,
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, ensure};
 use keepalive_daemon::metric_names::{AUDIT_DURATION, AUDIT_RUNS, CONNECTIONS};
-use keepalive_tests::scenarios::Setup;
-use socket2::SockRef;
+use keepalive_tests::{netns::Netns, scenarios::Setup};
 
 use super::{
     spawn_daemon,
@@ -23,9 +23,8 @@ use super::{
 /// Inventory runs timed per size.
 const RUNS: f64 = 20.0;
 const DEFAULT_INTERVAL_S: f64 = 30.0;
-/// Listening ports: each takes at most PER_PORT connections, well inside the
-/// namespace's ephemeral range (set below), so connect() never runs out of ports.
-const PER_PORT: usize = 20_000;
+/// The first holder pair's port; each pair listens on the next (its connections stay
+/// well inside the namespace's ephemeral range, widened below).
 const FIRST_PORT: u16 = 7000;
 
 pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
@@ -34,7 +33,6 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
         "| established connections | CPU per run (ms) | % of a core at 30 s | run time reported (ms) | RSS (MiB) |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: |");
-    raise_fd_limit(2 * 50_000 + 4096)?;
     setup.a.cmd(&[
         "sysctl",
         "-q",
@@ -42,10 +40,7 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
         "net.ipv4.ip_local_port_range=10000 65000",
     ]);
     for n in [10_000usize, 50_000] {
-        let conns = setup
-            .a
-            .run_in(|| open_loopback(n))
-            .context("opening connections")?;
+        let conns = open_loopback(&setup.a, n).context("opening connections")?;
         let daemon = spawn_daemon(&setup.a, iface, &["--audit.interval", "1s"]);
         let pid = daemon.pid();
         // Both ends of each connection are established sockets of the namespace.
@@ -53,8 +48,8 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let counted = |d: &keepalive_tests::Daemon| {
             let s = d.scrape();
-            s.value(CONNECTIONS, &[("keepalive", "on")])
-                + s.value(CONNECTIONS, &[("keepalive", "off")])
+            // Absent until the first inventory.
+            s.matching(CONNECTIONS, &[]).map(|s| s.value).sum::<f64>()
         };
         while counted(&daemon) < want {
             ensure!(
@@ -85,49 +80,93 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` connections over the namespace's loopback, half with SO_KEEPALIVE (idle 60 s);
-/// returns every socket (clients, accepted ends, listeners) to keep them open.
-fn open_loopback(n: usize) -> anyhow::Result<Vec<TcpStream>> {
-    let mut listeners = Vec::new();
-    let mut out = Vec::with_capacity(2 * n);
-    for i in 0..n {
-        if i % PER_PORT == 0 {
-            let port = FIRST_PORT + (i / PER_PORT) as u16;
-            listeners.push(
-                TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-                    .with_context(|| format!("listening on 127.0.0.1:{port}"))?,
-            );
-        }
-        let listener = listeners.last().context("no listener")?;
-        let addr: SocketAddr = listener.local_addr()?;
-        let client = TcpStream::connect(addr).with_context(|| format!("connection {i}"))?;
-        if i % 2 == 0 {
-            let s = SockRef::from(&client);
-            s.set_tcp_keepalive(
-                &socket2::TcpKeepalive::new()
-                    .with_time(Duration::from_secs(60))
-                    .with_interval(Duration::from_secs(10))
-                    .with_retries(5),
-            )?;
-        }
-        let (server, _) = listener.accept()?;
-        out.push(client);
-        out.push(server);
+/// Holds connections over the namespace's loopback from child processes: one server
+/// and one client process per [`PER_PAIR`] connections, each far below the open-file
+/// limit this machine allows (a hard limit of 20,000 that root cannot raise here without
+/// CAP_SYS_RESOURCE). Half the clients set SO_KEEPALIVE with TCP_KEEPIDLE 60 s. The
+/// processes hold their sockets until their stdin closes (on drop).
+struct Holders(Vec<Child>);
+
+/// Connections per server/client process pair.
+const PER_PAIR: usize = 12_500;
+
+/// The holder: `server PORT N` accepts N connections, `client PORT N` makes N; both
+/// print "ready" and keep every socket until stdin reaches EOF.
+const HOLDER: &str = r#"
+import socket, sys
+role, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+if role == "server":
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("127.0.0.1", port))
+    l.listen(4096)
+    print("listening", flush=True)
+    for _ in range(n):
+        held.append(l.accept()[0])
+else:
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        if i % 2 == 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+fn open_loopback(ns: &Netns, n: usize) -> anyhow::Result<Holders> {
+    let mut holders = Holders(Vec::new());
+    let pairs = n.div_ceil(PER_PAIR);
+    for p in 0..pairs {
+        let count = (n - p * PER_PAIR).min(PER_PAIR).to_string();
+        let port = (FIRST_PORT + p as u16).to_string();
+        let server = spawn_holder(ns, "server", &port, &count)?;
+        holders.0.push(server);
+        wait_line(holders.0.last_mut().context("no server")?, "listening")?;
+        holders.0.push(spawn_holder(ns, "client", &port, &count)?);
+        wait_line(holders.0.last_mut().context("no client")?, "ready")?;
+        wait_line(&mut holders.0[2 * p], "ready")?;
     }
-    Ok(out)
+    Ok(holders)
 }
 
-fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want,
-    };
-    // SAFETY: setrlimit with a valid struct; as root the hard limit may be raised.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    ensure!(
-        rc == 0,
-        "raising RLIMIT_NOFILE to {want}: {}",
-        std::io::Error::last_os_error()
-    );
-    Ok(())
+fn spawn_holder(ns: &Netns, role: &str, port: &str, count: &str) -> anyhow::Result<Child> {
+    ns.command("python3")
+        .args(["-c", HOLDER, role, port, count])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the {role} holder on port {port}"))
+}
+
+/// Reads the holder's stdout up to the line `want` (bounded: a holder that dies ends
+/// its stdout, which ends the read).
+fn wait_line(child: &mut Child, want: &str) -> anyhow::Result<()> {
+    let out = child.stdout.as_mut().context("holder without stdout")?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = out.read(&mut byte)?;
+        ensure!(n == 1, "the holder exited before saying {want}");
+        if byte[0] == b'\n' {
+            if line == want.as_bytes() {
+                return Ok(());
+            }
+            line.clear();
+        } else {
+            line.push(byte[0]);
+        }
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            drop(c.stdin.take());
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
 }

@@ -97,8 +97,8 @@ pub fn audit_row(a: &AuditedConnection) -> AuditRow {
             .collect(),
         netns_inode: a.netns_inum,
         uid: a.uid,
-        cgroup: a.cgroup.clone(),
-        process: a.process.clone(),
+        cgroup: a.cgroup.as_deref().map(str::to_owned),
+        process: a.process.as_deref().map(str::to_owned),
     }
 }
 

@@ -243,9 +243,9 @@ fn audited(i: u8, idle: Option<u32>, idle_now: u32) -> AuditedConnection {
             .iter()
             .filter_map(|&l| at_risk(&settings, l).map(|r| (l, r)))
             .collect(),
-        cgroup: Some(format!("/system.slice/app{i}.service")),
+        cgroup: Some(format!("/system.slice/app{i}.service").into()),
         uid: 1000,
-        process: Some(format!("app[{i}]")),
+        process: Some(format!("app[{i}]").into()),
     }
 }
 
