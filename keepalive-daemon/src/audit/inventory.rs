@@ -82,9 +82,14 @@ pub struct Runner<W> {
     /// Owners of the sockets at risk by socket inode, kept between runs so that /proc is
     /// searched only for sockets not seen before (the search reads every descriptor of
     /// every process: 100,000 links took about 0.2 s). `None`: a complete search did
-    /// not find one. Pruned each run to the sockets at risk then. A socket handed to
-    /// another process keeps the first owner found.
+    /// not find one (a search resumed after earlier cut-short ones can miss a socket
+    /// opened meanwhile by a process already read: it stays without a process until
+    /// it is no longer at risk). Pruned each run to the sockets at risk then. A socket
+    /// handed to another process keeps the first owner found.
     owners: HashMap<u64, Option<Arc<str>>>,
+    /// Processes read by searches cut short by their bounds since the last complete
+    /// one: the next search resumes after them (owners.rs).
+    owners_searched: HashSet<u32>,
     /// Whether a failure of this kind was logged at warn already (later ones: debug).
     warned_walk: bool,
     warned_listing: bool,
@@ -131,6 +136,7 @@ impl<W: Walker> Runner<W> {
             settings,
             cgroups,
             owners: HashMap::new(),
+            owners_searched: HashSet::new(),
             warned_walk: false,
             warned_listing: false,
         }
@@ -253,7 +259,12 @@ impl<W: Walker> Runner<W> {
             .copied()
             .collect();
         if !unknown.is_empty() {
-            let found = owners::find(&unknown);
+            let found = owners::find(&unknown, &self.owners_searched);
+            if found.complete {
+                self.owners_searched.clear();
+            } else {
+                self.owners_searched.extend(&found.scanned);
+            }
             for inode in unknown {
                 match found.owners.get(&inode) {
                     Some(o) => {

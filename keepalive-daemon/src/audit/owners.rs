@@ -26,15 +26,26 @@ pub const BUDGET: Duration = Duration::from_millis(250);
 pub struct Found {
     pub owners: HashMap<u64, String>,
     pub complete: bool,
+    /// Processes whose descriptors were all read: a search cut short by the bounds
+    /// resumes after them next time (`skip`), so a host with more descriptors than one
+    /// search may read is still covered within a few runs.
+    pub scanned: Vec<u32>,
 }
 
-/// `comm[pid]` by socket inode, for the `wanted` inodes found within the bounds.
-pub fn find(wanted: &HashSet<u64>) -> Found {
-    find_in(Path::new("/proc"), wanted, MAX_FDS, BUDGET)
+/// `comm[pid]` by socket inode, for the `wanted` inodes found within the bounds,
+/// leaving out the processes in `skip`.
+pub fn find(wanted: &HashSet<u64>, skip: &HashSet<u32>) -> Found {
+    find_in(Path::new("/proc"), wanted, skip, MAX_FDS, BUDGET)
 }
 
 /// [`find`] over another /proc and bounds (for tests).
-pub fn find_in(proc_root: &Path, wanted: &HashSet<u64>, max_fds: usize, budget: Duration) -> Found {
+pub fn find_in(
+    proc_root: &Path,
+    wanted: &HashSet<u64>,
+    skip: &HashSet<u32>,
+    max_fds: usize,
+    budget: Duration,
+) -> Found {
     let started = Instant::now();
     let mut out = HashMap::new();
     let mut read = 0usize;
@@ -42,8 +53,10 @@ pub fn find_in(proc_root: &Path, wanted: &HashSet<u64>, max_fds: usize, budget: 
         return Found {
             owners: out,
             complete: true,
+            scanned: Vec::new(),
         };
     }
+    let mut scanned = Vec::new();
     let Ok(procs) = std::fs::read_dir(proc_root) else {
         return Found::default();
     };
@@ -52,6 +65,9 @@ pub fn find_in(proc_root: &Path, wanted: &HashSet<u64>, max_fds: usize, budget: 
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if skip.contains(&pid) {
+            continue;
+        }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
             continue;
         };
@@ -76,10 +92,12 @@ pub fn find_in(proc_root: &Path, wanted: &HashSet<u64>, max_fds: usize, budget: 
                 }
             }
         }
+        scanned.push(pid);
     }
     Found {
         owners: out,
         complete,
+        scanned,
     }
 }
 
@@ -122,14 +140,18 @@ mod tests {
         .ino();
         let wanted: HashSet<u64> = [inode].into();
         let comm = read_comm(Path::new("/proc/self"));
-        let found = find(&wanted);
+        let found = find(&wanted, &HashSet::new());
         assert!(found.complete);
         assert_eq!(
             found.owners.get(&inode),
             Some(&format!("{comm}[{}]", std::process::id()))
         );
         // No budget: nothing found, and no error.
-        let none = find_in(Path::new("/proc"), &wanted, 0, BUDGET);
+        // A search resumed after this process does not read it again.
+        let resumed = find(&wanted, &[std::process::id()].into());
+        assert!(resumed.owners.is_empty() && resumed.complete);
+        assert!(!resumed.scanned.contains(&std::process::id()));
+        let none = find_in(Path::new("/proc"), &wanted, &HashSet::new(), 0, BUDGET);
         assert!(none.owners.is_empty() && !none.complete);
     }
 }
