@@ -135,7 +135,8 @@ pub fn failure_bucket(idle_jiffies: u32, bounds_jiffies: &[u32; 15]) -> u32 {
 }
 
 /// Upper bounds (seconds) of the distribution of effective keepalive idle settings
-/// (tcp_keepalive_idle_setting_connections{le}), cumulative like a histogram; +Inf last.
+/// (tcp_keepalive_idle_setting_connections{idle_le_seconds}), cumulative like a histogram's
+/// buckets; +Inf last.
 pub const IDLE_SETTING_BUCKETS_SECONDS: [u32; 11] =
     [30, 60, 120, 240, 300, 350, 600, 900, 1200, 3600, 7200];
 

@@ -188,9 +188,9 @@ fn check_inventory(scraper: &mut Scraper, daemon: &Daemon, a: &Netns) {
         ("+Inf", N_BELOW + N_ABOVE),
     ] {
         assert_eq!(
-            gauge(IDLE_SETTING_CONNECTIONS, &[("le", le)]),
+            gauge(IDLE_SETTING_CONNECTIONS, &[("idle_le_seconds", le)]),
             want as u64,
-            "{IDLE_SETTING_CONNECTIONS}{{le={le}}}; {}",
+            "{IDLE_SETTING_CONNECTIONS}{{idle_le_seconds={le}}}; {}",
             ctx()
         );
     }

@@ -128,7 +128,8 @@ fn families(with_ports: bool) -> Vec<(&'static str, &'static str, &'static [&'st
         (
             names::IDLE_SETTING_CONNECTIONS,
             IDLE_SETTING_HELP,
-            &["le"][..],
+            // Not `le`: promtool reserves it for histograms, and this is a gauge.
+            &["idle_le_seconds"][..],
         ),
     ];
     if with_ports {
@@ -351,9 +352,9 @@ mod tests {
             "tcp_keepalive_connections{keepalive=\"off\"} 3",
             "tcp_keepalive_connections_at_risk{idle_limit=\"240s\"} 7",
             "tcp_keepalive_connections_at_risk{idle_limit=\"350s\"} 5",
-            "tcp_keepalive_idle_setting_connections{le=\"30\"} 1",
-            "tcp_keepalive_idle_setting_connections{le=\"7200\"} 5",
-            "tcp_keepalive_idle_setting_connections{le=\"+Inf\"} 5",
+            "tcp_keepalive_idle_setting_connections{idle_le_seconds=\"30\"} 1",
+            "tcp_keepalive_idle_setting_connections{idle_le_seconds=\"7200\"} 5",
+            "tcp_keepalive_idle_setting_connections{idle_le_seconds=\"+Inf\"} 5",
             "tcp_keepalive_port_connections{keepalive=\"off\",local_port=\"5432\"} 2",
             "tcp_keepalive_port_connections_at_risk{idle_limit=\"350s\",local_port=\"5432\"} 2",
         ] {

@@ -14,7 +14,7 @@ use crate::promql::{RATE_INTERVAL_SAMPLE, call_name, metric_name, parse, selecto
 const FAMILIES: &[(&str, &[&str])] = &[
     (names::CONNECTIONS, &["keepalive"]),
     (names::CONNECTIONS_AT_RISK, &["idle_limit"]),
-    (names::IDLE_SETTING_CONNECTIONS, &["le"]),
+    (names::IDLE_SETTING_CONNECTIONS, &["idle_le_seconds"]),
     (names::PORT_CONNECTIONS, &["local_port", "keepalive"]),
     (
         names::PORT_CONNECTIONS_AT_RISK,
