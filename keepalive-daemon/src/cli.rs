@@ -139,7 +139,54 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+
+    /// Kernel-side diagnostics (why a frame was judged truncated or malformed, failed
+    /// kernel reads, failed flow inserts), forwarded to this log under the target
+    /// "keepalive_ebpf": off, error, warn, info, debug or trace. Set at load time: a
+    /// disabled level costs the packet path no instruction. The kernel error counters
+    /// (keepalive_daemon_kernel_errors_total) count the same events at every level.
+    #[arg(
+        long = "log.kernel-level",
+        value_name = "LEVEL",
+        default_value = "off",
+        value_enum
+    )]
+    pub kernel_log_level: KernelLogLevel,
 }
+
+/// --log.kernel-level, in aya-log's order (the kernel logs a record when its level's
+/// number is at most this one's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelLogLevel {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+impl KernelLogLevel {
+    /// The value of aya-log's AYA_LOG_LEVEL global in the kernel programs.
+    pub fn aya_level(self) -> u8 {
+        self as u8
+    }
+
+    /// The daemon-side filter for the forwarded records.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            KernelLogLevel::Off => log::LevelFilter::Off,
+            KernelLogLevel::Error => log::LevelFilter::Error,
+            KernelLogLevel::Warn => log::LevelFilter::Warn,
+            KernelLogLevel::Info => log::LevelFilter::Info,
+            KernelLogLevel::Debug => log::LevelFilter::Debug,
+            KernelLogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// The `log` target of the kernel programs' records (set in keepalive-ebpf).
+pub const KERNEL_LOG_TARGET: &str = "keepalive_ebpf";
 
 /// --tc.attach-mode. (Plain comments on the variants: doc comments would change --help.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -429,6 +476,26 @@ mod tests {
                 "{column} missing: {help}"
             );
         }
+    }
+
+    #[test]
+    fn kernel_log_level_defaults_off_and_matches_aya_log() {
+        let a = Args::try_parse_from(["keepalive-daemon"]).unwrap();
+        assert_eq!(a.kernel_log_level, KernelLogLevel::Off);
+        assert_eq!(a.kernel_log_level.aya_level(), 0);
+        assert_eq!(a.kernel_log_level.filter(), log::LevelFilter::Off);
+        for (flag, aya, filter) in [
+            ("error", aya_log::Level::Error, log::LevelFilter::Error),
+            ("warn", aya_log::Level::Warn, log::LevelFilter::Warn),
+            ("info", aya_log::Level::Info, log::LevelFilter::Info),
+            ("debug", aya_log::Level::Debug, log::LevelFilter::Debug),
+            ("trace", aya_log::Level::Trace, log::LevelFilter::Trace),
+        ] {
+            let a = Args::try_parse_from(["keepalive-daemon", "--log.kernel-level", flag]).unwrap();
+            assert_eq!(a.kernel_log_level.aya_level(), aya as u8, "{flag}");
+            assert_eq!(a.kernel_log_level.filter(), filter, "{flag}");
+        }
+        assert!(Args::try_parse_from(["keepalive-daemon", "--log.kernel-level", "all"]).is_err());
     }
 
     #[test]

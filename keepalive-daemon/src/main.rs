@@ -10,7 +10,7 @@ use keepalive_daemon::{cli, web};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    init_logging(args.log_level);
+    init_logging(args.log_level, args.kernel_log_level.filter());
     if let Some(cli::Command::Connections(connections)) = &args.command {
         return match web::client::connections_output(connections) {
             Ok(text) => {
@@ -44,9 +44,12 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr. Under systemd (JOURNAL_STREAM set) journald adds the time, so
 /// lines carry only the syslog priority prefix it understands.
-fn init_logging(level: log::LevelFilter) {
+/// The kernel programs' records (--log.kernel-level) pass at their own level, whatever
+/// --log.level says; RUST_LOG still overrides both.
+fn init_logging(level: log::LevelFilter, kernel_level: log::LevelFilter) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level);
+    b.filter_level(level)
+        .filter_module(cli::KERNEL_LOG_TARGET, kernel_level);
     // At debug level the operator wants the daemon's details, not aya's hundreds of
     // BTF fix-up and relocation lines: those need trace (or RUST_LOG).
     if level == log::LevelFilter::Debug {

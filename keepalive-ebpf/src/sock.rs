@@ -12,18 +12,37 @@ use keepalive_common::{
 
 use crate::maps::{config, count, count_port};
 
-/// Reads a `T` at kernel address `addr`; counts and returns `None` on failure.
+/// Reads the `T` named `field` at `base + off` in kernel memory; counts (and, at
+/// --log.kernel-level warn or finer, logs) a failure and returns `None`.
 #[inline(always)]
-pub fn read<T>(addr: u64) -> Option<T> {
+pub fn read<T>(base: u64, off: u32, field: &str) -> Option<T> {
+    let addr = base + off as u64;
     // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly on a
     // bad one; nothing here dereferences kernel memory directly.
     match unsafe { bpf_probe_read_kernel(addr as *const T) } {
         Ok(v) => Some(v),
-        Err(_) => {
+        Err(err) => {
             count(counters::error(KernelError::KernelReadFailed));
+            read_failed(field, off, base, err);
             None
         }
     }
+}
+
+/// Detail for --log.kernel-level warn (the counter is the source of truth). Out of
+/// line (inline(never)) so that its arguments are not kept alive across the read
+/// helper on the success path; at a disabled level the verifier prunes its body.
+#[inline(never)]
+fn read_failed(field: &str, off: u32, base: u64, err: i32) {
+    aya_log_ebpf::warn!(
+        &(),
+        target: "keepalive_ebpf",
+        "kernel read failed: {} at offset {} of {:x}: error {}",
+        field,
+        off,
+        base,
+        err
+    );
 }
 
 /// Whether `sk` belongs to the network namespace the daemon watches.
@@ -32,15 +51,19 @@ pub fn in_scope(cfg: &SockConfig, sk: u64) -> bool {
     if cfg.flags & config_flags::FILTER_NETNS == 0 {
         return true;
     }
-    let Some(net) = read::<u64>(sk + cfg.skc_net_off as u64) else {
+    let Some(net) = read::<u64>(sk, cfg.skc_net_off, "sk->__sk_common.skc_net") else {
         return false;
     };
-    read::<u32>(net + cfg.net_inum_off as u64) == Some(cfg.netns_inum)
+    read::<u32>(net, cfg.net_inum_off, "net->ns.inum") == Some(cfg.netns_inum)
 }
 
 #[inline(always)]
 pub fn family(cfg: &SockConfig, sk: u64) -> Option<Family> {
-    Family::from_af(read::<u16>(sk + cfg.skc_family_off as u64)?)
+    Family::from_af(read::<u16>(
+        sk,
+        cfg.skc_family_off,
+        "sk->__sk_common.skc_family",
+    )?)
 }
 
 /// Counts a keepalive timeout of `sk` (already known to be in scope), and sends its
@@ -51,7 +74,7 @@ pub fn count_timeout(cfg: &SockConfig, sk: u64) {
     if let Some(family) = family(cfg, sk) {
         count(counters::resets(counters::ResetReason::Timeout, family));
     }
-    if let Some(port) = read::<u16>(sk + cfg.skc_num_off as u64) {
+    if let Some(port) = read::<u16>(sk, cfg.skc_num_off, "sk->__sk_common.skc_num") {
         count_port(port, ports::resets(counters::ResetReason::Timeout));
     }
 }

@@ -1,6 +1,11 @@
 //! The per-packet path shared by the ingress and egress programs.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    programs::TcContext,
+};
 use keepalive_common::{
     Direction,
     classify::classify,
@@ -99,8 +104,37 @@ pub fn observe(ctx: &TcContext, dir: Direction) -> i32 {
             ParseError::Truncated => KernelError::Truncated,
             ParseError::Malformed => KernelError::Malformed,
         }));
+        log_bad_frame(
+            ctx.as_ptr() as *const __sk_buff,
+            matches!(e, ParseError::Truncated),
+            matches!(dir, Direction::Received),
+        );
     }
     TC_ACT_UNSPEC
+}
+
+/// Detail for --log.kernel-level debug; the counter is the source of truth. A separate
+/// BPF function (inline(never)) so that its registers and spills stay out of the
+/// per-packet path; at a disabled level the verifier prunes its body (the level is a
+/// .rodata constant) and only the call on this error path remains.
+#[inline(never)]
+fn log_bad_frame(skb: *const __sk_buff, truncated: bool, ingress: bool) {
+    let what = if truncated { "truncated" } else { "malformed" };
+    let way = if ingress { "ingress" } else { "egress" };
+    aya_log_ebpf::debug!(
+        &(),
+        target: "keepalive_ebpf",
+        "{} frame on ifindex {} ({}): frame length {}, linear data ends at offset {}",
+        what,
+        // SAFETY: `skb` is this tc run's context; these are plain fields tc programs
+        // may read.
+        unsafe { (*skb).ifindex },
+        way,
+        // SAFETY: as above.
+        unsafe { (*skb).len },
+        // SAFETY: as above.
+        unsafe { (*skb).data_end.wrapping_sub((*skb).data) }
+    );
 }
 
 #[inline(always)]
@@ -156,9 +190,26 @@ fn track(seg: &Segment, dir: Direction) {
             match FLOWS.insert(&key, &state, BPF_NOEXIST as u64) {
                 Ok(()) => count(counters::FLOWS_CREATED),
                 // EEXIST: the other direction inserted it first on another CPU.
-                Err(e) if e != -EEXIST => count(counters::error(KernelError::FlowInsertFailed)),
+                Err(e) if e != -EEXIST => {
+                    count(counters::error(KernelError::FlowInsertFailed));
+                    flow_insert_failed(key.local_port, key.remote_port, e);
+                }
                 Err(_) => {}
             }
         }
     }
+}
+
+/// Detail for --log.kernel-level warn (the counter is the source of truth); out of line
+/// for the reason given at [`log_bad_frame`].
+#[inline(never)]
+fn flow_insert_failed(local_port: u16, remote_port: u16, err: i32) {
+    aya_log_ebpf::warn!(
+        &(),
+        target: "keepalive_ebpf",
+        "flow insert failed: local port {} remote port {}: error {}",
+        local_port,
+        remote_port,
+        err
+    );
 }

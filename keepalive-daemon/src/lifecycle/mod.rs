@@ -14,7 +14,7 @@ use keepalive_common::{
     sockhook::SockConfig,
 };
 use keepalive_daemon::{
-    cli::Args,
+    cli::{Args, KernelLogLevel},
     error_chain::Chain,
     exporter::{self, registry::Metrics, state::State},
     kernel::btf::KernelBtf,
@@ -41,6 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let audit_config = keepalive_daemon::audit::kernel::loader_config(&btf);
 
     let mut ebpf = load_object(&args, &resolved.config, &audit_config)?;
+    forward_kernel_logs(&mut ebpf, args.kernel_log_level)?;
     let metrics = Metrics::new(&args.local_ports).context("building the metrics registry")?;
     metrics.flow_capacity.set(args.flows_max.into());
     let mut attachments = wire::attach_at_start(&mut ebpf, &args, &metrics, &chosen)?;
@@ -80,13 +81,49 @@ fn load_object(
     audit_config: &keepalive_common::audit_config::AuditConfig,
 ) -> anyhow::Result<Ebpf> {
     let port_config = port_config(&args.local_ports)?;
+    // aya-log's level global lives in .rodata: at off (0) every log call's level check
+    // is a known-false constant and the verifier prunes the call.
+    let kernel_level = args.kernel_log_level.aya_level();
     EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &kernel_level, true)
         .override_global("SOCK_CONFIG", sock_config, true)
         .override_global("AUDIT_CONFIG", audit_config, true)
         .override_global("PORT_CONFIG", &port_config, true)
         .map_max_entries("FLOWS", args.flows_max)
         .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive")))
         .context("loading the eBPF object failed; the daemon needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+}
+
+/// With --log.kernel-level above off, reads the programs' aya-log ring buffer whenever
+/// it has records and passes them to `log` (target "keepalive_ebpf").
+fn forward_kernel_logs(ebpf: &mut Ebpf, level: KernelLogLevel) -> anyhow::Result<()> {
+    if level == KernelLogLevel::Off {
+        return Ok(());
+    }
+    let logger = aya_log::EbpfLogger::init(ebpf)
+        .context("reading the kernel programs' log buffer for --log.kernel-level")?;
+    // SAFETY: the EbpfLogger owns its ring buffer's fd: it stays open and the same for
+    // as long as the AsyncFd owns the logger.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)
+    .context("watching the kernel programs' log buffer for --log.kernel-level")?;
+    tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    log::error!("kernel log buffer unreadable, kernel logs stop: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The kernel's view of --metrics.local-port.
