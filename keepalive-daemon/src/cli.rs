@@ -142,8 +142,8 @@ pub struct Args {
 
     /// Kernel-side diagnostics (why a frame was judged truncated or malformed, failed
     /// kernel reads, failed flow inserts), forwarded to this log under the target
-    /// "keepalive_ebpf": off, error, warn, info, debug or trace. Set at load time; at a
-    /// disabled level the verifier removes the logging itself. The kernel error counters
+    /// "keepalive_ebpf": off, error, warn, info, debug or trace. Set at load time; at off
+    /// the tc programs attached carry no logging code at all. The kernel error counters
     /// (keepalive_daemon_kernel_errors_total) count the same events at every level.
     #[arg(
         long = "log.kernel-level",

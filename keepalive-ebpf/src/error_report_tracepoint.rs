@@ -12,7 +12,7 @@ use keepalive_common::sockhook::ETIMEDOUT;
 
 use crate::{
     maps::{TIMER_SLOT, config},
-    sock::{count_timeout, read},
+    sock::{count_timeout, read_field},
 };
 
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
@@ -31,7 +31,7 @@ fn try_error_report(ctx: &RawTracePointContext) -> Option<()> {
     // stack, Debian 6.1.192's verifier took `error != ETIMEDOUT` as always true and
     // removed the rest of the program (docs/kernel-matrix.md). sk_err is followed by
     // more fields of struct sock.
-    let raw = read::<u64>(sk, cfg.sk_err_off, "sk->sk_err")?;
+    let raw = read_field::<u64>(sk, cfg.sk_err_off, "sk->sk_err")?;
     let error = raw as u32 as i32;
     if error != ETIMEDOUT {
         return None;

@@ -12,10 +12,18 @@ use keepalive_common::{
 
 use crate::maps::{config, count, count_port};
 
+/// Reads a `T` at kernel address `addr`; counts (and, at --log.kernel-level warn or
+/// finer, logs with the address) a failure and returns `None`. [`read_field`] names the
+/// field in the log line.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Option<T> {
+    read_field(addr, 0, "kernel memory")
+}
+
 /// Reads the `T` named `field` at `base + off` in kernel memory; counts (and, at
 /// --log.kernel-level warn or finer, logs) a failure and returns `None`.
 #[inline(always)]
-pub fn read<T>(base: u64, off: u32, field: &str) -> Option<T> {
+pub fn read_field<T>(base: u64, off: u32, field: &str) -> Option<T> {
     let addr = base + off as u64;
     // SAFETY: bpf_probe_read_kernel checks the address itself and fails cleanly on a
     // bad one; nothing here dereferences kernel memory directly.
@@ -51,15 +59,15 @@ pub fn in_scope(cfg: &SockConfig, sk: u64) -> bool {
     if cfg.flags & config_flags::FILTER_NETNS == 0 {
         return true;
     }
-    let Some(net) = read::<u64>(sk, cfg.skc_net_off, "sk->__sk_common.skc_net") else {
+    let Some(net) = read_field::<u64>(sk, cfg.skc_net_off, "sk->__sk_common.skc_net") else {
         return false;
     };
-    read::<u32>(net, cfg.net_inum_off, "net->ns.inum") == Some(cfg.netns_inum)
+    read_field::<u32>(net, cfg.net_inum_off, "net->ns.inum") == Some(cfg.netns_inum)
 }
 
 #[inline(always)]
 pub fn family(cfg: &SockConfig, sk: u64) -> Option<Family> {
-    Family::from_af(read::<u16>(
+    Family::from_af(read_field::<u16>(
         sk,
         cfg.skc_family_off,
         "sk->__sk_common.skc_family",
@@ -74,7 +82,7 @@ pub fn count_timeout(cfg: &SockConfig, sk: u64) {
     if let Some(family) = family(cfg, sk) {
         count(counters::resets(counters::ResetReason::Timeout, family));
     }
-    if let Some(port) = read::<u16>(sk, cfg.skc_num_off, "sk->__sk_common.skc_num") {
+    if let Some(port) = read_field::<u16>(sk, cfg.skc_num_off, "sk->__sk_common.skc_num") {
         count_port(port, ports::resets(counters::ResetReason::Timeout));
     }
 }

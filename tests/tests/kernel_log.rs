@@ -1,13 +1,15 @@
 //! --log.kernel-level: with `debug` the daemon's log carries the kernel's reason for
 //! each truncated or malformed frame (interface index, frame length, where the linear
-//! data ends), under the target keepalive_ebpf; with the default (off) no kernel line
-//! appears. Either way the kernel error counters move by exactly the frames sent: they
-//! stay the source of truth, the log is extra detail.
+//! data ends), under the target keepalive_ebpf; at `warn` the logging programs run but
+//! drop those debug records; with the default (off) no kernel line appears and the
+//! programs without any logging are the ones attached (keepalive-ebpf/src/wire.rs says
+//! why they are separate programs). Either way the kernel error counters move by
+//! exactly the frames sent: they stay the source of truth, the log is extra detail.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use keepalive_tests::names::KERNEL_ERRORS;
+use keepalive_tests::names::{KERNEL_ERRORS, TC_PROGRAMS_ATTACHED};
 use keepalive_tests::replay::PacketSocket;
 use keepalive_tests::{Daemon, Netns, Samples, Setup, require_root};
 
@@ -82,6 +84,27 @@ fn send_and_count(setup: &Setup, daemon: &Daemon, lines: &[String]) {
     }
 }
 
+/// The tc programs the daemon says it attached, sorted.
+fn attached_programs(daemon: &Daemon) -> Vec<String> {
+    let samples = daemon.scrape();
+    let mut names: Vec<String> = samples
+        .matching(TC_PROGRAMS_ATTACHED, &[])
+        .filter(|s| s.value == 1.0)
+        .map(|s| s.labels["program"].clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Lines the kernel programs forwarded to the daemon's log.
+fn kernel_lines(daemon: &Daemon) -> usize {
+    daemon
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("keepalive_ebpf]"))
+        .count()
+}
+
 fn setup(tag: &str) -> (Setup, u32) {
     let setup = Setup::new(tag);
     for (ns, ifname) in [(&setup.a, &setup.veth.a_if), (&setup.b, &setup.veth.b_if)] {
@@ -115,15 +138,43 @@ fn kernel_log_debug_explains_bad_frames() {
              {MALFORMED_LEN}, linear data ends at offset {MALFORMED_LEN}"
         ),
     ];
+    assert_eq!(
+        attached_programs(&daemon),
+        ["ka_tc_egr_log", "ka_tc_ing_log"]
+    );
     send_and_count(&setup, &daemon, &lines);
     thread::sleep(SETTLE);
     // Nothing but those lines: one per frame sent.
-    let log = daemon.stderr();
-    let kernel_lines = log
-        .lines()
-        .filter(|l| l.contains("keepalive_ebpf]"))
-        .count();
-    assert_eq!(kernel_lines, 2 * FRAMES, "daemon stderr:\n{log}");
+    assert_eq!(
+        kernel_lines(&daemon),
+        2 * FRAMES,
+        "daemon stderr:\n{}",
+        daemon.stderr()
+    );
+    daemon.terminate();
+}
+
+#[test]
+fn kernel_log_warn_leaves_out_frame_details() {
+    require_root();
+    let (setup, _) = setup("klogwarn");
+    let daemon = Daemon::spawn_with(
+        &setup.a,
+        &[&setup.veth.a_if],
+        &["--log.kernel-level", "warn"],
+    );
+    assert_eq!(
+        attached_programs(&daemon),
+        ["ka_tc_egr_log", "ka_tc_ing_log"]
+    );
+    send_and_count(&setup, &daemon, &[]);
+    thread::sleep(SETTLE);
+    assert_eq!(
+        kernel_lines(&daemon),
+        0,
+        "daemon stderr:\n{}",
+        daemon.stderr()
+    );
     daemon.terminate();
 }
 
@@ -132,6 +183,10 @@ fn kernel_log_off_by_default_counters_still_move() {
     require_root();
     let (setup, _) = setup("klogoff");
     let daemon = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
+    assert_eq!(
+        attached_programs(&daemon),
+        ["ka_tc_egress", "ka_tc_ingress"]
+    );
     send_and_count(&setup, &daemon, &[]);
     thread::sleep(SETTLE);
     let log = daemon.stderr();

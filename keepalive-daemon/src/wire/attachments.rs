@@ -9,12 +9,14 @@ use aya::Ebpf;
 use super::{
     interfaces::{self, Interface},
     linkwatch::LinkEvent,
-    tc::{self, TcAttachment, TcError},
+    tc::{self, TcAttachment, TcError, TcPrograms},
 };
 use crate::{cli::TcAttachMode, error_chain::Chain, exporter::registry::Metrics};
 
 pub struct Attachments {
     patterns: Vec<String>,
+    /// With or without kernel-side logging (--log.kernel-level).
+    programs: TcPrograms,
     baseline: bool,
     /// --tc.attach-mode
     mode: TcAttachMode,
@@ -23,9 +25,15 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    pub fn new(patterns: &[String], baseline: bool, mode: TcAttachMode) -> Attachments {
+    pub fn new(
+        patterns: &[String],
+        programs: TcPrograms,
+        baseline: bool,
+        mode: TcAttachMode,
+    ) -> Attachments {
         Attachments {
             patterns: patterns.to_vec(),
+            programs,
             baseline,
             mode,
             by_index: BTreeMap::new(),
@@ -47,7 +55,7 @@ impl Attachments {
         metrics: &Metrics,
         iface: &Interface,
     ) -> Result<(), TcError> {
-        let done = tc::attach(ebpf, &iface.name, self.baseline, self.mode)?;
+        let done = tc::attach(ebpf, &iface.name, self.programs, self.baseline, self.mode)?;
         for a in &done {
             log::debug!(
                 "attached {} ({}) to {} ({})",

@@ -8,7 +8,10 @@ pub mod tc;
 
 use aya::Ebpf;
 
-use crate::{cli::Args, exporter::registry::Metrics};
+use crate::{
+    cli::{Args, KernelLogLevel},
+    exporter::registry::Metrics,
+};
 use attachments::Attachments;
 use interfaces::{Interface, InterfaceError};
 use linkwatch::LinkWatch;
@@ -55,13 +58,18 @@ pub fn attach_at_start(
     metrics: &Metrics,
     chosen: &[Interface],
 ) -> Result<Attachments, WireError> {
-    let mut tc_programs = vec![tc::INGRESS_PROGRAM, tc::EGRESS_PROGRAM];
+    let programs = tc::TcPrograms::for_kernel_logging(args.kernel_log_level != KernelLogLevel::Off);
+    let mut tc_programs = programs.names().to_vec();
     if args.baseline_program {
         tc_programs.push(tc::BASELINE_PROGRAM);
     }
     tc::load(ebpf, &tc_programs)?;
-    let mut attachments =
-        Attachments::new(&args.interfaces, args.baseline_program, args.tc_attach_mode);
+    let mut attachments = Attachments::new(
+        &args.interfaces,
+        programs,
+        args.baseline_program,
+        args.tc_attach_mode,
+    );
     for iface in chosen {
         attachments.attach(ebpf, metrics, iface)?;
     }

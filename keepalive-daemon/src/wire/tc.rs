@@ -71,10 +71,51 @@ fn missing(name: &str) -> TcError {
     }
 }
 
-pub const INGRESS_PROGRAM: &str = "ka_tc_ingress";
-pub const EGRESS_PROGRAM: &str = "ka_tc_egress";
+/// The pair of programs attached to every watched interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcPrograms {
+    pub ingress: &'static str,
+    pub egress: &'static str,
+}
+
+impl TcPrograms {
+    /// Without kernel-side logging: the programs for --log.kernel-level off.
+    pub const PLAIN: TcPrograms = TcPrograms {
+        ingress: "ka_tc_ingress",
+        egress: "ka_tc_egress",
+    };
+    /// The same programs with aya-log diagnostics (keepalive-ebpf/src/wire.rs says why
+    /// these are separate programs): loaded only when --log.kernel-level is not off.
+    pub const LOGGING: TcPrograms = TcPrograms {
+        ingress: "ka_tc_ing_log",
+        egress: "ka_tc_egr_log",
+    };
+
+    /// The pair for --log.kernel-level: `logging` when it is not off.
+    pub fn for_kernel_logging(logging: bool) -> TcPrograms {
+        if logging {
+            TcPrograms::LOGGING
+        } else {
+            TcPrograms::PLAIN
+        }
+    }
+
+    pub fn names(self) -> [&'static str; 2] {
+        [self.ingress, self.egress]
+    }
+}
+
 /// The empty program (--debug.baseline-program), attached to both hooks.
 pub const BASELINE_PROGRAM: &str = "ka_tc_empty";
+/// Every tc program of ours, whichever pair this daemon loaded: another daemon, or a
+/// killed run, may have used the other pair.
+const ALL_PROGRAMS: [&str; 5] = [
+    TcPrograms::PLAIN.ingress,
+    TcPrograms::PLAIN.egress,
+    TcPrograms::LOGGING.ingress,
+    TcPrograms::LOGGING.egress,
+    BASELINE_PROGRAM,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcMode {
@@ -121,6 +162,7 @@ pub fn load(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), TcError> {
 pub fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
+    programs: TcPrograms,
     baseline: bool,
     mode: TcAttachMode,
 ) -> Result<Vec<TcAttachment>, TcError> {
@@ -132,8 +174,8 @@ pub fn attach(
     remove_leftovers(&cname, interface);
     let mut done = Vec::new();
     let mut plan = vec![
-        (INGRESS_PROGRAM, TcAttachType::Ingress, Direction::Received),
-        (EGRESS_PROGRAM, TcAttachType::Egress, Direction::Sent),
+        (programs.ingress, TcAttachType::Ingress, Direction::Received),
+        (programs.egress, TcAttachType::Egress, Direction::Sent),
     ];
     if baseline {
         plan.push((BASELINE_PROGRAM, TcAttachType::Ingress, Direction::Received));
@@ -236,7 +278,7 @@ fn attach_netlink(
 /// They are recognised by name; nothing else is touched, the qdisc included. (A second
 /// keepalive-daemon on the same interface would lose its filters: run one per host.)
 fn remove_leftovers(cname: &CString, interface: &str) {
-    for name in [INGRESS_PROGRAM, EGRESS_PROGRAM, BASELINE_PROGRAM] {
+    for name in ALL_PROGRAMS {
         for at in [TcAttachType::Ingress, TcAttachType::Egress] {
             match tc::qdisc_detach_program(cname.as_c_str(), at.into(), name) {
                 Ok(()) => log::warn!(
@@ -257,7 +299,7 @@ fn remove_leftovers(cname: &CString, interface: &str) {
 /// programs' names need BPF_PROG_GET_FD_BY_ID, hence CAP_SYS_ADMIN: without it (or
 /// before TCX, 6.6) the check is skipped with a debug message.
 fn warn_about_other_daemons(ebpf: &Ebpf, cname: &CString, interface: &str) {
-    let ours: Vec<u32> = [INGRESS_PROGRAM, EGRESS_PROGRAM, BASELINE_PROGRAM]
+    let ours: Vec<u32> = ALL_PROGRAMS
         .iter()
         .filter_map(|name| ebpf.program(name)?.info().ok())
         .map(|info| info.id())
