@@ -250,34 +250,28 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..8)
-                .map(|_| {
-                    let a = a.clone();
-                    tokio::spawn(async move { a.check(Some(&header("prometheus", "x"))).await })
-                })
-                .collect();
-            for task in tasks {
-                assert!(!task.await.unwrap());
-            }
-        });
+        // Eight wrong-password checks at once; each must be refused.
+        let burst = |auth: &Arc<Auth>| {
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..8)
+                    .map(|_| {
+                        let a = auth.clone();
+                        tokio::spawn(async move { a.check(Some(&header("prometheus", "x"))).await })
+                    })
+                    .collect();
+                for task in tasks {
+                    assert!(!task.await.unwrap());
+                }
+            })
+        };
+        burst(&a);
         assert_eq!(a.peak.load(AtomicOrdering::SeqCst), 1);
         assert_eq!(a.running.load(AtomicOrdering::SeqCst), 0);
         // The counter does see overlap when there is some: the same burst with the
         // semaphore opened wide.
         let wide = auth(6);
         wide.bcrypt.add_permits(7);
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..8)
-                .map(|_| {
-                    let a = wide.clone();
-                    tokio::spawn(async move { a.check(Some(&header("prometheus", "x"))).await })
-                })
-                .collect();
-            for task in tasks {
-                assert!(!task.await.unwrap());
-            }
-        });
+        burst(&wide);
         assert!(wide.peak.load(AtomicOrdering::SeqCst) > 1);
     }
 }
