@@ -144,6 +144,8 @@ fn report_to(choice: &HookChoice, hook_info: Option<&IntGaugeVec>) {
 fn export(hook: Hook, chosen: Option<HookMechanism>, hook_info: &IntGaugeVec) {
     for m in choice::preference(hook) {
         let v = i64::from(chosen == Some(*m));
-        hook_info.with_label_values(&[hook.label(), m.label()]).set(v);
+        hook_info
+            .with_label_values(&[hook.label(), m.label()])
+            .set(v);
     }
 }

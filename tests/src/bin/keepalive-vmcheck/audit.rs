@@ -98,7 +98,14 @@ pub fn check(btf_path: &Path, disabled: &[HookMechanism], expected: &str) -> Vec
         &mut failures,
     );
     let mode = IdleDeathMode { disabled, expected };
-    idle_reset(&mut ebpf, &btf, inv.hz(), &mode, (client, server), &mut failures);
+    idle_reset(
+        &mut ebpf,
+        &btf,
+        inv.hz(),
+        &mode,
+        (client, server),
+        &mut failures,
+    );
     failures
 }
 

@@ -169,7 +169,9 @@ fn expect_idle_deaths(btf: &BtfFacts, kernel: &KernelFacts, fentry_allowed: bool
         };
         fact(
             &format!("fentry_{func}"),
-            attached.as_ref().map_or_else(Clone::clone, |()| "ok".to_owned()),
+            attached
+                .as_ref()
+                .map_or_else(Clone::clone, |()| "ok".to_owned()),
         );
         fentry &= attached.is_ok();
         kprobe &= kernel.in_kallsyms(func);
