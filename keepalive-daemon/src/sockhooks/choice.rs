@@ -245,8 +245,16 @@ fn steps(
                 },
             ]
         }
-        // The reset mark first: an error report must never miss the mark of its RST.
-        (Hook::IdleDeaths, Fentry) => vec![
+        (Hook::IdleDeaths, m) => idle_death_steps(m),
+    }
+}
+
+/// The idle-death hook's programs: the reset mark first, so that an error report never
+/// misses the mark of its RST.
+fn idle_death_steps(m: Mechanism) -> Vec<Step> {
+    use Mechanism::*;
+    match m {
+        Fentry => vec![
             Step::Fentry {
                 prog: "ka_rst_mark_fe",
                 func: "tcp_reset",
@@ -256,7 +264,7 @@ fn steps(
                 func: "sk_error_report",
             },
         ],
-        (Hook::IdleDeaths, Kprobe) => vec![
+        Kprobe => vec![
             Step::Kprobe {
                 prog: "ka_rst_mark_kp",
                 func: "tcp_reset",
@@ -266,7 +274,7 @@ fn steps(
                 func: "sk_error_report",
             },
         ],
-        (Hook::IdleDeaths, _) => vec![
+        _ => vec![
             Step::Tracepoint {
                 prog: "ka_rst_mark",
                 name: "tcp_receive_reset",
