@@ -131,6 +131,70 @@ fn assert_hook_summaries(stderr: &str, scrape: &Samples) {
     );
 }
 
+/// keepalive_daemon_hook_info{hook="idle_deaths"}: one series per mechanism it may use,
+/// all 0.
+fn assert_idle_deaths_none(scrape: &Samples) {
+    let series: Vec<(String, f64)> = scrape
+        .matching("keepalive_daemon_hook_info", &[("hook", "idle_deaths")])
+        .map(|s| (s.labels["mechanism"].clone(), s.value))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            ("fentry".to_owned(), 0.0),
+            ("kprobe".to_owned(), 0.0),
+            ("tracepoint".to_owned(), 0.0)
+        ],
+        "idle_deaths series"
+    );
+}
+
+/// --hooks.disable applies to the idle-death hook, chosen after the others: with every
+/// mechanism of it disabled, its line is a warning naming each, and the audit says that
+/// idle deaths are not tracked.
+#[test]
+fn hooks_disable_applies_to_the_idle_death_hook() {
+    require_root();
+    let setup = Setup::new("logsnohook");
+    let iface = setup.veth.a_if.clone();
+    let extra = [
+        "--hooks.disable",
+        "fentry",
+        "--hooks.disable",
+        "kprobe",
+        "--hooks.disable",
+        "tracepoint",
+    ];
+    let daemon = Daemon::spawn_with(&setup.a, &[&iface], &extra);
+    let stderr = daemon.stderr();
+    let warning = "idle_deaths: none (fentry disabled by --hooks.disable; kprobe disabled by \
+                   --hooks.disable; tracepoint disabled by --hooks.disable): its counters stay \
+                   at zero";
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("] idle_deaths: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(" WARN ") && lines[0].ends_with(warning),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("] audit: inventory every ")
+                && l.ends_with("; idle deaths not tracked (no mechanism: see idle_deaths)")),
+        "{stderr}"
+    );
+    assert_idle_deaths_none(&daemon.scrape());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("ready: watching") && l.ends_with(", idle_deaths=none")),
+        "{stderr}"
+    );
+}
+
 /// With --audit.disable the idle-death hook is not tried: its line says why, its
 /// keepalive_daemon_hook_info series are all 0, and the other two hooks are as usual.
 #[test]
@@ -151,16 +215,7 @@ fn without_the_audit_the_idle_death_hook_says_none() {
         [&"idle_deaths: none (audit off: --audit.disable)"],
         "{stderr}"
     );
-    let series: Vec<(String, f64)> = scrape
-        .matching("keepalive_daemon_hook_info", &[("hook", "idle_deaths")])
-        .map(|s| (s.labels["mechanism"].clone(), s.value))
-        .collect();
-    assert_eq!(
-        series.len(),
-        3,
-        "idle_deaths series (fentry, kprobe, tracepoint): {series:?}"
-    );
-    assert!(series.iter().all(|(_, v)| *v == 0.0), "{series:?}");
+    assert_idle_deaths_none(&scrape);
     let hooks = Samples::hooks_in_use(&scrape);
     let names: Vec<&str> = hooks.keys().map(String::as_str).collect();
     assert_eq!(names, ["timeouts", "timer_probes"], "{hooks:?}");

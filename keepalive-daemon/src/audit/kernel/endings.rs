@@ -76,13 +76,23 @@ impl IdleDeaths {
                 name: PARAMS_MAP,
                 source,
             })?;
-        attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry")?;
+        // Before the hook: an ETIMEDOUT it sees must already find the timer context.
+        let mut ours = Vec::new();
+        attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry", &mut ours)?;
         // ka_timer_exit (which also counts probes) clears the slot just as well.
         if !loaded(ebpf, "ka_timer_exit") {
-            attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit")?;
+            attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit", &mut ours)?;
         }
         let prereq = sockconfig::idle_death_prerequisites(btf);
         let choice = late.attach(ebpf, Hook::IdleDeaths, &prereq);
+        if choice.chosen.is_none() {
+            // The timer programs run for every kernel timer: not for nothing.
+            for prog in ours {
+                if let Some(aya::programs::Program::RawTracePoint(p)) = ebpf.program_mut(prog) {
+                    let _ = p.unload();
+                }
+            }
+        }
         let endings = EndingsReader::open(ebpf)?;
         Ok(IdleDeaths {
             endings: Some(endings),
@@ -106,8 +116,14 @@ fn loaded(ebpf: &Ebpf, prog: &str) -> bool {
 }
 
 /// Loads and attaches a raw tracepoint program unless it is already (sockhooks'
-/// choice attaches the timer programs when they count probes).
-fn attach_raw(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), AuditKernelError> {
+/// choice attaches the timer programs when they count probes); adds it to `ours` if
+/// this call attached it.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tp: &str,
+    ours: &mut Vec<&'static str>,
+) -> Result<(), AuditKernelError> {
     if loaded(ebpf, prog) {
         return Ok(());
     }
@@ -121,6 +137,7 @@ fn attach_raw(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), Audit
         .map_err(|source| AuditKernelError::Program { what, source })?;
     p.attach(tp)
         .map_err(|source| AuditKernelError::Program { what, source })?;
+    ours.push(prog);
     Ok(())
 }
 
