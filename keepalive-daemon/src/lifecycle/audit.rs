@@ -101,6 +101,7 @@ pub fn attach(
         }
         Err(e) => {
             log::warn!("audit: idle-death hook off: {}", Chain(&e));
+            late.off(Hook::IdleDeaths, "its set-up failed: see the audit warning");
             "idle deaths not tracked".to_owned()
         }
     };

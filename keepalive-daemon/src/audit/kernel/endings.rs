@@ -76,6 +76,9 @@ impl IdleDeaths {
                 name: PARAMS_MAP,
                 source,
             })?;
+        // Every failure comes before the hook's choice, which is logged and exported
+        // once: a caller that gets an error says itself that the hook is off.
+        let endings = EndingsReader::open(ebpf)?;
         // Before the hook: an ETIMEDOUT it sees must already find the timer context.
         let mut ours = Vec::new();
         attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry", &mut ours)?;
@@ -93,7 +96,6 @@ impl IdleDeaths {
                 }
             }
         }
-        let endings = EndingsReader::open(ebpf)?;
         Ok(IdleDeaths {
             endings: Some(endings),
             mechanism: choice.chosen,
