@@ -8,6 +8,9 @@
 pub mod config_flags {
     /// Count only sockets whose network namespace inode is `netns_inum`.
     pub const FILTER_NETNS: u32 = 1 << 0;
+    /// `sk_err_off` and `sk_protocol_off` are valid: the idle-death programs may read
+    /// a socket's error and protocol (without them they count nothing).
+    pub const IDLE_DEATH_LAYOUT: u32 = 1 << 1;
 }
 
 #[repr(C)]
@@ -44,7 +47,9 @@ pub struct SockConfig {
     pub flags: u32,
     /// offsetof(struct sock, __sk_common.skc_num): the local port, host order (a u16).
     pub skc_num_off: u32,
-    pub _pad: u32,
+    /// offsetof(struct sock, sk_protocol) (a u16 since 5.6): the fentry and kprobe
+    /// idle-death programs see every socket family's error reports and keep TCP's.
+    pub sk_protocol_off: u32,
 }
 const _: () = assert!(core::mem::size_of::<SockConfig>() == 64);
 

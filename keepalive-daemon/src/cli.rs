@@ -86,8 +86,8 @@ pub struct Args {
     #[arg(long = "socket.all-namespaces")]
     pub all_namespaces: bool,
 
-    /// Hook mechanism not to use for the socket-level hooks (timer probes, timeouts);
-    /// repeat for several. Each hook then takes the next one it can get, in the order
+    /// Hook mechanism not to use for the socket-level hooks (timer probes, timeouts, the
+    /// audit's idle deaths); repeat for several. Each hook then takes the next one it can get, in the order
     /// fentry, kprobe, tracepoint, tracepoint_timer_context, e.g. to keep away from
     /// fentry trampolines that another tool relies on.
     #[arg(long = "hooks.disable", value_name = "MECHANISM", value_enum)]

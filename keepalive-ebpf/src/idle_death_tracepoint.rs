@@ -1,117 +1,27 @@
-//! Idle deaths: connections that fail after having been idle at least --audit.min-idle.
-//! Both deaths end in sk_error_report() with the error in sk->sk_err, so one hook on
-//! sock:inet_sk_error_report sees them:
-//! - ECONNRESET: a RST arrived (tcp_reset() -> tcp_done_with_error()); rcv_tstamp and
-//!   lrcvtime are not updated for the RST itself, so the idle time is the time before it.
-//!   The application's own abort (SO_LINGER 0 close, tcp_disconnect()) reports
-//!   ECONNRESET too: only a socket tcp:tcp_receive_reset just marked on this CPU
-//!   (ka_rst_mark, RESET_SLOT) counts;
-//! - ETIMEDOUT outside this socket's keepalive timer: the retransmission (or zero-window
-//!   probe) timer gave up (tcp_write_timeout() -> tcp_write_err()). Inside the keepalive
-//!   timer (TIMER_SLOT, filled by timer_tracepoint.rs's entry program) it is a keepalive
-//!   timeout, counted by the timeout hook instead.
+//! Idle deaths on raw tracepoints, the fallback for kernels without fentry and kprobes:
+//! sock:inet_sk_error_report (fired inside sk_error_report(), for AF_INET and AF_INET6
+//! sockets only) and tcp:tcp_receive_reset (fired first thing in tcp_reset()). Both
+//! pass the socket as their one argument.
 //!
-//! Why a raw tracepoint: it loads everywhere the daemon runs (kprobes and fentry are
-//! missing or refused in some sandboxes, see KEEPALIVE-FACTS), carries the socket as its
-//! one argument, and, unlike a perf-event tracepoint, is not skipped while the daemon's
-//! own map syscalls hold bpf_prog_active (see timer_tracepoint.rs).
+//! Why raw tracepoints: they load everywhere the daemon runs (kprobes and fentry are
+//! missing or refused in some sandboxes, see KEEPALIVE-FACTS), and, unlike perf-event
+//! tracepoints, are not skipped while the daemon's own map syscalls hold
+//! bpf_prog_active (see timer_tracepoint.rs).
 
-use aya_ebpf::{helpers::bpf_jiffies64, macros::raw_tracepoint, programs::RawTracePointContext};
-use keepalive_common::{
-    audit::{EndingKind, failure_bucket},
-    audit_config::audit_flags,
-    counters,
-    sockhook::ETIMEDOUT,
-};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use crate::{
-    audit_sock::{idle_jiffies, keepalive_on, receipt_times, send_ending},
-    maps::{
-        IDLE_DEATH_PARAMS, RESET_SLOT, TIMER_SLOT, audit_config, config, count, count_add,
-        keepalive_timer_fn,
-    },
-    sock::{in_scope, read},
-};
+use crate::idle_death::{idle_death, mark_reset};
 
-const ECONNRESET: i32 = 104;
-
+/// TP_PROTO(const struct sock *sk)
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 pub fn ka_idle_death(ctx: RawTracePointContext) -> i32 {
-    let _ = try_idle_death(&ctx);
+    let _ = idle_death(ctx.arg(0));
     0
 }
 
-/// Marks the socket a RST arrived on (tcp_reset(), before it reports the error).
+/// TP_PROTO(const struct sock *sk)
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn ka_rst_mark(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct sock *sk)
-    let sk: u64 = ctx.arg(0);
-    if let Some(slot) = RESET_SLOT.get_ptr_mut(0) {
-        // SAFETY: per-CPU array slot 0 of this CPU.
-        unsafe { *slot = sk };
-    }
+    mark_reset(ctx.arg(0));
     0
-}
-
-#[inline(always)]
-fn try_idle_death(ctx: &RawTracePointContext) -> Option<()> {
-    let ac = audit_config();
-    let params = IDLE_DEATH_PARAMS.get(0)?;
-    if ac.flags & audit_flags::VALID == 0 || params.hz == 0 {
-        return None;
-    }
-    let cfg = config();
-    // TP_PROTO(const struct sock *sk)
-    let sk: u64 = ctx.arg(0);
-    // Read as a u64 and keep the low half, as error_report_tracepoint.rs does (a 4-byte
-    // read confused Debian 6.1's verifier).
-    let error = read::<u64>(sk + cfg.sk_err_off as u64)? as u32 as i32;
-    let reset_slot = RESET_SLOT.get_ptr_mut(0)?;
-    // SAFETY: per-CPU array slot 0 of this CPU.
-    let reset_sk = unsafe { core::mem::replace(&mut *reset_slot, 0) };
-    let kind = if error == ECONNRESET {
-        if reset_sk != sk {
-            // The application's own abort, not a RST from the peer.
-            return None;
-        }
-        EndingKind::IdleReset
-    } else if error == ETIMEDOUT {
-        // Without the keepalive timer's address the timer programs fill no slot, and a
-        // keepalive timeout would pass for a retransmission give-up: count none.
-        if keepalive_timer_fn(&cfg) == 0 {
-            return None;
-        }
-        let slot = TIMER_SLOT.get(0)?;
-        if slot.sk == sk {
-            return None;
-        }
-        EndingKind::IdleRetransmitTimeout
-    } else {
-        return None;
-    };
-    if !in_scope(&cfg, sk) {
-        return None;
-    }
-    if receipt_times(&ac, sk)? == (0, 0) {
-        // Never connected (a connect() that timed out): nothing was idle.
-        return None;
-    }
-    // SAFETY: a helper without arguments, always callable from tracing programs.
-    let now = unsafe { bpf_jiffies64() };
-    let idle = idle_jiffies(&ac, sk, now)?;
-    if idle < params.min_idle_jiffies {
-        return None;
-    }
-    let keepalive = keepalive_on(&ac, sk)?;
-    count(counters::idle_failures(kind, keepalive));
-    count(counters::failure_idle_bucket(failure_bucket(
-        idle,
-        &params.bounds_jiffies,
-    )));
-    count_add(
-        counters::FAILURE_IDLE_MS_SUM,
-        idle as u64 * 1000 / params.hz as u64,
-    );
-    send_ending(&ac, sk, kind, keepalive, idle);
-    Some(())
 }

@@ -55,7 +55,7 @@ static SOCK_CONFIG: SockConfig = SockConfig {
     keepalive_mib: 0,
     flags: 0,
     skc_num_off: 0,
-    _pad: 0,
+    sk_protocol_off: 0,
 };
 
 /// Per-port counters for the --metrics.local-port allowlist (index: ports::index).

@@ -1,6 +1,7 @@
 //! What an operator reads at start-up: at the default level one summary line per socket
 //! hook naming its mechanism (the refusals in short; their whole errors only at debug
-//! level) and one line for the tc attachment. A second daemon on the same interface
+//! level; the audit's idle-death hook too, or why it was not tried) and one line for the
+//! tc attachment. A second daemon on the same interface
 //! (TCX mode) warns, naming the interface and the first daemon's programs and ids; both
 //! then exit 0 on SIGTERM and nothing stays attached.
 
@@ -81,10 +82,26 @@ fn wait_second_ready(child: &mut Child, dir: &TempDir) -> String {
 }
 
 /// Exactly one INFO line per hook, naming the mechanism in use (from
-/// keepalive_daemon_hook_info), and no refusal in full at this level.
+/// keepalive_daemon_hook_info), and no refusal in full at this level; the ready line
+/// names the three.
 fn assert_hook_summaries(stderr: &str, scrape: &Samples) {
     let hooks = Samples::hooks_in_use(scrape);
-    assert_eq!(hooks.len(), 2, "hooks in use: {hooks:?}");
+    let names: Vec<&str> = hooks.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["idle_deaths", "timeouts", "timer_probes"],
+        "hooks in use: {hooks:?}"
+    );
+    let ready = format!(
+        "hooks: timer_probes={}, timeouts={}, idle_deaths={}",
+        hooks["timer_probes"], hooks["timeouts"], hooks["idle_deaths"]
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("ready: watching") && l.ends_with(&ready)),
+        "no ready line ending `{ready}`:\n{stderr}"
+    );
     let info = info_messages(stderr);
     for (hook, mechanism) in &hooks {
         let lines: Vec<&&str> = info
@@ -111,6 +128,104 @@ fn assert_hook_summaries(stderr: &str, scrape: &Samples) {
     assert!(
         !info.iter().any(|m| m.contains(" not used: ")),
         "per-attempt details at info level:\n{stderr}"
+    );
+}
+
+/// keepalive_daemon_hook_info{hook="idle_deaths"}: one series per mechanism it may use,
+/// all 0.
+fn assert_idle_deaths_none(scrape: &Samples) {
+    let series: Vec<(String, f64)> = scrape
+        .matching("keepalive_daemon_hook_info", &[("hook", "idle_deaths")])
+        .map(|s| (s.labels["mechanism"].clone(), s.value))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            ("fentry".to_owned(), 0.0),
+            ("kprobe".to_owned(), 0.0),
+            ("tracepoint".to_owned(), 0.0)
+        ],
+        "idle_deaths series"
+    );
+}
+
+/// --hooks.disable applies to the idle-death hook, chosen after the others: with every
+/// mechanism of it disabled, its line is a warning naming each, and the audit says that
+/// idle deaths are not tracked.
+#[test]
+fn hooks_disable_applies_to_the_idle_death_hook() {
+    require_root();
+    let setup = Setup::new("logsnohook");
+    let iface = setup.veth.a_if.clone();
+    let extra = [
+        "--hooks.disable",
+        "fentry",
+        "--hooks.disable",
+        "kprobe",
+        "--hooks.disable",
+        "tracepoint",
+    ];
+    let daemon = Daemon::spawn_with(&setup.a, &[&iface], &extra);
+    let stderr = daemon.stderr();
+    let warning = "idle_deaths: none (fentry disabled by --hooks.disable; kprobe disabled by \
+                   --hooks.disable; tracepoint disabled by --hooks.disable): its counters stay \
+                   at zero";
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("] idle_deaths: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(" WARN ") && lines[0].ends_with(warning),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("] audit: inventory every ")
+                && l.ends_with("; idle deaths not tracked (no mechanism: see idle_deaths)")),
+        "{stderr}"
+    );
+    assert_idle_deaths_none(&daemon.scrape());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("ready: watching") && l.ends_with(", idle_deaths=none")),
+        "{stderr}"
+    );
+}
+
+/// With --audit.disable the idle-death hook is not tried: its line says why, its
+/// keepalive_daemon_hook_info series are all 0, and the other two hooks are as usual.
+#[test]
+fn without_the_audit_the_idle_death_hook_says_none() {
+    require_root();
+    let setup = Setup::new("logsnoaudit");
+    let iface = setup.veth.a_if.clone();
+    let daemon = Daemon::spawn_with(&setup.a, &[&iface], &["--audit.disable"]);
+    let stderr = daemon.stderr();
+    let scrape = daemon.scrape();
+    let info = info_messages(&stderr);
+    let lines: Vec<&&str> = info
+        .iter()
+        .filter(|m| m.starts_with("idle_deaths: "))
+        .collect();
+    assert_eq!(
+        lines,
+        [&"idle_deaths: none (audit off: --audit.disable)"],
+        "{stderr}"
+    );
+    assert_idle_deaths_none(&scrape);
+    let hooks = Samples::hooks_in_use(&scrape);
+    let names: Vec<&str> = hooks.keys().map(String::as_str).collect();
+    assert_eq!(names, ["timeouts", "timer_probes"], "{hooks:?}");
+    assert!(
+        stderr.lines().any(|l| l.contains("ready: watching")
+            && l.ends_with(&format!(
+                "hooks: timer_probes={}, timeouts={}, idle_deaths=none",
+                hooks["timer_probes"], hooks["timeouts"]
+            ))),
+        "{stderr}"
     );
 }
 

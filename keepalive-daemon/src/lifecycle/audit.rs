@@ -4,6 +4,11 @@
 //!
 //! Nothing here is fatal: a kernel without the iterator runs the daemon without the
 //! inventory (keepalive_daemon_audit_inventory_enabled 0), as the issue asks.
+//!
+//! The idle-death hook's mechanism is chosen and logged like the other socket hooks'
+//! (`idle_deaths: fentry`, ...). Without it (--audit.disable, or no inventory and so no
+//! HZ) it is not tried: its line says why (`idle_deaths: none (...)`) and its
+//! keepalive_daemon_hook_info series are all 0.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +24,7 @@ use keepalive_daemon::{
     error_chain::Chain,
     exporter::{audit_metrics::limit_label, state::State},
     kernel::btf::KernelBtf,
+    sockhooks::{Hook, LateChoice},
 };
 
 /// What attached; started by [`Attached::start`].
@@ -30,13 +36,26 @@ pub struct Attached {
     all_namespaces: bool,
 }
 
+impl Attached {
+    /// `idle_deaths=<mechanism>` for the ready line and systemd's status.
+    pub fn hook_summary(&self) -> String {
+        let mechanism = self.hooks.as_ref().and_then(IdleDeaths::mechanism);
+        format!(
+            "{}={}",
+            Hook::IdleDeaths.label(),
+            mechanism.map_or("none", |m| m.label())
+        )
+    }
+}
+
 /// Attaches what the kernel allows (before the capabilities are dropped) and logs one
-/// line on what the audit does.
+/// line on what the audit does, and the idle-death hook's choice (through `late`).
 pub fn attach(
     ebpf: &mut Ebpf,
     btf: &KernelBtf,
     settings: Option<AuditSettings>,
     all_namespaces: bool,
+    late: LateChoice<'_>,
 ) -> Attached {
     let mut out = Attached {
         inventory: None,
@@ -46,6 +65,7 @@ pub fn attach(
     };
     let Some(settings) = settings else {
         log::info!("audit: off (--audit.disable)");
+        late.off(Hook::IdleDeaths, "audit off: --audit.disable");
         return out;
     };
     let inv = match Inventory::attach(ebpf, btf) {
@@ -57,6 +77,7 @@ pub fn attach(
                  tracked either: their hook needs the kernel's HZ, which the inventory measures",
                 Chain(&e)
             );
+            late.off(Hook::IdleDeaths, "audit inventory off: no HZ");
             return out;
         }
     };
@@ -64,14 +85,23 @@ pub fn attach(
         min_idle: settings.min_idle,
         hz: inv.hz(),
     };
-    let deaths = match IdleDeaths::attach(ebpf, btf, setup) {
+    let deaths = match IdleDeaths::attach_with(ebpf, btf, setup, late) {
         Ok(mut hooks) => {
             out.endings = hooks.take_endings();
+            let deaths = match hooks.mechanism() {
+                Some(m) => format!(
+                    "idle deaths after {:?} idle tracked ({})",
+                    settings.min_idle,
+                    m.label()
+                ),
+                None => "idle deaths not tracked (no mechanism: see idle_deaths)".to_owned(),
+            };
             out.hooks = Some(hooks);
-            format!("idle deaths after {:?} idle tracked", settings.min_idle)
+            deaths
         }
         Err(e) => {
             log::warn!("audit: idle-death hook off: {}", Chain(&e));
+            late.off(Hook::IdleDeaths, "its set-up failed: see the audit warning");
             "idle deaths not tracked".to_owned()
         }
     };

@@ -50,7 +50,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let hooks = sockhooks::attach(&mut ebpf, resolved, &args.hooks_disable, &metrics.hook_info);
     // The audit's programs attach with the others, before the capabilities go; BTF is
     // not needed after them.
-    let mut audit = audit::attach(&mut ebpf, &btf, audit_settings, args.all_namespaces);
+    let late = sockhooks::LateChoice {
+        disabled: &args.hooks_disable,
+        hook_info: Some(&metrics.hook_info),
+    };
+    let mut audit = audit::attach(&mut ebpf, &btf, audit_settings, args.all_namespaces, late);
     drop(btf);
     caps::drop_after_attach(&audit.capabilities_needed());
 
@@ -60,11 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     server.spawn(&state)?;
     exporter::spawn_flow_map_sweeper(state.clone(), args.sweep_interval);
     audit.start(&args, &state);
-    log::info!(
-        "ready: watching {attached_interfaces} interface(s); hooks: {}",
-        hooks.summary
-    );
-    tell_systemd(&state, attached_interfaces, &hooks.summary);
+    let hooks_summary = format!("{}, {}", hooks.summary, audit.hook_summary());
+    log::info!("ready: watching {attached_interfaces} interface(s); hooks: {hooks_summary}");
+    tell_systemd(&state, attached_interfaces, &hooks_summary);
 
     run_until_signal(&mut ebpf, &mut attachments, &mut links, &state.metrics).await?;
     notify::stopping();

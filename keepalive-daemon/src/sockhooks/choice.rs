@@ -1,6 +1,10 @@
-//! Which mechanism each socket-level hook uses, chosen at run time per hook: fentry, then kprobe, then
-//! tracepoints. Each choice is logged (one line per hook; each refusal's whole error at
-//! debug level) and exported (keepalive_daemon_hook_info).
+//! Which mechanism each socket-level hook uses, chosen at run time per hook: fentry, then
+//! kprobe, then tracepoints. Each choice is logged (one line per hook; each refusal's
+//! whole error at debug level) and exported (keepalive_daemon_hook_info).
+//!
+//! The keepalive hooks are chosen together at start-up ([`attach_all`]); the idle-death
+//! hook later, alone ([`attach_one`]), once the audit has measured the HZ its programs
+//! need.
 
 use std::collections::HashSet;
 
@@ -72,15 +76,22 @@ pub enum Hook {
     TimerProbes,
     /// Connections the keepalive timer gives up on and resets.
     Timeouts,
+    /// Connections that fail after being idle (the keepalive audit; a RST received or
+    /// the retransmission timer giving up).
+    IdleDeaths,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::TimerProbes, Hook::Timeouts];
+    pub const ALL: [Hook; 3] = [Hook::TimerProbes, Hook::Timeouts, Hook::IdleDeaths];
+    /// The hooks [`attach_all`] chooses at start-up; the others are attached by
+    /// [`attach_one`] when what they need is known.
+    pub const AT_START: [Hook; 2] = [Hook::TimerProbes, Hook::Timeouts];
 
     pub fn label(self) -> &'static str {
         match self {
             Hook::TimerProbes => "timer_probes",
             Hook::Timeouts => "timeouts",
+            Hook::IdleDeaths => "idle_deaths",
         }
     }
 }
@@ -113,6 +124,12 @@ impl HookChoice {
         format!("{}: {chosen} ({})", self.hook.label(), why.join("; "))
     }
 
+    /// The line for a hook that was not tried at all, e.g. `idle_deaths: none (audit
+    /// off: --audit.disable)`.
+    pub fn off_summary(hook: Hook, why: &str) -> String {
+        format!("{}: none ({why})", hook.label())
+    }
+
     /// Logs the choice: each refusal in full at debug level, then the summary (a
     /// warning when the hook got no mechanism).
     pub fn log(&self) {
@@ -137,6 +154,7 @@ pub fn preference(hook: Hook) -> &'static [Mechanism] {
     match hook {
         Hook::TimerProbes => &[Fentry, Kprobe, Tracepoint],
         Hook::Timeouts => &[Fentry, Kprobe, Tracepoint, TracepointTimerContext],
+        Hook::IdleDeaths => &[Fentry, Kprobe, Tracepoint],
     }
 }
 
@@ -227,6 +245,45 @@ fn steps(
                 },
             ]
         }
+        (Hook::IdleDeaths, m) => idle_death_steps(m),
+    }
+}
+
+/// The idle-death hook's programs: the reset mark first, so that an error report never
+/// misses the mark of its RST.
+fn idle_death_steps(m: Mechanism) -> Vec<Step> {
+    use Mechanism::*;
+    match m {
+        Fentry => vec![
+            Step::Fentry {
+                prog: "ka_rst_mark_fe",
+                func: "tcp_reset",
+            },
+            Step::Fentry {
+                prog: "ka_idle_death_fe",
+                func: "sk_error_report",
+            },
+        ],
+        Kprobe => vec![
+            Step::Kprobe {
+                prog: "ka_rst_mark_kp",
+                func: "tcp_reset",
+            },
+            Step::Kprobe {
+                prog: "ka_idle_death_kp",
+                func: "sk_error_report",
+            },
+        ],
+        _ => vec![
+            Step::Tracepoint {
+                prog: "ka_rst_mark",
+                name: "tcp_receive_reset",
+            },
+            Step::Tracepoint {
+                prog: "ka_idle_death",
+                name: "inet_sk_error_report",
+            },
+        ],
     }
 }
 
@@ -244,12 +301,14 @@ fn missing_prerequisite(hook: Hook, m: Mechanism, p: &Prerequisites) -> Option<S
                 &p.error_report_tracepoint
             }
         }
+        (Hook::IdleDeaths, Fentry | Kprobe) => &p.idle_death_functions,
+        (Hook::IdleDeaths, _) => &p.idle_death_tracepoints,
     };
     why.clone()
 }
 
-/// Attaches the best mechanism each hook can get. A hook that gets none is reported
-/// (not fatal): the wire counters work without it.
+/// Attaches the best mechanism each of [`Hook::AT_START`] can get. A hook that gets
+/// none is reported (not fatal): the wire counters work without it.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     prereq: &Prerequisites,
@@ -257,36 +316,59 @@ pub fn attach_all(
     disabled: &[Mechanism],
 ) -> Vec<HookChoice> {
     let mut attached: HashSet<&'static str> = HashSet::new();
-    Hook::ALL
+    Hook::AT_START
         .into_iter()
-        .map(|hook| {
-            let mut choice = HookChoice {
-                hook,
-                chosen: None,
-                rejected: Vec::new(),
-            };
-            for &m in preference(hook) {
-                if disabled.contains(&m) {
-                    let why = "disabled by --hooks.disable".to_owned();
-                    choice.rejected.push(Rejection::new(m, why.clone(), why));
-                    continue;
-                }
-                if let Some(why) = missing_prerequisite(hook, m, prereq) {
-                    let short = format!("unavailable: {why}");
-                    choice.rejected.push(Rejection::new(m, short, why));
-                    continue;
-                }
-                match attach_steps(ebpf, &steps(hook, m, &attached, prereq), btf, &mut attached) {
-                    Ok(()) => {
-                        choice.chosen = Some(m);
-                        break;
-                    }
-                    Err(e) => choice.rejected.push(Rejection::attach_failed(m, &e)),
-                }
-            }
-            choice
-        })
+        .map(|hook| choose(ebpf, hook, prereq, btf, disabled, &mut attached))
         .collect()
+}
+
+/// Attaches the best mechanism `hook` can get, after start-up. Its steps share no
+/// program with the other hooks' (the idle-death hook's timer context is attached by
+/// its caller, which knows what the keepalive hooks loaded).
+pub fn attach_one(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    prereq: &Prerequisites,
+    btf: Option<&Btf>,
+    disabled: &[Mechanism],
+) -> HookChoice {
+    choose(ebpf, hook, prereq, btf, disabled, &mut HashSet::new())
+}
+
+/// Tries `hook`'s mechanisms best first; records why each one before the chosen failed.
+fn choose(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    prereq: &Prerequisites,
+    btf: Option<&Btf>,
+    disabled: &[Mechanism],
+    attached: &mut HashSet<&'static str>,
+) -> HookChoice {
+    let mut choice = HookChoice {
+        hook,
+        chosen: None,
+        rejected: Vec::new(),
+    };
+    for &m in preference(hook) {
+        if disabled.contains(&m) {
+            let why = "disabled by --hooks.disable".to_owned();
+            choice.rejected.push(Rejection::new(m, why.clone(), why));
+            continue;
+        }
+        if let Some(why) = missing_prerequisite(hook, m, prereq) {
+            let short = format!("unavailable: {why}");
+            choice.rejected.push(Rejection::new(m, short, why));
+            continue;
+        }
+        match attach_steps(ebpf, &steps(hook, m, attached, prereq), btf, attached) {
+            Ok(()) => {
+                choice.chosen = Some(m);
+                break;
+            }
+            Err(e) => choice.rejected.push(Rejection::attach_failed(m, &e)),
+        }
+    }
+    choice
 }
 
 /// Attaches every step or none: on failure the programs this call attached are unloaded.
@@ -369,66 +451,4 @@ fn attach_step(ebpf: &mut Ebpf, step: &Step, btf: Option<&Btf>) -> Result<(), At
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(m: Mechanism, errno: i32) -> Rejection {
-        let e = AttachError::LoadFentry {
-            prog: "ka_wakeup_fe",
-            func: "tcp_write_wakeup",
-            source: ProgramError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_prog_load",
-                io_error: std::io::Error::from_raw_os_error(errno),
-            }),
-        };
-        Rejection::attach_failed(m, &e)
-    }
-
-    #[test]
-    fn the_summary_names_the_mechanism_and_each_refusal_in_short() {
-        let choice = HookChoice {
-            hook: Hook::TimerProbes,
-            chosen: Some(Mechanism::Tracepoint),
-            rejected: vec![
-                refused(Mechanism::Fentry, libc::EPERM),
-                refused(Mechanism::Kprobe, libc::ENOENT),
-            ],
-        };
-        assert_eq!(
-            choice.summary(),
-            "timer_probes: tracepoint (fentry refused by the kernel: EPERM; \
-             kprobe refused by the kernel: ENOENT; fine)"
-        );
-        // The details keep the whole chain.
-        assert!(
-            choice.rejected[0]
-                .detail
-                .starts_with("loading fentry ka_wakeup_fe for tcp_write_wakeup"),
-            "{}",
-            choice.rejected[0].detail
-        );
-        let first_choice = HookChoice {
-            hook: Hook::Timeouts,
-            chosen: Some(Mechanism::Fentry),
-            rejected: vec![],
-        };
-        assert_eq!(first_choice.summary(), "timeouts: fentry");
-        let none = HookChoice {
-            hook: Hook::Timeouts,
-            chosen: None,
-            rejected: vec![
-                Rejection::new(
-                    Mechanism::Fentry,
-                    "disabled by --hooks.disable".into(),
-                    String::new(),
-                ),
-                refused(Mechanism::Kprobe, 524),
-            ],
-        };
-        assert_eq!(
-            none.summary(),
-            "timeouts: none (fentry disabled by --hooks.disable; \
-             kprobe refused by the kernel: ENOTSUPP)"
-        );
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
-//! The socket-level hooks (timer probes, timeouts): what the kernel offers them
-//! (sockconfig.rs), learning tcp_keepalive_timer()'s address (timer_fn.rs), which
-//! mechanism each hook gets (choice.rs), and the timer runs the tracepoint path misses
-//! (timer_loss.rs).
+//! The socket-level hooks (timer probes, timeouts, and the audit's idle deaths): what
+//! the kernel offers them (sockconfig.rs), learning tcp_keepalive_timer()'s address
+//! (timer_fn.rs), which mechanism each hook gets (choice.rs), and the timer runs the
+//! tracepoint path misses (timer_loss.rs).
 
 pub(crate) mod choice;
 pub mod sockconfig;
@@ -14,7 +14,7 @@ use aya::Ebpf;
 use prometheus::IntGaugeVec;
 
 use crate::{cli::HookMechanism, error_chain::Chain, kernel::btf::KernelBtf};
-use choice::{Hook, HookChoice};
+pub use choice::{Hook, HookChoice};
 use sockconfig::{Prerequisites, Resolved};
 
 /// The daemon's own network namespace could not be identified.
@@ -99,13 +99,53 @@ pub fn attach(
     }
 }
 
+/// What choosing a hook after start-up needs besides the kernel's facts: the
+/// mechanisms the operator disabled (--hooks.disable) and, in the daemon, the metric the
+/// choice is exported in (none in the test harnesses that attach hooks by hand).
+#[derive(Clone, Copy, Default)]
+pub struct LateChoice<'a> {
+    pub disabled: &'a [HookMechanism],
+    pub hook_info: Option<&'a IntGaugeVec>,
+}
+
+impl LateChoice<'_> {
+    /// Attaches the best mechanism `hook` can get (choice::attach_one), logs the choice
+    /// in the same one line as the start-up hooks and exports it.
+    pub fn attach(&self, ebpf: &mut Ebpf, hook: Hook, prereq: &Prerequisites) -> HookChoice {
+        let kernel_btf = aya::Btf::from_sys_fs().ok();
+        let choice = choice::attach_one(ebpf, hook, prereq, kernel_btf.as_ref(), self.disabled);
+        report_to(&choice, self.hook_info);
+        choice
+    }
+
+    /// `hook` is not tried at all (e.g. the audit is off): one info line saying why, and
+    /// its keepalive_daemon_hook_info series all 0.
+    pub fn off(&self, hook: Hook, why: &str) {
+        log::info!("{}", HookChoice::off_summary(hook, why));
+        if let Some(hook_info) = self.hook_info {
+            export(hook, None, hook_info);
+        }
+    }
+}
+
 /// Logs one hook's choice and sets its keepalive_daemon_hook_info series.
 fn report(choice: &HookChoice, hook_info: &IntGaugeVec) {
+    report_to(choice, Some(hook_info));
+}
+
+fn report_to(choice: &HookChoice, hook_info: Option<&IntGaugeVec>) {
     choice.log();
-    for m in choice::preference(choice.hook) {
-        let v = i64::from(choice.chosen == Some(*m));
+    if let Some(hook_info) = hook_info {
+        export(choice.hook, choice.chosen, hook_info);
+    }
+}
+
+/// 1 for the mechanism in use, 0 for the others the hook may use.
+fn export(hook: Hook, chosen: Option<HookMechanism>, hook_info: &IntGaugeVec) {
+    for m in choice::preference(hook) {
+        let v = i64::from(chosen == Some(*m));
         hook_info
-            .with_label_values(&[choice.hook.label(), m.label()])
+            .with_label_values(&[hook.label(), m.label()])
             .set(v);
     }
 }

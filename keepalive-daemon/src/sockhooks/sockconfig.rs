@@ -38,6 +38,10 @@ pub enum SockConfigError {
     ErrorReportArguments,
     #[error("sk_err is {size:?} bytes, not an int")]
     SkErrSize { size: Option<u32> },
+    #[error("sk_protocol is {size:?} bytes, not a u16 (kernel before 5.6)")]
+    SkProtocolSize { size: Option<u32> },
+    #[error("raw tracepoint {tracepoint} does not pass the socket first")]
+    NoSocketArgument { tracepoint: &'static str },
 }
 
 /// Why a hook mechanism cannot be used on this kernel; `None` means it may be tried.
@@ -55,6 +59,12 @@ pub struct Prerequisites {
     pub send_reset_tracepoint: Option<String>,
     /// sock:inet_sk_error_report with an error field.
     pub error_report_tracepoint: Option<String>,
+    /// sk_error_report(sk) and tcp_reset(sk, skb), with sk_err and sk_protocol (fentry
+    /// and kprobe idle deaths).
+    pub idle_death_functions: Option<String>,
+    /// sock:inet_sk_error_report and tcp:tcp_receive_reset passing the socket, with
+    /// sk_err and sk_protocol (tracepoint idle deaths).
+    pub idle_death_tracepoints: Option<String>,
 }
 
 pub struct Resolved {
@@ -75,7 +85,9 @@ impl Prerequisites {
             active_reset_reason_arg: 2,
             timer_tracepoints: why.clone(),
             send_reset_tracepoint: why.clone(),
-            error_report_tracepoint: why,
+            error_report_tracepoint: why.clone(),
+            idle_death_functions: why.clone(),
+            idle_death_tracepoints: why,
         }
     }
 }
@@ -124,6 +136,7 @@ pub fn resolve(
     p.error_report_tracepoint = error_report_tracepoint(btf, &mut c)
         .err()
         .map(|e| Chain(&e).to_string());
+    idle_death(btf, &mut c, &mut p);
 
     Ok(Resolved {
         config: c,
@@ -236,6 +249,65 @@ fn error_report_tracepoint(btf: &KernelBtf, c: &mut SockConfig) -> Result<(), So
         return Err(SockConfigError::SkErrSize { size: err.size });
     }
     c.sk_err_off = err.offset;
+    Ok(())
+}
+
+/// What the idle-death hook's mechanisms need, for the hook's late choice
+/// (choice::attach_one, after the audit measured HZ): the same answer [`resolve`] gave
+/// when it filled in the SOCK_CONFIG the object was loaded with (same BTF). The other
+/// hooks' fields say "not resolved here".
+pub fn idle_death_prerequisites(btf: &KernelBtf) -> Prerequisites {
+    let mut p = Prerequisites::all_missing("not resolved for the idle-death hook");
+    match sock_fields(btf) {
+        Ok(mut c) => idle_death(btf, &mut c, &mut p),
+        Err(e) => {
+            let why = Some(Chain(&e).to_string());
+            p.idle_death_functions = why.clone();
+            p.idle_death_tracepoints = why;
+        }
+    }
+    p
+}
+
+/// The idle-death programs read sk_err and sk_protocol (the fentry and kprobe ones see
+/// every socket family's error reports, idle_death.rs keeps TCP over IPv4/IPv6); the
+/// fentry and kprobe programs take the socket from argument 0 of sk_error_report(sk)
+/// and tcp_reset(sk, skb), the tracepoint ones from argument 0 of
+/// sock:inet_sk_error_report(sk) and tcp:tcp_receive_reset(sk). Sets
+/// IDLE_DEATH_LAYOUT when the fields are known.
+fn idle_death(btf: &KernelBtf, c: &mut SockConfig, p: &mut Prerequisites) {
+    if let Err(e) = idle_death_layout(btf, c) {
+        let why = Some(Chain(&e).to_string());
+        p.idle_death_functions = why.clone();
+        p.idle_death_tracepoints = why;
+        return;
+    }
+    c.flags |= config_flags::IDLE_DEATH_LAYOUT;
+    p.idle_death_functions = check_params(btf, "sk_error_report", &[(0, "sk")])
+        .or_else(|| check_params(btf, "tcp_reset", &[(0, "sk")]));
+    p.idle_death_tracepoints = ["inet_sk_error_report", "tcp_receive_reset"]
+        .into_iter()
+        .find_map(|tp| match btf.raw_tracepoint_args(tp) {
+            Ok(n) if n >= 1 => None,
+            Ok(_) => Some(SockConfigError::NoSocketArgument { tracepoint: tp }),
+            Err(e) => Some(e.into()),
+        })
+        .map(|e| Chain(&e).to_string());
+}
+
+fn idle_death_layout(btf: &KernelBtf, c: &mut SockConfig) -> Result<(), SockConfigError> {
+    let err = btf.member("sock", &["sk_err"])?;
+    if err.size != Some(4) {
+        return Err(SockConfigError::SkErrSize { size: err.size });
+    }
+    let protocol = btf.member("sock", &["sk_protocol"])?;
+    if protocol.size != Some(2) {
+        return Err(SockConfigError::SkProtocolSize {
+            size: protocol.size,
+        });
+    }
+    c.sk_err_off = err.offset;
+    c.sk_protocol_off = protocol.offset;
     Ok(())
 }
 

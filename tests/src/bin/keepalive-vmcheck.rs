@@ -11,7 +11,8 @@
 //! 3. Compares the daemon's counters with the kernel's (TcpExtTCPKeepAlive of A) and
 //!    with what the sockets saw, and its keepalive_daemon_hook_info with step 1.
 //! 4. Checks the keepalive audit's kernel side (audit.rs): the iter/tcp inventory and
-//!    one idle death.
+//!    one idle death, counted by the idle-death hook's mechanism this mode expects
+//!    (fentry, kprobe with --no-fentry, the tracepoints with --fallback).
 //!
 //! Output: one `VMCHECK key=value ...` line per fact, hook and count, then
 //! `VMCHECK RESULT PASS` or `VMCHECK RESULT FAIL <why>`. Exit status 0 only on PASS.
@@ -37,6 +38,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
+use keepalive_daemon::cli::HookMechanism;
 use keepalive_tests::daemon::DAEMON_BIN_ENV;
 
 use btf::doctor_btf;
@@ -95,7 +97,13 @@ fn main() {
         }
         let expected = expectations(Path::new(&btf_path), !no_fentry);
         let mut failures = scenario(&expected);
-        failures.extend(audit::check());
+        let disabled: &[HookMechanism] = if no_fentry {
+            &[HookMechanism::Fentry]
+        } else {
+            &[]
+        };
+        let idle_deaths = expected.get("idle_deaths").copied().unwrap_or("?");
+        failures.extend(audit::check(Path::new(&btf_path), disabled, idle_deaths));
         failures
     });
     println!(

@@ -132,11 +132,12 @@ pub fn table(results: &[KernelResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<26} {:<34} {:<52} {:<7} {:>6}  result",
+        "{:<8} {:<26} {:<34} {:<52} {:<34} {:<7} {:>6}  result",
         "kernel",
         "release",
         "timer_probes -> (expected)",
         "timeouts -> (expected)",
+        "idle_deaths -> (expected)",
         "counts",
         "secs",
     );
@@ -163,11 +164,12 @@ pub fn table(results: &[KernelResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<8} {:<26} {:<34} {:<52} {:<7} {:>6.0}  {}",
+            "{:<8} {:<26} {:<34} {:<52} {:<34} {:<7} {:>6.0}  {}",
             r.name,
             r.release,
             hook("timer_probes"),
             hook("timeouts"),
+            hook("idle_deaths"),
             counts,
             r.seconds,
             r.verdict

@@ -1,12 +1,14 @@
-//! The idle-death hook (keepalive-ebpf/src/idle_death_tracepoint.rs) and the ring buffer
-//! its endings and the keepalive timeouts arrive on.
+//! The idle-death hook (keepalive-ebpf/src/idle_death*.rs) and the ring buffer its
+//! endings and the keepalive timeouts arrive on.
 //!
-//! The hook is a raw tracepoint on inet_sk_error_report, always: it loads on every
-//! kernel the daemon supports and in sandboxes without kprobes or fentry, and it sees
-//! both deaths (ECONNRESET and ETIMEDOUT) in one place. To tell a retransmission
-//! give-up from a keepalive timeout it needs the keepalive timer's context, so the
-//! timer_expire_entry/exit programs are attached too when the timer-probes hook did not
-//! already attach them.
+//! The hook's mechanism is chosen like the other socket hooks' (sockhooks/choice.rs:
+//! fentry on sk_error_report() and tcp_reset(), then kprobes on them, then the raw
+//! tracepoints sock:inet_sk_error_report and tcp:tcp_receive_reset; --hooks.disable;
+//! one summary line; keepalive_daemon_hook_info{hook="idle_deaths"}), but later, once
+//! the inventory has measured HZ. To tell a retransmission give-up from a keepalive
+//! timeout it needs the keepalive timer's context, so the timer_expire_entry/exit
+//! programs are attached first, whatever the mechanism, when the timer-probes hook did
+//! not already attach them.
 
 use aya::{
     Ebpf,
@@ -17,28 +19,46 @@ use keepalive_common::{audit::Ending, audit_config::IdleDeathParams};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::{AuditKernelError, IdleDeathSetup, offsets};
-use crate::kernel::btf::KernelBtf;
+use crate::{
+    cli::HookMechanism,
+    kernel::btf::KernelBtf,
+    sockhooks::{Hook, LateChoice, sockconfig},
+};
 
 const PARAMS_MAP: &str = "IDLE_DEATH_PARAMS";
 const ENDINGS_MAP: &str = "ENDINGS";
-const HOOK: &str = "ka_idle_death";
 
 /// The attached idle-death hook and the ring buffer its endings (and the keepalive
 /// timeouts) arrive on.
 pub struct IdleDeaths {
     endings: Option<EndingsReader>,
+    mechanism: Option<HookMechanism>,
 }
 
 impl IdleDeaths {
-    /// Writes the HZ-dependent parameters, attaches the timer-context programs if
-    /// needed and the hook, and opens the ring buffer. Must run inside a tokio runtime
-    /// (the reader registers with its reactor), and after sockhooks::attach: that one
-    /// loads the timer programs itself when it chooses them, and fails on a program
-    /// already loaded.
+    /// [`IdleDeaths::attach_with`] with every mechanism allowed and nothing exported
+    /// (the choice is still logged).
     pub fn attach(
         ebpf: &mut Ebpf,
         btf: &KernelBtf,
         setup: IdleDeathSetup,
+    ) -> Result<IdleDeaths, AuditKernelError> {
+        Self::attach_with(ebpf, btf, setup, LateChoice::default())
+    }
+
+    /// Writes the HZ-dependent parameters, attaches the timer-context programs if
+    /// needed, chooses and attaches the hook's mechanism (logged and exported through
+    /// `late`), and opens the ring buffer. A hook that gets no mechanism is no error:
+    /// the ring buffer still carries the keepalive timeouts' endings, and
+    /// [`IdleDeaths::mechanism`] says `None`. Must run inside a tokio runtime (the
+    /// reader registers with its reactor), and after sockhooks::attach: that one loads
+    /// the timer programs itself when it chooses them, and fails on a program already
+    /// loaded. `btf` must be the BTF the object's SOCK_CONFIG was resolved from.
+    pub fn attach_with(
+        ebpf: &mut Ebpf,
+        btf: &KernelBtf,
+        setup: IdleDeathSetup,
+        late: LateChoice<'_>,
     ) -> Result<IdleDeaths, AuditKernelError> {
         offsets::resolve(btf).map_err(|source| AuditKernelError::Layout { source })?;
         let params = IdleDeathParams::new(setup.hz, setup.min_idle.as_millis() as u64);
@@ -56,22 +76,35 @@ impl IdleDeaths {
                 name: PARAMS_MAP,
                 source,
             })?;
-        attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry")?;
+        // Every failure comes before the hook's choice, which is logged and exported
+        // once: a caller that gets an error says itself that the hook is off.
+        let endings = EndingsReader::open(ebpf)?;
+        // Before the hook: an ETIMEDOUT it sees must already find the timer context.
+        let mut ours = Vec::new();
+        attach_raw(ebpf, "ka_timer_entry", "timer_expire_entry", &mut ours)?;
         // ka_timer_exit (which also counts probes) clears the slot just as well.
         if !loaded(ebpf, "ka_timer_exit") {
-            attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit")?;
+            attach_raw(ebpf, "ka_timer_exit_ctx", "timer_expire_exit", &mut ours)?;
         }
-        attach_raw(ebpf, "ka_rst_mark", "tcp_receive_reset")?;
-        attach_raw(ebpf, HOOK, "inet_sk_error_report")?;
-        let endings = EndingsReader::open(ebpf)?;
-        log::info!(
-            "idle deaths: tracepoint inet_sk_error_report (min idle {:?}, HZ {})",
-            setup.min_idle,
-            setup.hz
-        );
+        let prereq = sockconfig::idle_death_prerequisites(btf);
+        let choice = late.attach(ebpf, Hook::IdleDeaths, &prereq);
+        if choice.chosen.is_none() {
+            // The timer programs run for every kernel timer: not for nothing.
+            for prog in ours {
+                if let Some(aya::programs::Program::RawTracePoint(p)) = ebpf.program_mut(prog) {
+                    let _ = p.unload();
+                }
+            }
+        }
         Ok(IdleDeaths {
             endings: Some(endings),
+            mechanism: choice.chosen,
         })
+    }
+
+    /// The mechanism the hook attached with; `None`: idle deaths are not counted.
+    pub fn mechanism(&self) -> Option<HookMechanism> {
+        self.mechanism
     }
 
     /// The reader of endings; `None` once taken.
@@ -85,8 +118,14 @@ fn loaded(ebpf: &Ebpf, prog: &str) -> bool {
 }
 
 /// Loads and attaches a raw tracepoint program unless it is already (sockhooks'
-/// choice attaches the timer programs when they count probes).
-fn attach_raw(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), AuditKernelError> {
+/// choice attaches the timer programs when they count probes); adds it to `ours` if
+/// this call attached it.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tp: &str,
+    ours: &mut Vec<&'static str>,
+) -> Result<(), AuditKernelError> {
     if loaded(ebpf, prog) {
         return Ok(());
     }
@@ -100,6 +139,7 @@ fn attach_raw(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), Audit
         .map_err(|source| AuditKernelError::Program { what, source })?;
     p.attach(tp)
         .map_err(|source| AuditKernelError::Program { what, source })?;
+    ours.push(prog);
     Ok(())
 }
 

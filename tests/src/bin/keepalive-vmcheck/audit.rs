@@ -1,7 +1,9 @@
 //! The keepalive audit's kernel side on this kernel: the `iter/tcp` inventory must list
 //! a namespace's established sockets with the keepalive settings the check set, and the
-//! idle-death hook must count one reset of an idle connection. Loads the daemon's eBPF
-//! object through the daemon library (audit::kernel), as the daemon does.
+//! idle-death hook, with the mechanism the mode expects (fentry, kprobe, tracepoint:
+//! the same BTF and --hooks.disable as the mode's daemon), must count one reset of an
+//! idle connection, and not the other end's own abort. Loads the daemon's eBPF object
+//! through the daemon library (audit::kernel), as the daemon does.
 //!
 //! Prints `VMCHECK count` lines (name, what the audit saw, the socket oracle, match),
 //! which the matrix report shows with the daemon's counts.
@@ -16,8 +18,9 @@ use aya::maps::PerCpuArray;
 use keepalive_common::{audit::EndingKind, counters};
 use keepalive_daemon::{
     audit::kernel::{self, IdleDeathSetup, IdleDeaths, Inventory},
+    cli::HookMechanism,
     kernel::btf::KernelBtf,
-    sockhooks,
+    sockhooks::{self, LateChoice},
 };
 use keepalive_tests::{
     Netns,
@@ -43,12 +46,19 @@ fn count(name: &str, seen: u64, oracle: u64, failures: &mut Vec<String>) {
     }
 }
 
+/// What the idle-death hook is attached with: the mode's BTF (the doctored copy in the
+/// fallback mode) and disabled mechanisms, and the mechanism expect.rs predicted.
+struct IdleDeathMode<'a> {
+    disabled: &'a [HookMechanism],
+    expected: &'a str,
+}
+
 /// Runs the audit checks; returns what failed.
-pub fn check() -> Vec<String> {
+pub fn check(btf_path: &Path, disabled: &[HookMechanism], expected: &str) -> Vec<String> {
     let mut failures = Vec::new();
     let ns = Netns::new("vmaudit", "a");
     let inum = std::fs::metadata(ns.path()).expect("netns").ino() as u32;
-    let btf = KernelBtf::load(Path::new("/sys/kernel/btf/vmlinux")).expect("kernel BTF");
+    let btf = KernelBtf::load(btf_path).expect("kernel BTF");
     let resolved = sockhooks::resolve_or_disable(&btf, Some(inum));
     let mut ebpf = kernel::load_object(&resolved.config, &kernel::loader_config(&btf))
         .expect("loading the eBPF object");
@@ -87,17 +97,26 @@ pub fn check() -> Vec<String> {
         60 * u64::from(inv.hz()),
         &mut failures,
     );
-    idle_reset(&mut ebpf, &btf, inv.hz(), client, server, &mut failures);
+    let mode = IdleDeathMode { disabled, expected };
+    idle_reset(
+        &mut ebpf,
+        &btf,
+        inv.hz(),
+        &mode,
+        (client, server),
+        &mut failures,
+    );
     failures
 }
 
-/// One idle connection reset by its peer: one ending, one counted idle death.
+/// One idle connection reset by its peer: one ending, one counted idle death (the
+/// peer's own abort, also ECONNRESET, is not one), by the expected mechanism.
 fn idle_reset(
     ebpf: &mut aya::Ebpf,
     btf: &KernelBtf,
     hz: u32,
-    client: TcpStream,
-    server: TcpStream,
+    mode: &IdleDeathMode<'_>,
+    (client, server): (TcpStream, TcpStream),
     failures: &mut Vec<String>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -108,7 +127,11 @@ fn idle_reset(
         min_idle: MIN_IDLE,
         hz,
     };
-    let attached = rt.block_on(async { IdleDeaths::attach(ebpf, btf, setup) });
+    let late = LateChoice {
+        disabled: mode.disabled,
+        hook_info: None,
+    };
+    let attached = rt.block_on(async { IdleDeaths::attach_with(ebpf, btf, setup, late) });
     let mut deaths = match attached {
         Ok(d) => d,
         Err(e) => {
@@ -117,6 +140,21 @@ fn idle_reset(
             return;
         }
     };
+    let got = deaths.mechanism().map_or("none", |m| m.label());
+    let ok = got == mode.expected;
+    // The report reads `hook` lines; this one is the audit's own attach, not the
+    // daemon's (scenario.rs checks that one as `idle_deaths`).
+    println!(
+        "VMCHECK hook hook=idle_deaths_audit mechanism={got} expected={} ok={}",
+        mode.expected,
+        yn(ok)
+    );
+    if !ok {
+        failures.push(format!(
+            "audit idle-death hook attached {got}, expected {}",
+            mode.expected
+        ));
+    }
     let mut reader = deaths.take_endings().expect("endings reader");
     std::thread::sleep(IDLE);
     set_linger_zero(&server);
@@ -131,6 +169,14 @@ fn idle_reset(
         .filter(|e| e.kind == EndingKind::IdleReset as u32)
         .count();
     count("audit_idle_reset_endings", resets as u64, 1, failures);
+    // The server's own abort reports ECONNRESET too, without tcp_reset(); a keepalive
+    // connection idle 2.5 s neither timed out nor gave up retransmitting.
+    count(
+        "audit_other_endings",
+        (endings.len() - resets) as u64,
+        0,
+        failures,
+    );
     let counters: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("COUNTERS").expect("COUNTERS")).expect("COUNTERS");
     let slot = counters::idle_failures(EndingKind::IdleReset, true);

@@ -26,7 +26,12 @@ const STRUCTS_OF_INTEREST: [(&str, &str); 3] = [
     ("inet_connection_sock", "icsk_probes_out"),
 ];
 
-const FUNCS_OF_INTEREST: [&str; 2] = ["tcp_write_wakeup", "tcp_send_active_reset"];
+const FUNCS_OF_INTEREST: [&str; 4] = [
+    "tcp_write_wakeup",
+    "tcp_send_active_reset",
+    "sk_error_report",
+    "tcp_reset",
+];
 
 /// A BTF blob: its bytes and its string section.
 struct Blob<'a> {
@@ -211,6 +216,10 @@ pub fn doctor_btf() -> tempfile::NamedTempFile {
         "tcp_write_wakeup",
         "tcp_send_active_reset",
         "SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT",
+        // The idle-death hook's functions (`sk_error_report` is also the name of a
+        // member of struct sock, a callback no one reads by name).
+        "sk_error_report",
+        "tcp_reset",
     ] {
         let needle = [name.as_bytes(), b"\0"].concat();
         // Every occurrence that starts a string (preceded by NUL) and is the whole string.

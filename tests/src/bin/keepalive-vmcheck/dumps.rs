@@ -55,7 +55,7 @@ pub fn sockconfig_dump(pid: u32) {
 /// `name=value` of each SockConfig field, when `map` is a .rodata map holding the
 /// address `keepalive_timer_fn` (SockConfig's first field).
 fn sockconfig_fields(map: BorrowedFd<'_>, keepalive_timer_fn: u64) -> Option<Vec<String>> {
-    const FIELDS: [&str; 12] = [
+    const FIELDS: [&str; 13] = [
         "keepalive_timer_off",
         "probes_out_off",
         "skc_family_off",
@@ -68,6 +68,7 @@ fn sockconfig_fields(map: BorrowedFd<'_>, keepalive_timer_fn: u64) -> Option<Vec
         "keepalive_mib",
         "flags",
         "skc_num_off",
+        "sk_protocol_off",
     ];
     let mut info = [0u8; 128]; // struct bpf_map_info
     obj_info(map, &mut info).ok()?;

@@ -143,7 +143,49 @@ pub fn expectations(btf_path: &Path, fentry_allowed: bool) -> BTreeMap<&'static 
         let mechanism = expect_hook(spec, &btf, &kernel, fentry_allowed);
         expected.insert(spec.hook, mechanism);
     }
+    expected.insert(
+        "idle_deaths",
+        expect_idle_deaths(&btf, &kernel, fentry_allowed),
+    );
     expected
+}
+
+/// The idle-death hook: fentry, else kprobes, on sk_error_report(sk) and
+/// tcp_reset(sk, skb) (both with `sk` first in BTF, both attachable), else its raw
+/// tracepoints (sock:inet_sk_error_report and tcp:tcp_receive_reset, on every kernel
+/// of the matrix). Prints the facts and the `VMCHECK expect` line.
+fn expect_idle_deaths(btf: &BtfFacts, kernel: &KernelFacts, fentry_allowed: bool) -> &'static str {
+    let mut signature = true;
+    let mut fentry = fentry_allowed;
+    let mut kprobe = kernel.kprobe_pmu;
+    for func in ["sk_error_report", "tcp_reset"] {
+        let (btf_id, params) = btf.funcs.get(func).cloned().unwrap_or_default();
+        fact(&format!("{func}_params"), format!("({})", params.join(",")));
+        signature &= params.first().map(String::as_str) == Some("sk");
+        let attached = if btf_id == 0 {
+            Err("no BTF FUNC".to_owned())
+        } else {
+            try_fentry(btf_id)
+        };
+        fact(
+            &format!("fentry_{func}"),
+            attached
+                .as_ref()
+                .map_or_else(Clone::clone, |()| "ok".to_owned()),
+        );
+        fentry &= attached.is_ok();
+        kprobe &= kernel.in_kallsyms(func);
+        kernel.print_location(func);
+    }
+    let mechanism = if signature && fentry {
+        "fentry"
+    } else if signature && kprobe {
+        "kprobe"
+    } else {
+        "tracepoint"
+    };
+    println!("VMCHECK expect hook=idle_deaths mechanism={mechanism} signature={signature}");
+    mechanism
 }
 
 /// The mechanism `spec.hook` should get; prints the facts behind it and the

@@ -24,7 +24,7 @@ const B_DOOMED_V4: &str = "192.0.2.12";
 const B_DOOMED_V6: &str = "2001:db8::12";
 /// How long a doomed connection may take to time out (3 probes 1 s apart, then the reset).
 const DOOMED_READ_TIMEOUT: Duration = Duration::from_secs(20);
-const HOOKS: [&str; 2] = ["timer_probes", "timeouts"];
+const HOOKS: [&str; 3] = ["timer_probes", "timeouts", "idle_deaths"];
 
 /// Absolute TcpExt counter of the namespace the calling thread is in.
 fn tcpext(counter: &str) -> u64 {
