@@ -160,13 +160,7 @@ impl<W: Walker> Runner<W> {
             log::warn!("audit: inventory metrics not updated: {e}");
         }
         let count = conns.len();
-        // Keyed by connection: the same addresses in two namespaces (loopback, mostly)
-        // keep one entry in the view; the metrics above counted both.
-        let connections: HashMap<_, _> = conns.into_iter().map(|c| (c.key, c)).collect();
-        view.set_inventory(View {
-            taken_at: SystemTime::now(),
-            connections,
-        });
+        view.set_inventory(View::new(SystemTime::now(), conns));
         metrics.errors.inc_by(errors);
         metrics.namespaces.set(walks.len() as i64);
         metrics
@@ -426,13 +420,13 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
 
         let inv = view.inventory().expect("published");
-        assert_eq!(inv.connections.len(), 2);
-        let off = &inv.connections[&off.key];
+        assert_eq!(inv.len(), 2);
+        let off = inv.get(0, &off.key).unwrap();
         assert_eq!(off.cgroup.as_deref(), Some("/app.slice"));
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
         let me = format!("{}[{}]", comm.trim_end(), std::process::id());
         assert_eq!(off.process.as_deref(), Some(me.as_str()));
-        let safe = &inv.connections[&safe.key];
+        let safe = inv.get(0, &safe.key).unwrap();
         assert!(safe.at_risk.is_empty());
         assert_eq!(
             (safe.cgroup.as_deref(), safe.process.as_deref()),
@@ -464,7 +458,7 @@ mod tests {
         runner.run(&metrics, &view);
         assert_eq!((metrics.runs.get(), metrics.errors.get()), (2, 2));
         assert_eq!(metrics.namespaces.get(), 0);
-        assert!(view.inventory().unwrap().connections.is_empty());
+        assert!(view.inventory().unwrap().is_empty());
         assert!(text(&registry).contains("tcp_keepalive_connections{keepalive=\"off\"} 0"));
     }
 }

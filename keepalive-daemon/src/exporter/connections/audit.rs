@@ -149,8 +149,19 @@ impl Request {
         }
     }
 
-    pub fn audited(&self, key: &FlowKey) -> Option<AuditRow> {
-        self.inventory.as_ref()?.connections.get(key).map(audit_row)
+    /// The audit rows of flow-map connection `key`: one per network namespace holding
+    /// a socket with these addresses and ports (the flow map has no namespace), ordered
+    /// by namespace inode; empty when the inventory did not see it.
+    pub fn audited(&self, key: &FlowKey) -> Vec<AuditRow> {
+        self.inventory
+            .as_ref()
+            .map(|inv| inv.of_flow(key).iter().map(audit_row).collect())
+            .unwrap_or_default()
+    }
+
+    /// The audit row of the socket `key` in namespace `netns_inum`.
+    pub fn audited_in(&self, netns_inum: u32, key: &FlowKey) -> Option<AuditRow> {
+        self.inventory.as_ref()?.get(netns_inum, key).map(audit_row)
     }
 
     /// The recent endings, newest first, at most `limit` (and MAX_RECENT_ENDINGS).
@@ -167,15 +178,17 @@ impl Request {
         Some(unix_seconds(self.inventory.as_ref()?.taken_at))
     }
 
-    /// `?at_risk=1`: the connections at risk (all of them counted, the first `limit`
-    /// kept), longest idle first (those the middlebox forgot first), ties by address.
-    pub fn at_risk(&self) -> (usize, Vec<FlowKey>) {
+    /// `?at_risk=1`: the sockets at risk, each as (namespace inode, connection), every
+    /// namespace's socket of the same addresses its own row (all of them counted, the
+    /// first `limit` kept), longest idle first (those the middlebox forgot first), ties
+    /// by address, then namespace.
+    pub fn at_risk(&self) -> (usize, Vec<(u32, FlowKey)>) {
         let Some(inv) = &self.inventory else {
             return (0, Vec::new());
         };
         let mut risky: Vec<&AuditedConnection> = inv
-            .connections
-            .values()
+            .connections()
+            .iter()
             .filter(|a| !a.at_risk.is_empty())
             .collect();
         let total = risky.len();
@@ -184,6 +197,7 @@ impl Request {
                 Reverse(a.settings.idle_now_seconds),
                 address(&a.key, true),
                 address(&a.key, false),
+                a.netns_inum,
             )
         };
         if risky.len() > self.limit {
@@ -191,6 +205,6 @@ impl Request {
             risky.truncate(self.limit);
         }
         risky.sort_by_key(order);
-        (total, risky.iter().map(|a| a.key).collect())
+        (total, risky.iter().map(|a| (a.netns_inum, a.key)).collect())
     }
 }

@@ -211,7 +211,6 @@ fn the_time_budget_stops_the_walk_after_a_batch() {
 // The keepalive audit's join, with a synthetic inventory.
 
 use std::{
-    collections::HashMap as Map,
     sync::Arc,
     time::{Duration as Span, SystemTime},
 };
@@ -253,10 +252,10 @@ fn request(limit: usize, at_risk_only: bool, conns: Vec<AuditedConnection>) -> R
     Request {
         limit,
         at_risk_only,
-        inventory: Some(Arc::new(Inventory {
-            taken_at: SystemTime::UNIX_EPOCH + Span::from_secs(TAKEN_S),
-            connections: conns.into_iter().map(|a| (a.key, a)).collect::<Map<_, _>>(),
-        })),
+        inventory: Some(Arc::new(Inventory::new(
+            SystemTime::UNIX_EPOCH + Span::from_secs(TAKEN_S),
+            conns,
+        ))),
         endings: Vec::new(),
     }
 }
@@ -466,4 +465,66 @@ fn recent_endings_are_listed_newest_first_bounded_by_the_limit() {
     );
     let json = serde_json::to_value(&l).unwrap();
     assert_eq!(json["recent_endings"][1]["cause"], "keepalive_timeout");
+}
+
+/// The same connection in a second namespace (another netns inode).
+const OTHER_NS: u32 = 4026532000;
+
+/// A flow whose addresses two namespaces hold (the flow map has no namespace): one row
+/// per namespace's socket, each with its own settings and the same wire counts; `total`
+/// and `truncated` count flows. `?at_risk=1` lists each namespace's socket at risk.
+#[test]
+fn a_flow_held_in_two_namespaces_is_a_row_per_namespace() {
+    let entries = [flow(2, 5), flow(4, 4)];
+    let mut twin = audited(2, Some(60), 9);
+    twin.netns_inum = OTHER_NS;
+    let conns = vec![audited(2, None, 500), twin, audited(4, Some(60), 1000)];
+    let l = select_request(&entries, request(10, false, conns.clone()));
+    assert_eq!(
+        remotes(&l),
+        ["192.0.2.2:40002", "192.0.2.2:40002", "192.0.2.4:40004"]
+    );
+    assert_eq!((l.total, l.truncated), (2, false));
+    let rows: Vec<(u32, bool, u32, u32)> = l
+        .connections
+        .iter()
+        .map(|c| {
+            let a = c.audit.as_ref().unwrap();
+            (a.netns_inode, a.keepalive, a.idle_seconds, c.probes_sent)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (4026531840, false, 7200, 2),
+            (OTHER_NS, true, 60, 2),
+            (4026531840, true, 60, 4)
+        ]
+    );
+
+    let mut twin_off = audited(2, None, 400);
+    twin_off.netns_inum = OTHER_NS;
+    let conns = vec![audited(2, None, 500), twin_off, audited(4, Some(60), 1000)];
+    let l = select_request(&entries, request(10, true, conns));
+    let rows: Vec<(&str, u32, u32, bool)> = l
+        .connections
+        .iter()
+        .map(|c| {
+            let a = c.audit.as_ref().unwrap();
+            (
+                c.remote.as_str(),
+                a.netns_inode,
+                a.idle_age_seconds,
+                c.in_flow_map,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("192.0.2.2:40002", 4026531840, 500, true),
+            ("192.0.2.2:40002", OTHER_NS, 400, true)
+        ]
+    );
+    assert_eq!((l.total, l.truncated), (2, false));
 }
