@@ -6,18 +6,49 @@
 //! struct (bpf_iter__tcp, include/linux/bpf.h and net/ipv4/tcp_ipv4.c) are declared by
 //! hand. Every socket field is read with bpf_probe_read_kernel at BTF offsets (Rust has
 //! no CO-RE), which works on every kernel with the iterator, unlike bpf_getsockopt.
+//!
+//! Each read is a helper call, and the walk costs about a microsecond a socket, so the
+//! reads are cut where the answer is known: adjacent fields in one read (the
+//! `audit_flags` stretches), and what every socket of a walk shares (its namespace's
+//! `struct net`: the namespace inode and sysctls) or consecutive sockets mostly share
+//! (the cgroup id) read once per walk and kept in a per-CPU cache ([`WalkCache`]).
 
-use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns, generated::bpf_seq_write};
+use aya_ebpf::{
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns, generated::bpf_seq_write},
+    macros::map,
+    maps::PerCpuArray,
+};
 use keepalive_common::{
     audit::{SocketRecord, record_flags},
     audit_config::{AuditConfig, audit_flags},
 };
 
 use crate::{
-    audit_sock::{cgroup_id, flow_key, idle_jiffies, keepalive_on, net},
+    audit_sock::{flow_key_of, head, idle_jiffies, keepalive_on},
     maps::audit_config,
     sock::read,
 };
+
+/// What sockets of one walk share, read once. Valid for `session` (the iterator
+/// session's id, unique per walk: a new walk reads again, so a changed sysctl shows at
+/// the next walk) and the `net` / `cgroup` pointers it was read from. A socket holds a
+/// reference on both, so a pointer met during the walk is the same object; the program
+/// runs with migration disabled, so the per-CPU entry is not shared mid-call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WalkCache {
+    session: u64,
+    net: u64,
+    cgroup: u64,
+    cgroup_id: u64,
+    netns_inum: u32,
+    sysctl_time: u32,
+    sysctl_intvl: u32,
+    sysctl_probes: u32,
+}
+
+#[map]
+static AUDIT_WALK_CACHE: PerCpuArray<WalkCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// TCP_ESTABLISHED in include/net/tcp_states.h (stable ABI: it is in uapi's
 /// bpf.h BPF_TCP_ESTABLISHED too).
@@ -52,10 +83,12 @@ pub fn ka_audit_iter(ctx: *mut core::ffi::c_void) -> i32 {
     if ac.flags & audit_flags::VALID == 0 {
         return 0;
     }
+    // SAFETY: as above.
+    let session = unsafe { (*meta).session_id };
     let rec = if sk == 0 {
         Some(trailer())
     } else {
-        record(&ac, sk, uid)
+        record(&ac, sk, uid, session)
     };
     if let Some(rec) = rec {
         // SAFETY: seq is the iterator's seq_file; rec is a live stack value of the
@@ -85,22 +118,30 @@ fn trailer() -> SocketRecord {
 }
 
 #[inline(always)]
-fn record(ac: &AuditConfig, sk: u64, uid: u32) -> Option<SocketRecord> {
+fn record(ac: &AuditConfig, sk: u64, uid: u32, session: u64) -> Option<SocketRecord> {
     // The iterator also yields listening, TIME_WAIT and request sockets (the latter
     // two are not full tcp_socks): only established ones are read further.
-    if read::<u8>(sk + ac.skc_state_off as u64)? != TCP_ESTABLISHED {
+    let h = head(ac, sk)?;
+    if h.state != TCP_ESTABLISHED {
         return None;
     }
-    let key = flow_key(ac, sk)?;
-    let (net, netns_inum) = net(ac, sk)?;
+    let key = flow_key_of(ac, sk, &h)?;
+    let cache = AUDIT_WALK_CACHE.get_ptr_mut(0)?;
+    // SAFETY: a valid pointer to this CPU's entry of a one-entry array.
+    let cache = unsafe { &mut *cache };
+    let net = read::<u64>(sk + ac.skc_net_off as u64)?;
+    if cache.session != session || cache.net != net {
+        read_net(ac, net, cache)?;
+        cache.session = session;
+        cache.net = net;
+        // The cgroup id is cached for this session only.
+        cache.cgroup = 0;
+        cache.cgroup_id = 0;
+    }
     // SAFETY: helpers without arguments, callable from iterator programs.
     let (now_jiffies, now_ns) = unsafe { (bpf_jiffies64(), bpf_ktime_get_ns()) };
-    let probes = if ac.sysctl_probes_size == 1 {
-        read::<u8>(net + ac.sysctl_probes_off as u64)? as u32
-    } else {
-        read::<u32>(net + ac.sysctl_probes_off as u64)?
-    };
     let keepalive = keepalive_on(ac, sk)?;
+    let (keepalive_time, keepalive_intvl) = keepalive_times(ac, sk)?;
     Some(SocketRecord {
         key,
         flags: if keepalive {
@@ -108,22 +149,77 @@ fn record(ac: &AuditConfig, sk: u64, uid: u32) -> Option<SocketRecord> {
         } else {
             0
         },
-        netns_inum,
+        netns_inum: cache.netns_inum,
         uid,
-        keepalive_time: read::<u32>(sk + ac.keepalive_time_off as u64)?,
-        keepalive_intvl: read::<u32>(sk + ac.keepalive_intvl_off as u64)?,
+        keepalive_time,
+        keepalive_intvl,
         keepalive_probes: read::<u8>(sk + ac.keepalive_probes_off as u64)? as u32,
-        sysctl_keepalive_time: read::<u32>(net + ac.sysctl_time_off as u64)?,
-        sysctl_keepalive_intvl: read::<u32>(net + ac.sysctl_intvl_off as u64)?,
-        sysctl_keepalive_probes: probes,
+        sysctl_keepalive_time: cache.sysctl_time,
+        sysctl_keepalive_intvl: cache.sysctl_intvl,
+        sysctl_keepalive_probes: cache.sysctl_probes,
         user_timeout_ms: read::<u32>(sk + ac.user_timeout_off as u64)?,
         idle_jiffies: idle_jiffies(ac, sk, now_jiffies)?,
         _pad: 0,
-        cgroup_id: cgroup_id(ac, sk),
+        cgroup_id: cached_cgroup_id(ac, sk, cache),
         socket_inode: socket_inode(ac, sk),
         now_jiffies,
         now_ns,
     })
+}
+
+/// The namespace inode and keepalive sysctls of `net` into `cache`.
+#[inline(always)]
+fn read_net(ac: &AuditConfig, net: u64, cache: &mut WalkCache) -> Option<()> {
+    cache.netns_inum = read::<u32>(net + ac.net_inum_off as u64)?;
+    cache.sysctl_time = read::<u32>(net + ac.sysctl_time_off as u64)?;
+    cache.sysctl_intvl = read::<u32>(net + ac.sysctl_intvl_off as u64)?;
+    cache.sysctl_probes = if ac.sysctl_probes_size == 1 {
+        read::<u8>(net + ac.sysctl_probes_off as u64)? as u32
+    } else {
+        read::<u32>(net + ac.sysctl_probes_off as u64)?
+    };
+    Some(())
+}
+
+/// tcp_sock's keepalive_time and keepalive_intvl, in one read where adjacent.
+#[inline(always)]
+fn keepalive_times(ac: &AuditConfig, sk: u64) -> Option<(u32, u32)> {
+    if ac.flags & audit_flags::KEEPALIVE_PAIR != 0 {
+        let [time, intvl] = read::<[u32; 2]>(sk + ac.keepalive_time_off as u64)?;
+        return Some((time, intvl));
+    }
+    Some((
+        read::<u32>(sk + ac.keepalive_time_off as u64)?,
+        read::<u32>(sk + ac.keepalive_intvl_off as u64)?,
+    ))
+}
+
+/// The socket's cgroup v2 id (audit_sock::cgroup_id), the kernfs reads skipped when the
+/// socket's cgroup is the one the last socket of this walk had.
+#[inline(always)]
+fn cached_cgroup_id(ac: &AuditConfig, sk: u64, cache: &mut WalkCache) -> u64 {
+    if ac.flags & audit_flags::HAVE_CGROUP == 0 {
+        return 0;
+    }
+    let Some(cgroup) = read::<u64>(sk + ac.cgroup_off as u64) else {
+        return 0;
+    };
+    if cgroup == 0 {
+        return 0;
+    }
+    if cgroup == cache.cgroup {
+        return cache.cgroup_id;
+    }
+    let Some(kn) = read::<u64>(cgroup + ac.cgroup_kn_off as u64) else {
+        return 0;
+    };
+    if kn == 0 {
+        return 0;
+    }
+    let id = read::<u64>(kn + ac.kn_id_off as u64).unwrap_or(0);
+    cache.cgroup = cgroup;
+    cache.cgroup_id = id;
+    id
 }
 
 /// SOCK_INODE(sk->sk_socket)->i_ino, 0 for a socket without a `struct socket`.

@@ -11,12 +11,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use keepalive_common::audit::{SocketRecord, at_risk, effective, record_flags};
+use keepalive_common::audit::{SocketRecord, effective};
 
 use super::{
     AuditView, AuditedConnection, Inventory as View,
     cgroup::CgroupPaths,
-    kernel::{AuditKernelError, Inventory, Walk},
+    kernel::{AuditKernelError, Inventory, WalkEnd},
     namespaces, owners,
 };
 use crate::{
@@ -28,22 +28,31 @@ use crate::{
 };
 
 /// What the loop needs of the kernel side (kernel.rs's [`Inventory`]; a fake in the
-/// tests, which have no kernel programs).
+/// tests, which have no kernel programs). The walks hand each record over as it is
+/// read: the loop keeps what the view needs, not the 120-byte records.
 pub trait Walker: Send + 'static {
     fn hz(&self) -> u32;
-    fn walk(&self) -> Result<Walk, AuditKernelError>;
-    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError>;
+    fn walk(&self, each: &mut dyn FnMut(&SocketRecord)) -> Result<WalkEnd, AuditKernelError>;
+    fn walk_in(
+        &self,
+        netns: &std::fs::File,
+        each: &mut (dyn FnMut(&SocketRecord) + Send),
+    ) -> Result<WalkEnd, AuditKernelError>;
 }
 
 impl Walker for Inventory {
     fn hz(&self) -> u32 {
         Inventory::hz(self)
     }
-    fn walk(&self) -> Result<Walk, AuditKernelError> {
-        Inventory::walk(self)
+    fn walk(&self, each: &mut dyn FnMut(&SocketRecord)) -> Result<WalkEnd, AuditKernelError> {
+        Inventory::walk_each(self, each)
     }
-    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError> {
-        Inventory::walk_in(self, netns)
+    fn walk_in(
+        &self,
+        netns: &std::fs::File,
+        each: &mut (dyn FnMut(&SocketRecord) + Send),
+    ) -> Result<WalkEnd, AuditKernelError> {
+        Inventory::walk_in_each(self, netns, each)
     }
 }
 
@@ -58,19 +67,38 @@ pub struct Settings {
 }
 
 /// One socket record as the view and the metrics see it (`hz` from the inventory).
-pub fn audited(r: &SocketRecord, hz: u32, limits: &[u32]) -> AuditedConnection {
-    let settings = effective(r, hz);
+pub fn audited(r: &SocketRecord, hz: u32) -> AuditedConnection {
     AuditedConnection {
         key: r.key,
         netns_inum: r.netns_inum,
-        settings,
-        at_risk: limits
-            .iter()
-            .filter_map(|l| Some((*l, at_risk(&settings, *l)?)))
-            .collect(),
+        settings: effective(r, hz),
         cgroup: None,
         uid: r.uid,
         process: None,
+    }
+}
+
+/// What a run keeps of each record beside its [`AuditedConnection`], to name owners.
+#[derive(Clone, Copy)]
+struct Ids {
+    socket_inode: u64,
+    cgroup_id: u64,
+}
+
+/// The connections of one run, in walk order, and their ids.
+#[derive(Default)]
+struct Collected {
+    conns: Vec<AuditedConnection>,
+    ids: Vec<Ids>,
+}
+
+impl Collected {
+    fn take(&mut self, r: &SocketRecord, hz: u32) {
+        self.conns.push(audited(r, hz));
+        self.ids.push(Ids {
+            socket_inode: r.socket_inode,
+            cgroup_id: r.cgroup_id,
+        });
     }
 }
 
@@ -103,6 +131,7 @@ pub fn spawn<W: Walker>(
     state: Arc<State>,
 ) {
     state.metrics.audit.inventory_enabled.set(1);
+    return_large_blocks();
     let mut runner = Runner::new(inventory, settings, cgroups);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(runner.settings.interval);
@@ -145,45 +174,41 @@ impl<W: Walker> Runner<W> {
     /// One run: walks, publishes the metrics and the view's inventory.
     pub fn run(&mut self, metrics: &AuditMetrics, view: &AuditView) {
         let started = Instant::now();
-        let (walks, errors) = self.walk();
-        let hz = self.inventory.hz();
-        let mut conns: Vec<AuditedConnection> = walks
-            .iter()
-            .flat_map(|w| &w.records)
-            .filter(|r| r.flags & record_flags::TRAILER == 0)
-            .map(|r| audited(r, hz, &self.settings.limits))
-            .collect();
-        self.name_owners(&walks, &mut conns);
-        let agg =
-            audit_metrics::aggregate(&conns, &self.settings.limits, &self.settings.local_ports);
-        if let Err(e) = metrics.publish(&agg, &self.settings.limits, &self.settings.local_ports) {
+        let (mut got, namespaces, errors) = self.walk();
+        self.name_owners(&mut got);
+        let limits = &self.settings.limits;
+        let agg = audit_metrics::aggregate(&got.conns, limits, &self.settings.local_ports);
+        if let Err(e) = metrics.publish(&agg, limits, &self.settings.local_ports) {
             log::warn!("audit: inventory metrics not updated: {e}");
         }
-        let count = conns.len();
-        view.set_inventory(View::new(SystemTime::now(), conns));
+        let count = got.conns.len();
+        drop(got.ids);
+        view.set_inventory(View::new(SystemTime::now(), limits.clone(), got.conns));
         metrics.errors.inc_by(errors);
-        metrics.namespaces.set(walks.len() as i64);
+        metrics.namespaces.set(namespaces as i64);
         metrics
             .duration_seconds
             .set(started.elapsed().as_secs_f64());
         metrics.runs.inc();
         log::debug!(
-            "audit: {count} established connection(s) in {} namespace(s), {} at risk for {}s, in {:?}",
-            walks.len(),
+            "audit: {count} established connection(s) in {namespaces} namespace(s), {} at risk for {}s, in {:?}",
             agg.at_risk.first().copied().unwrap_or(0),
-            self.settings.limits.first().copied().unwrap_or(0),
+            limits.first().copied().unwrap_or(0),
             started.elapsed()
         );
     }
 
-    /// The walks of this run and how many namespaces failed.
-    fn walk(&mut self) -> (Vec<Walk>, u64) {
+    /// The connections of this run, how many namespaces were walked and how many
+    /// failed.
+    fn walk(&mut self) -> (Collected, usize, u64) {
+        let hz = self.inventory.hz();
+        let mut got = Collected::default();
         if !self.settings.all_namespaces {
-            return match self.inventory.walk() {
-                Ok(w) => (vec![w], 0),
+            return match self.inventory.walk(&mut |r| got.take(r, hz)) {
+                Ok(_) => (got, 1, 0),
                 Err(e) => {
                     self.walk_failed("this namespace", &e);
-                    (Vec::new(), 1)
+                    (Collected::default(), 0, 1)
                 }
             };
         }
@@ -206,18 +231,22 @@ impl<W: Walker> Runner<W> {
                 namespaces::LIST_BUDGET
             );
         }
-        let mut walks = Vec::with_capacity(listing.namespaces.len());
+        let mut walked = 0;
         // The daemon's own namespace needs no setns (nor CAP_SYS_ADMIN for it).
         let own = namespaces::own_inode();
         for ns in &listing.namespaces {
+            // A failed walk may have handed over some records: keep none of them.
+            let before = got.conns.len();
             let walk = if Some(ns.inode) == own {
-                self.inventory.walk()
+                self.inventory.walk(&mut |r| got.take(r, hz))
             } else {
-                self.inventory.walk_in(&ns.file)
+                self.inventory.walk_in(&ns.file, &mut |r| got.take(r, hz))
             };
             match walk {
-                Ok(w) => walks.push(w),
+                Ok(_) => walked += 1,
                 Err(e) => {
+                    got.conns.truncate(before);
+                    got.ids.truncate(before);
                     errors += 1;
                     self.walk_failed(
                         &format!("namespace {} ({})", ns.inode, ns.path.display()),
@@ -226,7 +255,7 @@ impl<W: Walker> Runner<W> {
                 }
             }
         }
-        (walks, errors)
+        (got, walked, errors)
     }
 
     fn walk_failed(&mut self, which: &str, e: &AuditKernelError) {
@@ -235,16 +264,14 @@ impl<W: Walker> Runner<W> {
     }
 
     /// Fills the cgroup paths, and the processes of the connections at risk.
-    fn name_owners(&mut self, walks: &[Walk], conns: &mut [AuditedConnection]) {
-        let records = walks
+    fn name_owners(&mut self, got: &mut Collected) {
+        let limits = &self.settings.limits;
+        let wanted: HashSet<u64> = got
+            .ids
             .iter()
-            .flat_map(|w| &w.records)
-            .filter(|r| r.flags & record_flags::TRAILER == 0);
-        let wanted: HashSet<u64> = records
-            .clone()
-            .zip(conns.iter())
-            .filter(|(r, c)| r.socket_inode != 0 && !c.at_risk.is_empty())
-            .map(|(r, _)| r.socket_inode)
+            .zip(&got.conns)
+            .filter(|(i, c)| i.socket_inode != 0 && c.risks(limits).next().is_some())
+            .map(|(i, _)| i.socket_inode)
             .collect();
         self.owners.retain(|inode, _| wanted.contains(inode));
         let unknown: HashSet<u64> = wanted
@@ -259,23 +286,52 @@ impl<W: Walker> Runner<W> {
             } else {
                 self.owners_searched.extend(&found.scanned);
             }
+            // One shared name per process, not one per socket: a process holding
+            // 12,500 sockets at risk made 12,500 copies of the same name.
+            let mut names: HashMap<&str, Arc<str>> = self
+                .owners
+                .values()
+                .flatten()
+                .map(|n| (&**n, n.clone()))
+                .collect();
+            let mut fresh = Vec::new();
             for inode in unknown {
                 match found.owners.get(&inode) {
                     Some(o) => {
-                        self.owners.insert(inode, Some(o.as_str().into()));
+                        let name = names.entry(o.as_str()).or_insert_with(|| o.as_str().into());
+                        fresh.push((inode, Some(name.clone())));
                     }
-                    None if found.complete => {
-                        self.owners.insert(inode, None);
-                    }
+                    None if found.complete => fresh.push((inode, None)),
                     None => {}
                 }
             }
+            drop(names);
+            self.owners.extend(fresh);
         }
         let mut cgroups = self.cgroups.lock().unwrap_or_else(PoisonError::into_inner);
         cgroups.begin_run();
-        for (r, c) in records.zip(conns.iter_mut()) {
-            c.cgroup = cgroups.resolve(r.cgroup_id);
-            c.process = self.owners.get(&r.socket_inode).cloned().flatten();
+        for (i, c) in got.ids.iter().zip(got.conns.iter_mut()) {
+            c.cgroup = cgroups.resolve(i.cgroup_id);
+            c.process = self.owners.get(&i.socket_inode).cloned().flatten();
+        }
+    }
+}
+
+/// Makes glibc serve every allocation of 128 KiB or more with its own mmap, returned to
+/// the kernel when freed. A run allocates its connections (about 100 bytes a socket:
+/// megabytes at 100,000 sockets) and frees the previous run's; glibc's default raises
+/// its mmap threshold to the size of each large block freed (up to 32 MiB), after which
+/// such blocks come from the heap and their pages stay with the process: measured in
+/// BENCHMARKS.md's audit section. Fixing the threshold turns the dynamic raise off.
+/// Process-wide, so the rest of the daemon's large buffers are mmapped too (few, and
+/// growing a mmapped block is a mremap, not a copy).
+fn return_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    {
+        const THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes allocator parameters; it is thread-safe.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
+            log::debug!("audit: mallopt(M_MMAP_THRESHOLD) refused; freed memory may stay");
         }
     }
 }
@@ -293,7 +349,7 @@ fn warn_once(warned: &mut bool, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keepalive_common::audit::RiskReason;
+    use keepalive_common::audit::{RiskReason, record_flags};
 
     /// HZ 250: the kernel's default on Debian.
     const HZ: u32 = 250;
@@ -318,23 +374,24 @@ mod tests {
     #[test]
     fn records_become_connections_with_their_risks() {
         let limits = [240, 350];
-        let off = audited(&record(false, 0, 7200), HZ, &limits);
+        let risks = |c: &AuditedConnection| c.risks(&limits).collect::<Vec<_>>();
+        let off = audited(&record(false, 0, 7200), HZ);
         assert!(!off.settings.keepalive);
         assert_eq!(
-            off.at_risk,
+            risks(&off),
             [
                 (240, RiskReason::KeepaliveOff),
                 (350, RiskReason::KeepaliveOff)
             ]
         );
         // The socket's own 300 s wins over the sysctl: at risk for 240 s only.
-        let own = audited(&record(true, 300, 60), HZ, &limits);
+        let own = audited(&record(true, 300, 60), HZ);
         assert_eq!(own.settings.idle_seconds, 300);
-        assert_eq!(own.at_risk, [(240, RiskReason::IdleAtOrAboveLimit)]);
+        assert_eq!(risks(&own), [(240, RiskReason::IdleAtOrAboveLimit)]);
         // The sysctl's 60 s applies when the socket sets nothing: safe.
-        let sysctl = audited(&record(true, 0, 60), HZ, &limits);
+        let sysctl = audited(&record(true, 0, 60), HZ);
         assert_eq!(sysctl.settings.idle_seconds, 60);
-        assert!(sysctl.at_risk.is_empty());
+        assert!(risks(&sysctl).is_empty());
         assert_eq!(sysctl.settings.idle_now_seconds, 12);
         assert_eq!(sysctl.uid, 1000);
         assert_eq!(
@@ -350,15 +407,25 @@ mod tests {
         fn hz(&self) -> u32 {
             HZ
         }
-        fn walk(&self) -> Result<Walk, AuditKernelError> {
-            let records = self.0.clone().ok_or(AuditKernelError::NotBuilt)?;
-            Ok(Walk {
-                records,
+        fn walk(&self, each: &mut dyn FnMut(&SocketRecord)) -> Result<WalkEnd, AuditKernelError> {
+            let records = self.0.as_ref().ok_or(AuditKernelError::NotBuilt)?;
+            // The reader hands over sockets, not the trailer.
+            let sockets = records
+                .iter()
+                .filter(|r| r.flags & record_flags::TRAILER == 0)
+                .inspect(|r| each(r))
+                .count();
+            Ok(WalkEnd {
+                sockets,
                 ..Default::default()
             })
         }
-        fn walk_in(&self, _: &std::fs::File) -> Result<Walk, AuditKernelError> {
-            self.walk()
+        fn walk_in(
+            &self,
+            _: &std::fs::File,
+            each: &mut (dyn FnMut(&SocketRecord) + Send),
+        ) -> Result<WalkEnd, AuditKernelError> {
+            self.walk(each)
         }
     }
 
@@ -427,7 +494,7 @@ mod tests {
         let me = format!("{}[{}]", comm.trim_end(), std::process::id());
         assert_eq!(off.process.as_deref(), Some(me.as_str()));
         let safe = inv.get(0, &safe.key).unwrap();
-        assert!(safe.at_risk.is_empty());
+        assert!(inv.risks(safe).next().is_none());
         assert_eq!(
             (safe.cgroup.as_deref(), safe.process.as_deref()),
             (None, None)

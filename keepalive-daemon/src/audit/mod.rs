@@ -23,7 +23,7 @@ use std::{
 };
 
 use keepalive_common::{
-    audit::{Effective, EndingKind, RiskReason},
+    audit::{Effective, EndingKind, RiskReason, at_risk},
     flow::FlowKey,
 };
 
@@ -38,14 +38,23 @@ pub struct AuditedConnection {
     pub key: FlowKey,
     pub netns_inum: u32,
     pub settings: Effective,
-    /// The limits (seconds) this connection is at risk for, with the reason, in the
-    /// order of --audit.idle-limit.
-    pub at_risk: Vec<(u32, RiskReason)>,
     /// cgroup v2 path relative to the cgroup root (e.g. `/system.slice/redis.service`).
     pub cgroup: Option<Arc<str>>,
     pub uid: u32,
     /// `comm[pid]` of a process holding the socket, when known cheaply.
     pub process: Option<Arc<str>>,
+}
+
+impl AuditedConnection {
+    /// The limits (seconds) of `limits` this connection is at risk for, with the
+    /// reason, in their order. Derived when asked, not stored: a Vec per connection
+    /// cost an allocation each, at hundreds of thousands of connections.
+    pub fn risks<'a>(&self, limits: &'a [u32]) -> impl Iterator<Item = (u32, RiskReason)> + 'a {
+        let settings = self.settings;
+        limits
+            .iter()
+            .filter_map(move |&l| Some((l, at_risk(&settings, l)?)))
+    }
 }
 
 /// The last complete inventory: its connections keyed by (network namespace inode,
@@ -59,6 +68,8 @@ pub struct AuditedConnection {
 #[derive(Clone, Debug)]
 pub struct Inventory {
     pub taken_at: SystemTime,
+    /// --audit.idle-limit in seconds, which [`AuditedConnection::risks`] are for.
+    pub limits: Vec<u32>,
     connections: Vec<AuditedConnection>,
 }
 
@@ -74,16 +85,30 @@ fn order(key: &FlowKey) -> (u32, [u32; 4], [u32; 4], u16, u16) {
 }
 
 impl Inventory {
-    /// An inventory of `connections`; of two with the same namespace and connection
-    /// (which one namespace cannot hold twice) the first is kept.
-    pub fn new(taken_at: SystemTime, mut connections: Vec<AuditedConnection>) -> Inventory {
-        connections.sort_by_key(|c| (order(&c.key), c.netns_inum));
+    /// An inventory of `connections` at risk for `limits`; of two with the same
+    /// namespace and connection (which one namespace cannot hold twice) one is kept.
+    pub fn new(
+        taken_at: SystemTime,
+        limits: Vec<u32>,
+        mut connections: Vec<AuditedConnection>,
+    ) -> Inventory {
+        // Unstable: the stable sort allocates half the Vec again.
+        connections.sort_unstable_by_key(|c| (order(&c.key), c.netns_inum));
         connections.dedup_by_key(|c| (c.key, c.netns_inum));
         connections.shrink_to_fit();
         Inventory {
             taken_at,
+            limits,
             connections,
         }
+    }
+
+    /// The limits `c` is at risk for (see [`AuditedConnection::risks`]).
+    pub fn risks<'a>(
+        &'a self,
+        c: &AuditedConnection,
+    ) -> impl Iterator<Item = (u32, RiskReason)> + 'a {
+        c.risks(&self.limits)
     }
 
     /// Every connection, ordered by connection then namespace.
@@ -187,7 +212,6 @@ mod tests {
                 user_timeout_ms: 0,
                 idle_now_seconds: 1,
             },
-            at_risk: Vec::new(),
             cgroup: None,
             uid: 0,
             process: None,
@@ -199,6 +223,7 @@ mod tests {
     fn the_inventory_is_keyed_by_namespace_and_connection() {
         let inv = Inventory::new(
             SystemTime::UNIX_EPOCH,
+            vec![240],
             vec![
                 conn(7, 1, true),
                 conn(5, 1, false),

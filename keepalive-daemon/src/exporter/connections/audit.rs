@@ -77,7 +77,8 @@ pub fn limit_label(seconds: u32) -> String {
     format!("{seconds}s")
 }
 
-pub fn audit_row(a: &AuditedConnection) -> AuditRow {
+/// `a`'s row; `limits` the --audit.idle-limit values of its inventory.
+pub fn audit_row(a: &AuditedConnection, limits: &[u32]) -> AuditRow {
     let s = &a.settings;
     AuditRow {
         keepalive: s.keepalive,
@@ -87,9 +88,8 @@ pub fn audit_row(a: &AuditedConnection) -> AuditRow {
         user_timeout_ms: s.user_timeout_ms,
         idle_age_seconds: s.idle_now_seconds,
         at_risk: a
-            .at_risk
-            .iter()
-            .map(|&(limit, reason)| Risk {
+            .risks(limits)
+            .map(|(limit, reason)| Risk {
                 idle_limit: limit_label(limit),
                 idle_limit_seconds: limit,
                 reason: reason.label().to_owned(),
@@ -155,13 +155,19 @@ impl Request {
     pub fn audited(&self, key: &FlowKey) -> Vec<AuditRow> {
         self.inventory
             .as_ref()
-            .map(|inv| inv.of_flow(key).iter().map(audit_row).collect())
+            .map(|inv| {
+                inv.of_flow(key)
+                    .iter()
+                    .map(|a| audit_row(a, &inv.limits))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The audit row of the socket `key` in namespace `netns_inum`.
     pub fn audited_in(&self, netns_inum: u32, key: &FlowKey) -> Option<AuditRow> {
-        self.inventory.as_ref()?.get(netns_inum, key).map(audit_row)
+        let inv = self.inventory.as_ref()?;
+        inv.get(netns_inum, key).map(|a| audit_row(a, &inv.limits))
     }
 
     /// The recent endings, newest first, at most `limit` (and MAX_RECENT_ENDINGS).
@@ -189,7 +195,7 @@ impl Request {
         let mut risky: Vec<&AuditedConnection> = inv
             .connections()
             .iter()
-            .filter(|a| !a.at_risk.is_empty())
+            .filter(|a| inv.risks(a).next().is_some())
             .collect();
         let total = risky.len();
         let order = |a: &&AuditedConnection| {

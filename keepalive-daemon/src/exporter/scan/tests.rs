@@ -215,7 +215,7 @@ use std::{
     time::{Duration as Span, SystemTime},
 };
 
-use keepalive_common::audit::{Effective, EndingKind, at_risk};
+use keepalive_common::audit::{Effective, EndingKind};
 
 use crate::audit::{AuditedConnection, EndingRecord, Inventory};
 
@@ -238,10 +238,6 @@ fn audited(i: u8, idle: Option<u32>, idle_now: u32) -> AuditedConnection {
         key: key(i),
         netns_inum: 4026531840,
         settings,
-        at_risk: LIMITS
-            .iter()
-            .filter_map(|&l| at_risk(&settings, l).map(|r| (l, r)))
-            .collect(),
         cgroup: Some(format!("/system.slice/app{i}.service").into()),
         uid: 1000,
         process: Some(format!("app[{i}]").into()),
@@ -254,6 +250,7 @@ fn request(limit: usize, at_risk_only: bool, conns: Vec<AuditedConnection>) -> R
         at_risk_only,
         inventory: Some(Arc::new(Inventory::new(
             SystemTime::UNIX_EPOCH + Span::from_secs(TAKEN_S),
+            LIMITS.to_vec(),
             conns,
         ))),
         endings: Vec::new(),
