@@ -29,26 +29,112 @@ use crate::{
     sock::read,
 };
 
-/// What sockets of one walk share, read once. Valid for `session` (the iterator
-/// session's id, unique per walk: a new walk reads again, so a changed sysctl shows at
-/// the next walk) and the `net` / `cgroup` pointers it was read from. A socket holds a
-/// reference on both, so a pointer met during the walk is the same object; the program
-/// runs with migration disabled, so the per-CPU entry is not shared mid-call.
+/// The namespace values every socket of a walk shares.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct WalkCache {
-    session: u64,
-    net: u64,
-    cgroup: u64,
-    cgroup_id: u64,
+#[derive(Clone, Copy, Default)]
+struct NetValues {
     netns_inum: u32,
     sysctl_time: u32,
     sysctl_intvl: u32,
     sysctl_probes: u32,
 }
 
+/// What sockets of one walk share, read once: the namespace values of `net` for the
+/// iterator session `session` (unique per walk: a new walk reads again, so a changed
+/// sysctl shows at the next walk), and the cgroup id of the cgroup `cgroup`. A socket
+/// holds a reference on both, so a pointer met during a walk is that object.
+///
+/// The program runs with migration disabled but may be preempted (PREEMPT_RCU), and
+/// another walk on this CPU may then rewrite the entry: each part is written between
+/// two copies of a tag unique to the write (`*_begin` first, `*_end` last, volatile, so
+/// in that order), and a reader uses a part only when its copy of both tags agree and
+/// the key matches; otherwise it reads the kernel as without the cache.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WalkCache {
+    net_begin: u64,
+    session: u64,
+    net: u64,
+    values: NetValues,
+    net_end: u64,
+    cgroup_begin: u64,
+    cgroup: u64,
+    cgroup_id: u64,
+    cgroup_end: u64,
+}
+
 #[map]
 static AUDIT_WALK_CACHE: PerCpuArray<WalkCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// A tag unique to one write of a part of the cache on this CPU.
+#[inline(always)]
+fn tag() -> u64 {
+    // SAFETY: a helper without arguments, callable from iterator programs.
+    (unsafe { bpf_ktime_get_ns() }) | 1
+}
+
+/// The namespace values of `net` for this walk, from the cache when it holds them.
+#[inline(always)]
+fn net_values(ac: &AuditConfig, net: u64, session: u64) -> Option<NetValues> {
+    use core::ptr::{read_volatile as get, write_volatile as put};
+    let Some(c) = AUDIT_WALK_CACHE.get_ptr_mut(0) else {
+        return read_net(ac, net);
+    };
+    // SAFETY: c points at this CPU's entry of a one-entry array; volatile accesses keep
+    // the order the tags rely on.
+    unsafe {
+        let begin = get(&raw const (*c).net_begin);
+        let (s, n, v) = (
+            get(&raw const (*c).session),
+            get(&raw const (*c).net),
+            get(&raw const (*c).values),
+        );
+        if begin != 0 && get(&raw const (*c).net_end) == begin && s == session && n == net {
+            return Some(v);
+        }
+    }
+    let v = read_net(ac, net)?;
+    let t = tag();
+    // SAFETY: as above.
+    unsafe {
+        put(&raw mut (*c).net_begin, t);
+        put(&raw mut (*c).session, session);
+        put(&raw mut (*c).net, net);
+        put(&raw mut (*c).values, v);
+        put(&raw mut (*c).net_end, t);
+    }
+    Some(v)
+}
+
+/// The cgroup id of `cgroup` from the cache when it holds it.
+#[inline(always)]
+fn cached_id(cgroup: u64) -> Option<u64> {
+    use core::ptr::read_volatile as get;
+    let c = AUDIT_WALK_CACHE.get_ptr_mut(0)?;
+    // SAFETY: as in net_values.
+    unsafe {
+        let begin = get(&raw const (*c).cgroup_begin);
+        let (g, id) = (get(&raw const (*c).cgroup), get(&raw const (*c).cgroup_id));
+        (begin != 0 && get(&raw const (*c).cgroup_end) == begin && g == cgroup).then_some(id)
+    }
+}
+
+/// Keeps `id` as the cgroup id of `cgroup`.
+#[inline(always)]
+fn cache_id(cgroup: u64, id: u64) {
+    use core::ptr::write_volatile as put;
+    let Some(c) = AUDIT_WALK_CACHE.get_ptr_mut(0) else {
+        return;
+    };
+    let t = tag();
+    // SAFETY: as in net_values.
+    unsafe {
+        put(&raw mut (*c).cgroup_begin, t);
+        put(&raw mut (*c).cgroup, cgroup);
+        put(&raw mut (*c).cgroup_id, id);
+        put(&raw mut (*c).cgroup_end, t);
+    }
+}
 
 /// TCP_ESTABLISHED in include/net/tcp_states.h (stable ABI: it is in uapi's
 /// bpf.h BPF_TCP_ESTABLISHED too).
@@ -126,18 +212,7 @@ fn record(ac: &AuditConfig, sk: u64, uid: u32, session: u64) -> Option<SocketRec
         return None;
     }
     let key = flow_key_of(ac, sk, &h)?;
-    let cache = AUDIT_WALK_CACHE.get_ptr_mut(0)?;
-    // SAFETY: a valid pointer to this CPU's entry of a one-entry array.
-    let cache = unsafe { &mut *cache };
-    let net = read::<u64>(sk + ac.skc_net_off as u64)?;
-    if cache.session != session || cache.net != net {
-        read_net(ac, net, cache)?;
-        cache.session = session;
-        cache.net = net;
-        // The cgroup id is cached for this session only.
-        cache.cgroup = 0;
-        cache.cgroup_id = 0;
-    }
+    let net = net_values(ac, read::<u64>(sk + ac.skc_net_off as u64)?, session)?;
     // SAFETY: helpers without arguments, callable from iterator programs.
     let (now_jiffies, now_ns) = unsafe { (bpf_jiffies64(), bpf_ktime_get_ns()) };
     let keepalive = keepalive_on(ac, sk)?;
@@ -149,36 +224,37 @@ fn record(ac: &AuditConfig, sk: u64, uid: u32, session: u64) -> Option<SocketRec
         } else {
             0
         },
-        netns_inum: cache.netns_inum,
+        netns_inum: net.netns_inum,
         uid,
         keepalive_time,
         keepalive_intvl,
         keepalive_probes: read::<u8>(sk + ac.keepalive_probes_off as u64)? as u32,
-        sysctl_keepalive_time: cache.sysctl_time,
-        sysctl_keepalive_intvl: cache.sysctl_intvl,
-        sysctl_keepalive_probes: cache.sysctl_probes,
+        sysctl_keepalive_time: net.sysctl_time,
+        sysctl_keepalive_intvl: net.sysctl_intvl,
+        sysctl_keepalive_probes: net.sysctl_probes,
         user_timeout_ms: read::<u32>(sk + ac.user_timeout_off as u64)?,
         idle_jiffies: idle_jiffies(ac, sk, now_jiffies)?,
         _pad: 0,
-        cgroup_id: cached_cgroup_id(ac, sk, cache),
+        cgroup_id: cached_cgroup_id(ac, sk),
         socket_inode: socket_inode(ac, sk),
         now_jiffies,
         now_ns,
     })
 }
 
-/// The namespace inode and keepalive sysctls of `net` into `cache`.
+/// The namespace inode and keepalive sysctls of `net`.
 #[inline(always)]
-fn read_net(ac: &AuditConfig, net: u64, cache: &mut WalkCache) -> Option<()> {
-    cache.netns_inum = read::<u32>(net + ac.net_inum_off as u64)?;
-    cache.sysctl_time = read::<u32>(net + ac.sysctl_time_off as u64)?;
-    cache.sysctl_intvl = read::<u32>(net + ac.sysctl_intvl_off as u64)?;
-    cache.sysctl_probes = if ac.sysctl_probes_size == 1 {
-        read::<u8>(net + ac.sysctl_probes_off as u64)? as u32
-    } else {
-        read::<u32>(net + ac.sysctl_probes_off as u64)?
-    };
-    Some(())
+fn read_net(ac: &AuditConfig, net: u64) -> Option<NetValues> {
+    Some(NetValues {
+        netns_inum: read::<u32>(net + ac.net_inum_off as u64)?,
+        sysctl_time: read::<u32>(net + ac.sysctl_time_off as u64)?,
+        sysctl_intvl: read::<u32>(net + ac.sysctl_intvl_off as u64)?,
+        sysctl_probes: if ac.sysctl_probes_size == 1 {
+            read::<u8>(net + ac.sysctl_probes_off as u64)? as u32
+        } else {
+            read::<u32>(net + ac.sysctl_probes_off as u64)?
+        },
+    })
 }
 
 /// tcp_sock's keepalive_time and keepalive_intvl, in one read where adjacent.
@@ -195,9 +271,9 @@ fn keepalive_times(ac: &AuditConfig, sk: u64) -> Option<(u32, u32)> {
 }
 
 /// The socket's cgroup v2 id (audit_sock::cgroup_id), the kernfs reads skipped when the
-/// socket's cgroup is the one the last socket of this walk had.
+/// socket's cgroup is the one whose id this CPU read last (a cgroup's id never changes).
 #[inline(always)]
-fn cached_cgroup_id(ac: &AuditConfig, sk: u64, cache: &mut WalkCache) -> u64 {
+fn cached_cgroup_id(ac: &AuditConfig, sk: u64) -> u64 {
     if ac.flags & audit_flags::HAVE_CGROUP == 0 {
         return 0;
     }
@@ -207,8 +283,8 @@ fn cached_cgroup_id(ac: &AuditConfig, sk: u64, cache: &mut WalkCache) -> u64 {
     if cgroup == 0 {
         return 0;
     }
-    if cgroup == cache.cgroup {
-        return cache.cgroup_id;
+    if let Some(id) = cached_id(cgroup) {
+        return id;
     }
     let Some(kn) = read::<u64>(cgroup + ac.cgroup_kn_off as u64) else {
         return 0;
@@ -216,9 +292,10 @@ fn cached_cgroup_id(ac: &AuditConfig, sk: u64, cache: &mut WalkCache) -> u64 {
     if kn == 0 {
         return 0;
     }
-    let id = read::<u64>(kn + ac.kn_id_off as u64).unwrap_or(0);
-    cache.cgroup = cgroup;
-    cache.cgroup_id = id;
+    let Some(id) = read::<u64>(kn + ac.kn_id_off as u64) else {
+        return 0;
+    };
+    cache_id(cgroup, id);
     id
 }
 

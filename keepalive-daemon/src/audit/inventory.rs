@@ -121,6 +121,10 @@ pub struct Runner<W> {
     /// Whether a failure of this kind was logged at warn already (later ones: debug).
     warned_walk: bool,
     warned_listing: bool,
+    /// Connections of the last run: the next run reserves room for them up front, so
+    /// its Vecs are large enough to be mmapped from the start (growing from small,
+    /// they would start on the heap and leave it fragmented).
+    last_count: usize,
 }
 
 /// Runs the inventory every `settings.interval` for the daemon's life.
@@ -168,6 +172,7 @@ impl<W: Walker> Runner<W> {
             owners_searched: HashSet::new(),
             warned_walk: false,
             warned_listing: false,
+            last_count: 0,
         }
     }
 
@@ -182,8 +187,10 @@ impl<W: Walker> Runner<W> {
             log::warn!("audit: inventory metrics not updated: {e}");
         }
         let count = got.conns.len();
+        self.last_count = count;
         drop(got.ids);
         view.set_inventory(View::new(SystemTime::now(), limits.clone(), got.conns));
+        release_free_pages();
         metrics.errors.inc_by(errors);
         metrics.namespaces.set(namespaces as i64);
         metrics
@@ -202,7 +209,11 @@ impl<W: Walker> Runner<W> {
     /// failed.
     fn walk(&mut self) -> (Collected, usize, u64) {
         let hz = self.inventory.hz();
-        let mut got = Collected::default();
+        let room = self.last_count + self.last_count / 8;
+        let mut got = Collected {
+            conns: Vec::with_capacity(room),
+            ids: Vec::with_capacity(room),
+        };
         if !self.settings.all_namespaces {
             return match self.inventory.walk(&mut |r| got.take(r, hz)) {
                 Ok(_) => (got, 1, 0),
@@ -333,6 +344,16 @@ fn return_large_blocks() {
         if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
             log::debug!("audit: mallopt(M_MMAP_THRESHOLD) refused; freed memory may stay");
         }
+    }
+}
+
+/// Gives the pages of freed small blocks back to the kernel after a run (glibc keeps
+/// them for reuse; the run's hash sets and the previous inventory's names leave holes).
+fn release_free_pages() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -147,4 +147,31 @@ mod tests {
         assert!(matches!(c.sysctl_probes_size, 1 | 4));
         assert_ne!(c.socket_ino_off, 0);
     }
+
+    /// A stretch is read whole only when every field sits where the one read expects
+    /// it; otherwise the programs read field by field.
+    #[test]
+    fn stretches_need_the_exact_layout() {
+        let classic = AuditConfig {
+            skc_daddr_off: 0,
+            skc_rcv_saddr_off: 4,
+            skc_dport_off: 12,
+            skc_family_off: 16,
+            skc_state_off: 18,
+            skc_v6_daddr_off: 56,
+            skc_v6_rcv_saddr_off: 72,
+            keepalive_time_off: 2220,
+            keepalive_intvl_off: 2224,
+            ..Default::default()
+        };
+        let all = audit_flags::HEAD_STRETCH | audit_flags::V6_PAIR | audit_flags::KEEPALIVE_PAIR;
+        assert_eq!(stretches(&classic), all);
+        let moved = AuditConfig {
+            skc_state_off: 19,
+            skc_v6_rcv_saddr_off: 88,
+            keepalive_intvl_off: 2228,
+            ..classic
+        };
+        assert_eq!(stretches(&moved), 0);
+    }
 }
