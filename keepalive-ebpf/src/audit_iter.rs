@@ -47,8 +47,9 @@ struct NetValues {
 /// The program runs with migration disabled but may be preempted (PREEMPT_RCU), and
 /// another walk on this CPU may then rewrite the entry: each part is written between
 /// two copies of a tag unique to the write (`*_begin` first, `*_end` last, volatile, so
-/// in that order), and a reader uses a part only when its copy of both tags agree and
-/// the key matches; otherwise it reads the kernel as without the cache.
+/// in that order), a reader reads them the other way round (end, the part, begin) and
+/// uses the part only when both agree and the key matches; otherwise it reads the
+/// kernel as without the cache.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct WalkCache {
@@ -82,14 +83,16 @@ fn net_values(ac: &AuditConfig, net: u64, session: u64) -> Option<NetValues> {
     };
     // SAFETY: c points at this CPU's entry of a one-entry array; volatile accesses keep
     // the order the tags rely on.
+    // The tags are read in the opposite order to their writing (end first, begin
+    // last): a write that began before or during the copy leaves them different.
     unsafe {
-        let begin = get(&raw const (*c).net_begin);
+        let end = get(&raw const (*c).net_end);
         let (s, n, v) = (
             get(&raw const (*c).session),
             get(&raw const (*c).net),
             get(&raw const (*c).values),
         );
-        if begin != 0 && get(&raw const (*c).net_end) == begin && s == session && n == net {
+        if end != 0 && get(&raw const (*c).net_begin) == end && s == session && n == net {
             return Some(v);
         }
     }
@@ -112,10 +115,11 @@ fn cached_id(cgroup: u64) -> Option<u64> {
     use core::ptr::read_volatile as get;
     let c = AUDIT_WALK_CACHE.get_ptr_mut(0)?;
     // SAFETY: as in net_values.
+    // Tags read end first, begin last, as in net_values.
     unsafe {
-        let begin = get(&raw const (*c).cgroup_begin);
+        let end = get(&raw const (*c).cgroup_end);
         let (g, id) = (get(&raw const (*c).cgroup), get(&raw const (*c).cgroup_id));
-        (begin != 0 && get(&raw const (*c).cgroup_end) == begin && g == cgroup).then_some(id)
+        (end != 0 && get(&raw const (*c).cgroup_begin) == end && g == cgroup).then_some(id)
     }
 }
 
