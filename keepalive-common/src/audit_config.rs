@@ -14,6 +14,14 @@ pub mod audit_flags {
     pub const HAVE_CGROUP: u32 = 1 << 1;
     /// `sk_socket_off` and `socket_ino_off` are valid (socket inode).
     pub const HAVE_SOCKET_INODE: u32 = 1 << 2;
+    /// sock_common starts as every kernel since 4.x lays it out from skc_daddr:
+    /// skc_rcv_saddr at +4, skc_dport at +12, skc_family at +16, skc_state at +18, so
+    /// the five are read with one 20-byte read (each read is a helper call).
+    pub const HEAD_STRETCH: u32 = 1 << 3;
+    /// tcp_sock's keepalive_intvl follows keepalive_time (+4): one read for both.
+    pub const KEEPALIVE_PAIR: u32 = 1 << 4;
+    /// skc_v6_rcv_saddr follows skc_v6_daddr (+16): one read for both.
+    pub const V6_PAIR: u32 = 1 << 5;
 }
 
 /// Byte offsets inside kernel structs (all relative to the start of the named struct;

@@ -21,28 +21,79 @@ const AF_INET6: u16 = 10;
 /// Bytes 8..12 of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), as a u32 in memory.
 const V4_MAPPED_WORD2: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
+/// The first 20 bytes of sock_common when [`audit_flags::HEAD_STRETCH`] is set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HeadStretch {
+    daddr: u32,
+    rcv_saddr: u32,
+    _hash: u32,
+    dport: u16,
+    _num: u16,
+    family: u16,
+    state: u8,
+    _reuse: u8,
+}
+
+/// The sock_common fields every audit read starts with.
+#[derive(Clone, Copy)]
+pub struct Head {
+    pub state: u8,
+    pub family: u16,
+    /// Network order, as in the socket.
+    pub dport: u16,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+}
+
+/// The socket's [`Head`]: one read where the kernel lays sock_common out as every
+/// kernel since 4.x does, else one read per field.
+#[inline(always)]
+pub fn head(ac: &AuditConfig, sk: u64) -> Option<Head> {
+    if ac.flags & audit_flags::HEAD_STRETCH != 0 {
+        let h = read::<HeadStretch>(sk + ac.skc_daddr_off as u64)?;
+        return Some(Head {
+            state: h.state,
+            family: h.family,
+            dport: h.dport,
+            daddr: h.daddr,
+            rcv_saddr: h.rcv_saddr,
+        });
+    }
+    Some(Head {
+        state: read::<u8>(sk + ac.skc_state_off as u64)?,
+        family: read::<u16>(sk + ac.skc_family_off as u64)?,
+        dport: read::<u16>(sk + ac.skc_dport_off as u64)?,
+        daddr: read::<u32>(sk + ac.skc_daddr_off as u64)?,
+        rcv_saddr: read::<u32>(sk + ac.skc_rcv_saddr_off as u64)?,
+    })
+}
+
 /// The connection from this host's side, as the wire programs key it: an IPv4-mapped
 /// IPv6 socket sends IPv4 packets, so it gets an IPv4 key. The local port is
 /// inet_sport, which stays set while the socket closes (skc_num does not).
 #[inline(always)]
 pub fn flow_key(ac: &AuditConfig, sk: u64) -> Option<FlowKey> {
-    let family = read::<u16>(sk + ac.skc_family_off as u64)?;
-    let dport = read::<u16>(sk + ac.skc_dport_off as u64)?;
+    flow_key_of(ac, sk, &head(ac, sk)?)
+}
+
+/// [`flow_key`] with the socket's [`Head`] already read.
+#[inline(always)]
+pub fn flow_key_of(ac: &AuditConfig, sk: u64, h: &Head) -> Option<FlowKey> {
     let sport = read::<u16>(sk + ac.inet_sport_off as u64)?;
     let mut key = FlowKey {
         local_port: u16::from_be(sport),
-        remote_port: u16::from_be(dport),
+        remote_port: u16::from_be(h.dport),
         ..Default::default()
     };
-    match family {
+    match h.family {
         AF_INET => {
-            key.local_addr[0] = read::<u32>(sk + ac.skc_rcv_saddr_off as u64)?;
-            key.remote_addr[0] = read::<u32>(sk + ac.skc_daddr_off as u64)?;
+            key.local_addr[0] = h.rcv_saddr;
+            key.remote_addr[0] = h.daddr;
             key.family = Family::Ipv4 as u32;
         }
         AF_INET6 => {
-            let d = read::<[u32; 4]>(sk + ac.skc_v6_daddr_off as u64)?;
-            let s = read::<[u32; 4]>(sk + ac.skc_v6_rcv_saddr_off as u64)?;
+            let (d, s) = v6_addrs(ac, sk)?;
             if d[0] == 0 && d[1] == 0 && d[2] == V4_MAPPED_WORD2 {
                 key.local_addr[0] = s[3];
                 key.remote_addr[0] = d[3];
@@ -56,6 +107,19 @@ pub fn flow_key(ac: &AuditConfig, sk: u64) -> Option<FlowKey> {
         _ => return None,
     }
     Some(key)
+}
+
+/// skc_v6_daddr and skc_v6_rcv_saddr, with one read where they are adjacent.
+#[inline(always)]
+fn v6_addrs(ac: &AuditConfig, sk: u64) -> Option<([u32; 4], [u32; 4])> {
+    if ac.flags & audit_flags::V6_PAIR != 0 {
+        let both = read::<[[u32; 4]; 2]>(sk + ac.skc_v6_daddr_off as u64)?;
+        return Some((both[0], both[1]));
+    }
+    Some((
+        read::<[u32; 4]>(sk + ac.skc_v6_daddr_off as u64)?,
+        read::<[u32; 4]>(sk + ac.skc_v6_rcv_saddr_off as u64)?,
+    ))
 }
 
 /// Jiffies since the last segment received, measured as tcp_keepalive_timer() does

@@ -16,6 +16,12 @@
 //! on Debian's 7.0.15 with strace (setsockopt(fd, SOL_TCP, TCP_KEEPIDLE, [45]) and so
 //! on). The test checks what it can without the daemon: `ss` shows a keepalive timer of
 //! at most 45 s on each of redis's sockets.
+//!
+//! The same connection in two namespaces: A and N each hold a loopback connection
+//! 127.0.0.1:7412 -> 127.0.0.1:7411 (the same addresses and ports), keepalive off with
+//! TCP_USER_TIMEOUT 9 s in A, TCP_KEEPIDLE 300 s in N. The view keys its inventory by
+//! namespace and connection, so both rows are listed, each with its own settings (and
+//! both accepted ends, whose sysctl-derived settings differ by namespace).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -82,6 +88,10 @@ fn audit_inventory_shows_redis_settings_in_another_namespace() {
     let server = RedisServer::start(n, REDIS_KEEPALIVE_SECS);
     let clients = RedisClients::connect(n, PER_FAMILY, CLIENT_KEEPALIVE);
     let own = OwnSockets::open(n);
+    let twins = [
+        Twin::open(&setup.a, None),
+        Twin::open(n, Some(TWIN_IDLE_SECS)),
+    ];
     let set_up = unix_now();
     let redis_timers = redis_keepalive_timers(n);
 
@@ -107,8 +117,19 @@ fn audit_inventory_shows_redis_settings_in_another_namespace() {
         "premise: redis's keepalive timers at most {REDIS_KEEPALIVE_SECS} s; {}",
         ctx()
     );
-    let want = expected_rows(n, &own);
+    let want = expected_rows(n, &own, &twins[1]);
     assert_eq!(rows, want, "N's at-risk rows (got left); {}", ctx());
+    let a_inode = std::fs::metadata(setup.a.path()).expect("stat A").ino();
+    let a_rows: BTreeMap<_, _> = rows_of(&listing, a_inode)
+        .into_iter()
+        .filter(|(k, _)| twins[0].rows().iter().any(|(tk, _)| tk == k))
+        .collect();
+    assert_eq!(
+        a_rows,
+        BTreeMap::from(twins[0].rows()),
+        "A's rows of the connection N holds too (got left); {}",
+        ctx()
+    );
     assert_eq!(
         daemon.scrape().value(AUDIT_INVENTORY_ENABLED, &[]),
         1.0,
@@ -120,6 +141,7 @@ fn audit_inventory_shows_redis_settings_in_another_namespace() {
         rows.len()
     );
     drop(own);
+    drop(twins);
     clients.close();
     drop(server);
     daemon.terminate();
@@ -181,6 +203,99 @@ impl OwnSockets {
             off: (off, off_server),
             idle600: (idle600, idle600_server),
         }
+    }
+}
+
+/// The loopback connection A and N both hold: the same ports in both.
+const TWIN_SERVER_PORT: u16 = 7411;
+const TWIN_CLIENT_PORT: u16 = 7412;
+/// The client's TCP_KEEPIDLE in N; in A the client has keepalive off and this
+/// TCP_USER_TIMEOUT.
+const TWIN_IDLE_SECS: u32 = 300;
+const TWIN_USER_TIMEOUT_MS: u64 = 9000;
+
+/// One namespace's loopback connection 127.0.0.1:7412 -> 127.0.0.1:7411: the client
+/// with keepalive on at `idle` seconds (only TCP_KEEPIDLE) or, with `None`, off and with
+/// a TCP_USER_TIMEOUT; the accepted end with nothing set.
+struct Twin {
+    client: TcpStream,
+    server: TcpStream,
+    idle: Option<u32>,
+    /// The namespace's net.ipv4.tcp_keepalive_intvl and _probes.
+    sysctl: (u32, u32),
+}
+
+impl Twin {
+    fn open(ns: &Netns, idle: Option<u32>) -> Twin {
+        let sysctl = |name: &str| -> u32 {
+            let v = ns.cmd(&["sysctl", "-n", name]);
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}: {v:?}: {e}"))
+        };
+        let sysctl = (
+            sysctl("net.ipv4.tcp_keepalive_intvl"),
+            sysctl("net.ipv4.tcp_keepalive_probes"),
+        );
+        let (client, server) = ns.run_in(|| {
+            let lo = std::net::Ipv4Addr::LOCALHOST;
+            let l = TcpListener::bind((lo, TWIN_SERVER_PORT)).expect("bind the twin listener");
+            let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            c.bind(&SocketAddr::from((lo, TWIN_CLIENT_PORT)).into())
+                .expect("bind the twin client");
+            c.connect(&SocketAddr::from((lo, TWIN_SERVER_PORT)).into())
+                .expect("connect the twin client");
+            // The handshake is done: the connection waits in the backlog.
+            let (server, _) = l.accept().expect("accept the twin");
+            (TcpStream::from(c), server)
+        });
+        let sock = SockRef::from(&client);
+        match idle {
+            Some(secs) => sock
+                .set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(secs.into())))
+                .expect("SO_KEEPALIVE and TCP_KEEPIDLE"),
+            None => sock
+                .set_tcp_user_timeout(Some(Duration::from_millis(TWIN_USER_TIMEOUT_MS)))
+                .expect("TCP_USER_TIMEOUT"),
+        }
+        Twin {
+            client,
+            server,
+            idle,
+            sysctl,
+        }
+    }
+
+    /// Both ends' rows as [`rows_of`] gives them.
+    fn rows(&self) -> [((String, String), Value); 2] {
+        let key = |s: &TcpStream| {
+            (
+                s.local_addr().expect("local").to_string(),
+                s.peer_addr().expect("peer").to_string(),
+            )
+        };
+        let (intvl_secs, cnt) = self.sysctl;
+        let off = |timeout_ms| {
+            let p = KeepaliveParams {
+                idle_secs: SYSCTL_TIME_DEFAULT,
+                intvl_secs,
+                cnt,
+            };
+            settings(false, p, timeout_ms)
+        };
+        let client = match self.idle {
+            Some(idle_secs) => {
+                let p = KeepaliveParams {
+                    idle_secs,
+                    intvl_secs,
+                    cnt,
+                };
+                settings(true, p, 0)
+            }
+            None => off(TWIN_USER_TIMEOUT_MS),
+        };
+        [(key(&self.client), client), (key(&self.server), off(0))]
     }
 }
 
@@ -248,7 +363,7 @@ fn rows_of(listing: &Value, inode: u64) -> BTreeMap<(String, String), Value> {
 /// What each established socket of N (`ss`) must show: redis's accepted ends (local
 /// port 6379) redis's settings, the python3-redis clients (remote port 6379) theirs,
 /// the test's own sockets theirs; no other socket may exist in N.
-fn expected_rows(n: &Netns, own: &OwnSockets) -> BTreeMap<(String, String), Value> {
+fn expected_rows(n: &Netns, own: &OwnSockets, twin: &Twin) -> BTreeMap<(String, String), Value> {
     let key = |s: &TcpStream| {
         (
             s.local_addr().expect("local").to_string(),
@@ -260,11 +375,14 @@ fn expected_rows(n: &Netns, own: &OwnSockets) -> BTreeMap<(String, String), Valu
         intvl_secs: N_SYSCTL_INTVL,
         cnt: N_SYSCTL_PROBES,
     };
+    let [twin_client, twin_server] = twin.rows();
     let own_rows = [
         (key(&own.off.0), row(None, USER_TIMEOUT_MS)),
         (key(&own.off.1), row(None, 0)),
         (key(&own.idle600.0), row(Some(idle600), 0)),
         (key(&own.idle600.1), row(None, 0)),
+        twin_client,
+        twin_server,
     ];
     let redis_port = format!(":{REDIS_PORT}");
     let out = n.cmd(&["ss", "-tnH", "state", "established"]);
@@ -303,19 +421,24 @@ fn row(keepalive: Option<KeepaliveParams>, timeout_ms: u64) -> Value {
         intvl_secs: N_SYSCTL_INTVL,
         cnt: N_SYSCTL_PROBES,
     });
+    settings(keepalive.is_some(), p, timeout_ms)
+}
+
+/// One row's settings: `p` the effective ones, whether keepalive is on or off.
+fn settings(keepalive: bool, p: KeepaliveParams, timeout_ms: u64) -> Value {
     let at_risk: Vec<Value> = [30, 60]
         .into_iter()
-        .filter(|limit| keepalive.is_none() || p.idle_secs >= *limit)
+        .filter(|limit| !keepalive || p.idle_secs >= *limit)
         .map(|limit| {
             json!({
                 "idle_limit": format!("{limit}s"),
                 "idle_limit_seconds": limit,
-                "reason": if keepalive.is_some() { "idle_at_or_above_limit" } else { "keepalive_off" },
+                "reason": if keepalive { "idle_at_or_above_limit" } else { "keepalive_off" },
             })
         })
         .collect();
     json!({
-        "keepalive": keepalive.is_some(),
+        "keepalive": keepalive,
         "idle_seconds": p.idle_secs,
         "interval_seconds": p.intvl_secs,
         "count": p.cnt,

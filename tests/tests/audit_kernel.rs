@@ -198,6 +198,18 @@ fn inventory_lists_exactly_the_walked_namespaces_established_sockets() {
     for r in &walk.records {
         assert_eq!(r.netns_inum, inum(&other));
     }
+    // The program reads a namespace's sysctls once per walk (its per-CPU cache is
+    // valid for one iterator session): a change shows in the next walk, for every socket.
+    ns.cmd(&["sysctl", "-w", "net.ipv4.tcp_keepalive_intvl=37"]);
+    let file = File::open(ns.path()).unwrap();
+    let walk = inv.walk_in(&file).expect("walking the namespace again");
+    assert_eq!(walk.records.len(), made.expected.len());
+    for r in &walk.records {
+        let port = (r.key.local_port, r.key.remote_port);
+        let (key, e) = &made.expected[&port];
+        check_record(r, key, e, &ns, hz);
+        assert_eq!(r.sysctl_keepalive_intvl, 37 * hz);
+    }
 }
 
 /// Connections of the scale walk: 8,000 sockets, within the 20,000 files the test

@@ -11,12 +11,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use keepalive_common::audit::{SocketRecord, at_risk, effective, record_flags};
+use keepalive_common::audit::{SocketRecord, effective};
 
 use super::{
     AuditView, AuditedConnection, Inventory as View,
     cgroup::CgroupPaths,
-    kernel::{AuditKernelError, Inventory, Walk},
+    kernel::{AuditKernelError, Inventory, WalkEnd},
     namespaces, owners,
 };
 use crate::{
@@ -28,22 +28,31 @@ use crate::{
 };
 
 /// What the loop needs of the kernel side (kernel.rs's [`Inventory`]; a fake in the
-/// tests, which have no kernel programs).
+/// tests, which have no kernel programs). The walks hand each record over as it is
+/// read: the loop keeps what the view needs, not the 120-byte records.
 pub trait Walker: Send + 'static {
     fn hz(&self) -> u32;
-    fn walk(&self) -> Result<Walk, AuditKernelError>;
-    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError>;
+    fn walk(&self, each: &mut dyn FnMut(&SocketRecord)) -> Result<WalkEnd, AuditKernelError>;
+    fn walk_in(
+        &self,
+        netns: &std::fs::File,
+        each: &mut (dyn FnMut(&SocketRecord) + Send),
+    ) -> Result<WalkEnd, AuditKernelError>;
 }
 
 impl Walker for Inventory {
     fn hz(&self) -> u32 {
         Inventory::hz(self)
     }
-    fn walk(&self) -> Result<Walk, AuditKernelError> {
-        Inventory::walk(self)
+    fn walk(&self, each: &mut dyn FnMut(&SocketRecord)) -> Result<WalkEnd, AuditKernelError> {
+        Inventory::walk_each(self, each)
     }
-    fn walk_in(&self, netns: &std::fs::File) -> Result<Walk, AuditKernelError> {
-        Inventory::walk_in(self, netns)
+    fn walk_in(
+        &self,
+        netns: &std::fs::File,
+        each: &mut (dyn FnMut(&SocketRecord) + Send),
+    ) -> Result<WalkEnd, AuditKernelError> {
+        Inventory::walk_in_each(self, netns, each)
     }
 }
 
@@ -58,19 +67,38 @@ pub struct Settings {
 }
 
 /// One socket record as the view and the metrics see it (`hz` from the inventory).
-pub fn audited(r: &SocketRecord, hz: u32, limits: &[u32]) -> AuditedConnection {
-    let settings = effective(r, hz);
+pub fn audited(r: &SocketRecord, hz: u32) -> AuditedConnection {
     AuditedConnection {
         key: r.key,
         netns_inum: r.netns_inum,
-        settings,
-        at_risk: limits
-            .iter()
-            .filter_map(|l| Some((*l, at_risk(&settings, *l)?)))
-            .collect(),
+        settings: effective(r, hz),
         cgroup: None,
         uid: r.uid,
         process: None,
+    }
+}
+
+/// What a run keeps of each record beside its [`AuditedConnection`], to name owners.
+#[derive(Clone, Copy)]
+struct Ids {
+    socket_inode: u64,
+    cgroup_id: u64,
+}
+
+/// The connections of one run, in walk order, and their ids.
+#[derive(Default)]
+struct Collected {
+    conns: Vec<AuditedConnection>,
+    ids: Vec<Ids>,
+}
+
+impl Collected {
+    fn take(&mut self, r: &SocketRecord, hz: u32) {
+        self.conns.push(audited(r, hz));
+        self.ids.push(Ids {
+            socket_inode: r.socket_inode,
+            cgroup_id: r.cgroup_id,
+        });
     }
 }
 
@@ -93,6 +121,10 @@ pub struct Runner<W> {
     /// Whether a failure of this kind was logged at warn already (later ones: debug).
     warned_walk: bool,
     warned_listing: bool,
+    /// Connections of the last run: the next run reserves room for them up front, so
+    /// its Vecs are large enough to be mmapped from the start (growing from small,
+    /// they would start on the heap and leave it fragmented).
+    last_count: usize,
 }
 
 /// Runs the inventory every `settings.interval` for the daemon's life.
@@ -103,6 +135,7 @@ pub fn spawn<W: Walker>(
     state: Arc<State>,
 ) {
     state.metrics.audit.inventory_enabled.set(1);
+    return_large_blocks();
     let mut runner = Runner::new(inventory, settings, cgroups);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(runner.settings.interval);
@@ -139,57 +172,54 @@ impl<W: Walker> Runner<W> {
             owners_searched: HashSet::new(),
             warned_walk: false,
             warned_listing: false,
+            last_count: 0,
         }
     }
 
     /// One run: walks, publishes the metrics and the view's inventory.
     pub fn run(&mut self, metrics: &AuditMetrics, view: &AuditView) {
         let started = Instant::now();
-        let (walks, errors) = self.walk();
-        let hz = self.inventory.hz();
-        let mut conns: Vec<AuditedConnection> = walks
-            .iter()
-            .flat_map(|w| &w.records)
-            .filter(|r| r.flags & record_flags::TRAILER == 0)
-            .map(|r| audited(r, hz, &self.settings.limits))
-            .collect();
-        self.name_owners(&walks, &mut conns);
-        let agg =
-            audit_metrics::aggregate(&conns, &self.settings.limits, &self.settings.local_ports);
-        if let Err(e) = metrics.publish(&agg, &self.settings.limits, &self.settings.local_ports) {
+        let (mut got, namespaces, errors) = self.walk();
+        self.name_owners(&mut got);
+        let limits = &self.settings.limits;
+        let agg = audit_metrics::aggregate(&got.conns, limits, &self.settings.local_ports);
+        if let Err(e) = metrics.publish(&agg, limits, &self.settings.local_ports) {
             log::warn!("audit: inventory metrics not updated: {e}");
         }
-        let count = conns.len();
-        // Keyed by connection: the same addresses in two namespaces (loopback, mostly)
-        // keep one entry in the view; the metrics above counted both.
-        let connections: HashMap<_, _> = conns.into_iter().map(|c| (c.key, c)).collect();
-        view.set_inventory(View {
-            taken_at: SystemTime::now(),
-            connections,
-        });
+        let count = got.conns.len();
+        self.last_count = count;
+        drop(got.ids);
+        view.set_inventory(View::new(SystemTime::now(), limits.clone(), got.conns));
+        release_free_pages();
         metrics.errors.inc_by(errors);
-        metrics.namespaces.set(walks.len() as i64);
+        metrics.namespaces.set(namespaces as i64);
         metrics
             .duration_seconds
             .set(started.elapsed().as_secs_f64());
         metrics.runs.inc();
         log::debug!(
-            "audit: {count} established connection(s) in {} namespace(s), {} at risk for {}s, in {:?}",
-            walks.len(),
+            "audit: {count} established connection(s) in {namespaces} namespace(s), {} at risk for {}s, in {:?}",
             agg.at_risk.first().copied().unwrap_or(0),
-            self.settings.limits.first().copied().unwrap_or(0),
+            limits.first().copied().unwrap_or(0),
             started.elapsed()
         );
     }
 
-    /// The walks of this run and how many namespaces failed.
-    fn walk(&mut self) -> (Vec<Walk>, u64) {
+    /// The connections of this run, how many namespaces were walked and how many
+    /// failed.
+    fn walk(&mut self) -> (Collected, usize, u64) {
+        let hz = self.inventory.hz();
+        let room = self.last_count + self.last_count / 8;
+        let mut got = Collected {
+            conns: Vec::with_capacity(room),
+            ids: Vec::with_capacity(room),
+        };
         if !self.settings.all_namespaces {
-            return match self.inventory.walk() {
-                Ok(w) => (vec![w], 0),
+            return match self.inventory.walk(&mut |r| got.take(r, hz)) {
+                Ok(_) => (got, 1, 0),
                 Err(e) => {
                     self.walk_failed("this namespace", &e);
-                    (Vec::new(), 1)
+                    (Collected::default(), 0, 1)
                 }
             };
         }
@@ -212,18 +242,22 @@ impl<W: Walker> Runner<W> {
                 namespaces::LIST_BUDGET
             );
         }
-        let mut walks = Vec::with_capacity(listing.namespaces.len());
+        let mut walked = 0;
         // The daemon's own namespace needs no setns (nor CAP_SYS_ADMIN for it).
         let own = namespaces::own_inode();
         for ns in &listing.namespaces {
+            // A failed walk may have handed over some records: keep none of them.
+            let before = got.conns.len();
             let walk = if Some(ns.inode) == own {
-                self.inventory.walk()
+                self.inventory.walk(&mut |r| got.take(r, hz))
             } else {
-                self.inventory.walk_in(&ns.file)
+                self.inventory.walk_in(&ns.file, &mut |r| got.take(r, hz))
             };
             match walk {
-                Ok(w) => walks.push(w),
+                Ok(_) => walked += 1,
                 Err(e) => {
+                    got.conns.truncate(before);
+                    got.ids.truncate(before);
                     errors += 1;
                     self.walk_failed(
                         &format!("namespace {} ({})", ns.inode, ns.path.display()),
@@ -232,7 +266,7 @@ impl<W: Walker> Runner<W> {
                 }
             }
         }
-        (walks, errors)
+        (got, walked, errors)
     }
 
     fn walk_failed(&mut self, which: &str, e: &AuditKernelError) {
@@ -241,16 +275,14 @@ impl<W: Walker> Runner<W> {
     }
 
     /// Fills the cgroup paths, and the processes of the connections at risk.
-    fn name_owners(&mut self, walks: &[Walk], conns: &mut [AuditedConnection]) {
-        let records = walks
+    fn name_owners(&mut self, got: &mut Collected) {
+        let limits = &self.settings.limits;
+        let wanted: HashSet<u64> = got
+            .ids
             .iter()
-            .flat_map(|w| &w.records)
-            .filter(|r| r.flags & record_flags::TRAILER == 0);
-        let wanted: HashSet<u64> = records
-            .clone()
-            .zip(conns.iter())
-            .filter(|(r, c)| r.socket_inode != 0 && !c.at_risk.is_empty())
-            .map(|(r, _)| r.socket_inode)
+            .zip(&got.conns)
+            .filter(|(i, c)| i.socket_inode != 0 && c.risks(limits).next().is_some())
+            .map(|(i, _)| i.socket_inode)
             .collect();
         self.owners.retain(|inode, _| wanted.contains(inode));
         let unknown: HashSet<u64> = wanted
@@ -265,24 +297,63 @@ impl<W: Walker> Runner<W> {
             } else {
                 self.owners_searched.extend(&found.scanned);
             }
+            // One shared name per process, not one per socket: a process holding
+            // 12,500 sockets at risk made 12,500 copies of the same name.
+            let mut names: HashMap<&str, Arc<str>> = self
+                .owners
+                .values()
+                .flatten()
+                .map(|n| (&**n, n.clone()))
+                .collect();
+            let mut fresh = Vec::new();
             for inode in unknown {
                 match found.owners.get(&inode) {
                     Some(o) => {
-                        self.owners.insert(inode, Some(o.as_str().into()));
+                        let name = names.entry(o.as_str()).or_insert_with(|| o.as_str().into());
+                        fresh.push((inode, Some(name.clone())));
                     }
-                    None if found.complete => {
-                        self.owners.insert(inode, None);
-                    }
+                    None if found.complete => fresh.push((inode, None)),
                     None => {}
                 }
             }
+            drop(names);
+            self.owners.extend(fresh);
         }
         let mut cgroups = self.cgroups.lock().unwrap_or_else(PoisonError::into_inner);
         cgroups.begin_run();
-        for (r, c) in records.zip(conns.iter_mut()) {
-            c.cgroup = cgroups.resolve(r.cgroup_id);
-            c.process = self.owners.get(&r.socket_inode).cloned().flatten();
+        for (i, c) in got.ids.iter().zip(got.conns.iter_mut()) {
+            c.cgroup = cgroups.resolve(i.cgroup_id);
+            c.process = self.owners.get(&i.socket_inode).cloned().flatten();
         }
+    }
+}
+
+/// Makes glibc serve every allocation of 128 KiB or more with its own mmap, returned to
+/// the kernel when freed. A run allocates its connections (about 100 bytes a socket:
+/// megabytes at 100,000 sockets) and frees the previous run's; glibc's default raises
+/// its mmap threshold to the size of each large block freed (up to 32 MiB), after which
+/// such blocks come from the heap and their pages stay with the process: measured in
+/// BENCHMARKS.md's audit section. Fixing the threshold turns the dynamic raise off.
+/// Process-wide, so the rest of the daemon's large buffers are mmapped too (few, and
+/// growing a mmapped block is a mremap, not a copy).
+fn return_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    {
+        const THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes allocator parameters; it is thread-safe.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
+            log::debug!("audit: mallopt(M_MMAP_THRESHOLD) refused; freed memory may stay");
+        }
+    }
+}
+
+/// Gives the pages of freed small blocks back to the kernel after a run (glibc keeps
+/// them for reuse; the run's hash sets and the previous inventory's names leave holes).
+fn release_free_pages() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -297,174 +368,4 @@ fn warn_once(warned: &mut bool, line: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use keepalive_common::audit::RiskReason;
-
-    /// HZ 250: the kernel's default on Debian.
-    const HZ: u32 = 250;
-
-    pub(crate) fn record(keepalive: bool, own_idle_s: u32, sysctl_idle_s: u32) -> SocketRecord {
-        SocketRecord {
-            flags: if keepalive {
-                record_flags::KEEPALIVE
-            } else {
-                0
-            },
-            keepalive_time: own_idle_s * HZ,
-            sysctl_keepalive_time: sysctl_idle_s * HZ,
-            sysctl_keepalive_intvl: 75 * HZ,
-            sysctl_keepalive_probes: 9,
-            idle_jiffies: 12 * HZ,
-            uid: 1000,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn records_become_connections_with_their_risks() {
-        let limits = [240, 350];
-        let off = audited(&record(false, 0, 7200), HZ, &limits);
-        assert!(!off.settings.keepalive);
-        assert_eq!(
-            off.at_risk,
-            [
-                (240, RiskReason::KeepaliveOff),
-                (350, RiskReason::KeepaliveOff)
-            ]
-        );
-        // The socket's own 300 s wins over the sysctl: at risk for 240 s only.
-        let own = audited(&record(true, 300, 60), HZ, &limits);
-        assert_eq!(own.settings.idle_seconds, 300);
-        assert_eq!(own.at_risk, [(240, RiskReason::IdleAtOrAboveLimit)]);
-        // The sysctl's 60 s applies when the socket sets nothing: safe.
-        let sysctl = audited(&record(true, 0, 60), HZ, &limits);
-        assert_eq!(sysctl.settings.idle_seconds, 60);
-        assert!(sysctl.at_risk.is_empty());
-        assert_eq!(sysctl.settings.idle_now_seconds, 12);
-        assert_eq!(sysctl.uid, 1000);
-        assert_eq!(
-            (sysctl.cgroup.clone(), sysctl.process.clone()),
-            (None, None)
-        );
-    }
-
-    /// The kernel side as the tests need it: fixed records, or a failure.
-    struct Fake(Option<Vec<SocketRecord>>);
-
-    impl Walker for Fake {
-        fn hz(&self) -> u32 {
-            HZ
-        }
-        fn walk(&self) -> Result<Walk, AuditKernelError> {
-            let records = self.0.clone().ok_or(AuditKernelError::NotBuilt)?;
-            Ok(Walk {
-                records,
-                ..Default::default()
-            })
-        }
-        fn walk_in(&self, _: &std::fs::File) -> Result<Walk, AuditKernelError> {
-            self.walk()
-        }
-    }
-
-    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .unwrap()
-            .ino()
-    }
-
-    fn settings(port: u16) -> Settings {
-        Settings {
-            interval: Duration::from_secs(30),
-            limits: vec![240, 350],
-            all_namespaces: false,
-            local_ports: vec![port],
-        }
-    }
-
-    fn text(r: &prometheus::Registry) -> String {
-        let mut buf = Vec::new();
-        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
-            .unwrap();
-        String::from_utf8(buf).unwrap()
-    }
-
-    /// A run fills the view (cgroup paths; processes for connections at risk only) and
-    /// the metrics; the trailer is not a connection.
-    #[test]
-    fn a_run_publishes_view_and_metrics() {
-        use std::os::unix::fs::MetadataExt as _;
-        let root = std::env::temp_dir().join(format!("ka-inv-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("app.slice")).unwrap();
-        let app = std::fs::metadata(root.join("app.slice")).unwrap().ino();
-        // Two sockets of this process stand for the connections' sockets.
-        let (s1, s2) = (
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        );
-        let mut off = record(false, 0, 7200);
-        off.key.local_port = 5432;
-        off.cgroup_id = app;
-        off.socket_inode = inode_of(&s1);
-        let mut safe = record(true, 0, 60);
-        safe.key.local_port = 6000;
-        safe.socket_inode = inode_of(&s2);
-        let trailer = SocketRecord {
-            flags: record_flags::TRAILER,
-            ..Default::default()
-        };
-        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(Some(root.clone()))));
-        let fake = Fake(Some(vec![off, safe, trailer]));
-        let mut runner = Runner::new(fake, settings(5432), cgroups);
-        let registry = prometheus::Registry::new();
-        let metrics = AuditMetrics::register(&registry, &[5432]).unwrap();
-        let view = AuditView::default();
-        runner.run(&metrics, &view);
-        std::fs::remove_dir_all(&root).unwrap();
-
-        let inv = view.inventory().expect("published");
-        assert_eq!(inv.connections.len(), 2);
-        let off = &inv.connections[&off.key];
-        assert_eq!(off.cgroup.as_deref(), Some("/app.slice"));
-        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-        let me = format!("{}[{}]", comm.trim_end(), std::process::id());
-        assert_eq!(off.process.as_deref(), Some(me.as_str()));
-        let safe = &inv.connections[&safe.key];
-        assert!(safe.at_risk.is_empty());
-        assert_eq!(
-            (safe.cgroup.as_deref(), safe.process.as_deref()),
-            (None, None)
-        );
-        assert_eq!((metrics.runs.get(), metrics.errors.get()), (1, 0));
-        assert_eq!(metrics.namespaces.get(), 1);
-        let t = text(&registry);
-        for line in [
-            "tcp_keepalive_connections{keepalive=\"off\"} 1",
-            "tcp_keepalive_connections{keepalive=\"on\"} 1",
-            "tcp_keepalive_connections_at_risk{idle_limit=\"240s\"} 1",
-            "tcp_keepalive_port_connections{keepalive=\"off\",local_port=\"5432\"} 1",
-            "tcp_keepalive_port_connections{keepalive=\"on\",local_port=\"5432\"} 0",
-        ] {
-            assert!(t.contains(line), "{line} missing:\n{t}");
-        }
-    }
-
-    /// A failed walk is an error; the run still completes, with an empty inventory.
-    #[test]
-    fn a_failed_walk_counts_an_error() {
-        let cgroups = Arc::new(Mutex::new(CgroupPaths::new(None)));
-        let mut runner = Runner::new(Fake(None), settings(5432), cgroups);
-        let registry = prometheus::Registry::new();
-        let metrics = AuditMetrics::register(&registry, &[]).unwrap();
-        let view = AuditView::default();
-        runner.run(&metrics, &view);
-        runner.run(&metrics, &view);
-        assert_eq!((metrics.runs.get(), metrics.errors.get()), (2, 2));
-        assert_eq!(metrics.namespaces.get(), 0);
-        assert!(view.inventory().unwrap().connections.is_empty());
-        assert!(text(&registry).contains("tcp_keepalive_connections{keepalive=\"off\"} 0"));
-    }
-}
+mod tests;

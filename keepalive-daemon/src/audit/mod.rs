@@ -17,13 +17,13 @@ pub mod owners;
 pub mod settings;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::SystemTime,
 };
 
 use keepalive_common::{
-    audit::{Effective, EndingKind, RiskReason},
+    audit::{Effective, EndingKind, RiskReason, at_risk},
     flow::FlowKey,
 };
 
@@ -38,9 +38,6 @@ pub struct AuditedConnection {
     pub key: FlowKey,
     pub netns_inum: u32,
     pub settings: Effective,
-    /// The limits (seconds) this connection is at risk for, with the reason, in the
-    /// order of --audit.idle-limit.
-    pub at_risk: Vec<(u32, RiskReason)>,
     /// cgroup v2 path relative to the cgroup root (e.g. `/system.slice/redis.service`).
     pub cgroup: Option<Arc<str>>,
     pub uid: u32,
@@ -48,11 +45,99 @@ pub struct AuditedConnection {
     pub process: Option<Arc<str>>,
 }
 
-/// The last complete inventory.
+impl AuditedConnection {
+    /// The limits (seconds) of `limits` this connection is at risk for, with the
+    /// reason, in their order. Derived when asked, not stored: a Vec per connection
+    /// cost an allocation each, at hundreds of thousands of connections.
+    pub fn risks<'a>(&self, limits: &'a [u32]) -> impl Iterator<Item = (u32, RiskReason)> + 'a {
+        let settings = self.settings;
+        limits
+            .iter()
+            .filter_map(move |&l| Some((l, at_risk(&settings, l)?)))
+    }
+}
+
+/// The last complete inventory: its connections keyed by (network namespace inode,
+/// connection). The same addresses and ports in two namespaces (loopback in two
+/// containers, mostly) are two connections.
+///
+/// A Vec sorted by (connection, namespace), not a map: the view finds every namespace's
+/// socket of a flow-map entry (which has no namespace) as one slice by binary search,
+/// and a Vec has no per-entry table overhead (the inventory holds up to hundreds of
+/// thousands of sockets, two inventories while a run replaces the last).
 #[derive(Clone, Debug)]
 pub struct Inventory {
     pub taken_at: SystemTime,
-    pub connections: HashMap<FlowKey, AuditedConnection>,
+    /// --audit.idle-limit in seconds, which [`AuditedConnection::risks`] are for.
+    pub limits: Vec<u32>,
+    connections: Vec<AuditedConnection>,
+}
+
+/// The order of [`Inventory::connections`]: FlowKey has no `Ord` (a kernel map type).
+fn order(key: &FlowKey) -> (u32, [u32; 4], [u32; 4], u16, u16) {
+    (
+        key.family,
+        key.local_addr,
+        key.remote_addr,
+        key.local_port,
+        key.remote_port,
+    )
+}
+
+impl Inventory {
+    /// An inventory of `connections` at risk for `limits`; of two with the same
+    /// namespace and connection (which one namespace cannot hold twice) one is kept.
+    pub fn new(
+        taken_at: SystemTime,
+        limits: Vec<u32>,
+        mut connections: Vec<AuditedConnection>,
+    ) -> Inventory {
+        // Unstable: the stable sort allocates half the Vec again.
+        connections.sort_unstable_by_key(|c| (order(&c.key), c.netns_inum));
+        connections.dedup_by_key(|c| (c.key, c.netns_inum));
+        connections.shrink_to_fit();
+        Inventory {
+            taken_at,
+            limits,
+            connections,
+        }
+    }
+
+    /// The limits `c` is at risk for (see [`AuditedConnection::risks`]).
+    pub fn risks<'a>(
+        &'a self,
+        c: &AuditedConnection,
+    ) -> impl Iterator<Item = (u32, RiskReason)> + 'a {
+        c.risks(&self.limits)
+    }
+
+    /// Every connection, ordered by connection then namespace.
+    pub fn connections(&self) -> &[AuditedConnection] {
+        &self.connections
+    }
+
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// The sockets of connection `key` in every namespace, ordered by namespace inode.
+    pub fn of_flow(&self, key: &FlowKey) -> &[AuditedConnection] {
+        let k = order(key);
+        let start = self.connections.partition_point(|c| order(&c.key) < k);
+        let len = self.connections[start..].partition_point(|c| order(&c.key) == k);
+        &self.connections[start..start + len]
+    }
+
+    /// The socket of connection `key` in namespace `netns_inum`.
+    pub fn get(&self, netns_inum: u32, key: &FlowKey) -> Option<&AuditedConnection> {
+        self.of_flow(key)
+            .iter()
+            .find(|c| c.netns_inum == netns_inum)
+    }
 }
 
 /// A connection that ended: a keepalive timeout, or an idle death.
@@ -110,6 +195,55 @@ impl AuditView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn(netns_inum: u32, local_port: u16, keepalive: bool) -> AuditedConnection {
+        AuditedConnection {
+            key: FlowKey {
+                local_port,
+                remote_port: 80,
+                ..Default::default()
+            },
+            netns_inum,
+            settings: Effective {
+                keepalive,
+                idle_seconds: 7200,
+                interval_seconds: 75,
+                count: 9,
+                user_timeout_ms: 0,
+                idle_now_seconds: 1,
+            },
+            cgroup: None,
+            uid: 0,
+            process: None,
+        }
+    }
+
+    /// The same connection in two namespaces is two entries; a flow finds both.
+    #[test]
+    fn the_inventory_is_keyed_by_namespace_and_connection() {
+        let inv = Inventory::new(
+            SystemTime::UNIX_EPOCH,
+            vec![240],
+            vec![
+                conn(7, 1, true),
+                conn(5, 1, false),
+                conn(5, 2, true),
+                conn(7, 1, false),
+            ],
+        );
+        assert_eq!(inv.len(), 3);
+        let both: Vec<(u32, bool)> = inv
+            .of_flow(&conn(0, 1, false).key)
+            .iter()
+            .map(|c| (c.netns_inum, c.settings.keepalive))
+            .collect();
+        assert_eq!(both, [(5, false), (7, true)]);
+        let key2 = conn(0, 2, false).key;
+        assert_eq!(inv.of_flow(&key2).len(), 1);
+        assert!(inv.get(5, &key2).unwrap().settings.keepalive);
+        assert!(inv.get(7, &key2).is_none());
+        assert!(inv.of_flow(&conn(0, 3, false).key).is_empty());
+    }
 
     #[test]
     fn recent_endings_are_bounded_and_newest_first() {

@@ -10,7 +10,7 @@
 
 use std::sync::{PoisonError, RwLock};
 
-use keepalive_common::audit::IDLE_SETTING_BUCKETS_SECONDS;
+use keepalive_common::audit::{IDLE_SETTING_BUCKETS_SECONDS, at_risk};
 use prometheus::{
     Gauge, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
     core::{Collector, Desc},
@@ -80,8 +80,8 @@ pub fn aggregate<'a>(
                 &mut p.keepalive_off
             } += 1;
         }
-        for (limit, _) in &c.at_risk {
-            if let Some(j) = limits.iter().position(|l| l == limit) {
+        for (j, &limit) in limits.iter().enumerate() {
+            if at_risk(&c.settings, limit).is_some() {
                 a.at_risk[j] += 1;
                 if let Some(i) = port {
                     a.ports[i].at_risk[j] += 1;
@@ -296,7 +296,7 @@ mod tests {
             ..Default::default()
         };
         r.key.local_port = port;
-        audited(&r, HZ, &LIMITS)
+        audited(&r, HZ)
     }
 
     /// 3 off, and on with idle 30, 240, 300, 350 and (sysctl) 7200 s, over two ports.

@@ -140,7 +140,7 @@ impl TopK {
 /// and their flow entries, filled in as the walk meets them.
 struct AtRisk {
     total: usize,
-    keys: Vec<FlowKey>,
+    keys: Vec<(u32, FlowKey)>,
     found: HashMap<FlowKey, Option<FlowState>>,
 }
 
@@ -166,7 +166,7 @@ impl Selector {
     pub fn for_request(request: Request, caps: Caps) -> Selector {
         let at_risk = request.at_risk_only.then(|| {
             let (total, keys) = request.at_risk();
-            let found = keys.iter().map(|k| (*k, None)).collect();
+            let found = keys.iter().map(|(_, k)| (*k, None)).collect();
             AtRisk { total, keys, found }
         });
         // ?at_risk=1 keeps its rows in `at_risk`: no heap.
@@ -217,12 +217,12 @@ impl Selector {
         let (limit, at_risk_only) = (self.request.limit, self.request.at_risk_only);
         let audit_inventory_unix_seconds = self.request.inventory_unix_seconds();
         let recent_endings = self.request.ending_rows();
-        let (connections, total, note) = match self.at_risk.take() {
+        let (connections, shown, total, note) = match self.at_risk.take() {
             Some(w) => self.at_risk_rows(w, now_ns, scan_truncated),
             None => self.recent_rows(swept_count, now_ns, scan_truncated, elapsed_seconds),
         };
         Listing {
-            truncated: connections.len() < total,
+            truncated: shown < total,
             connections,
             total,
             limit,
@@ -237,47 +237,54 @@ impl Selector {
         }
     }
 
-    /// The listing's rows: the `limit` most recently active flows, with their audit data.
+    /// The listing's rows: the `limit` most recently active flows, with their audit
+    /// data, and how many flows they show. A flow whose addresses the inventory saw in
+    /// several network namespaces (the flow map has none in its key) is one row per
+    /// namespace's socket, each with the same wire counters.
     fn recent_rows(
         self,
         swept_count: u64,
         now_ns: u64,
         scan_truncated: bool,
         elapsed_seconds: f64,
-    ) -> (Vec<Connection>, usize, String) {
+    ) -> (Vec<Connection>, usize, usize, String) {
         let (scanned, caps, limit) = (self.scanned, self.caps, self.top.limit);
         let total = if scan_truncated {
             swept_count.max(scanned)
         } else {
             scanned
         } as usize;
-        let connections: Vec<Connection> = self
-            .top
-            .into_sorted()
-            .iter()
-            .map(|(k, st)| Connection {
-                audit: self.request.audited(k),
-                ..describe(k, st, now_ns)
-            })
-            .collect();
+        let flows = self.top.into_sorted();
+        let mut connections = Vec::with_capacity(flows.len());
+        for (k, st) in &flows {
+            let audits = self.request.audited(k);
+            if audits.is_empty() {
+                connections.push(describe(k, st, now_ns));
+            }
+            for a in audits {
+                connections.push(Connection {
+                    audit: Some(a),
+                    ..describe(k, st, now_ns)
+                });
+            }
+        }
+        let shown = flows.len();
         let note = if scan_truncated {
             format!(
                 "the flow map was read only in part ({scanned} entries in {elapsed_seconds:.1} s; \
                  a request reads at most {} entries or for {:?}): showing the {} most recently \
                  active of those, of about {total} connections (keepalive_daemon_flow_map_entries \
                  at the last sweep)",
-                caps.max_entries,
-                caps.budget,
-                connections.len()
+                caps.max_entries, caps.budget, shown
             )
-        } else if connections.len() < total {
+        } else if shown < total {
             format!(
                 "showing the {limit} most recently active of {total} connections; raise ?limit= (at most {MAX_LIMIT})"
             )
         } else {
             settings_note(&self.request)
         };
-        (connections, total, note)
+        (connections, shown, total, note)
     }
 
     /// `?at_risk=1`: the chosen connections in their order, with their flow entries
@@ -287,15 +294,15 @@ impl Selector {
         w: AtRisk,
         now_ns: u64,
         scan_truncated: bool,
-    ) -> (Vec<Connection>, usize, String) {
+    ) -> (Vec<Connection>, usize, usize, String) {
         let connections: Vec<Connection> = w
             .keys
             .iter()
-            .map(|k| {
+            .map(|(netns, k)| {
                 let st = w.found.get(k).copied().flatten();
                 Connection {
                     in_flow_map: st.is_some(),
-                    audit: self.request.audited(k),
+                    audit: self.request.audited_in(*netns, k),
                     ..describe(k, &st.unwrap_or_default(), now_ns)
                 }
             })
@@ -319,7 +326,8 @@ impl Selector {
         } else {
             note
         };
-        (connections, w.total, note)
+        let shown = connections.len();
+        (connections, shown, w.total, note)
     }
 }
 

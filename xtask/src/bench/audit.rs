@@ -4,6 +4,11 @@
 //! the share of a core that makes at the default interval (30 s), the run time the
 //! daemon reports, and the daemon's RSS. Goals (issue #12): under 1% of a core at the
 //! default interval, RSS under 64 MiB, at 10,000 and 50,000 connections.
+//!
+//! Beside those: the iterator program's own run time (kernel BPF statistics, held for
+//! this section), so the kernel walk and the daemon's user-side work are told apart,
+//! the RSS floor (the daemon with --audit.disable, and with the audit on but no
+//! connections), and the anonymous part of the RSS (the heap).
 
 use std::{
     io::Read as _,
@@ -12,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
+use aya::sys::{Stats, enable_stats};
 use keepalive_daemon::metric_names::{AUDIT_DURATION, AUDIT_RUNS, CONNECTIONS};
 use keepalive_tests::{netns::Netns, scenarios::Setup};
 
@@ -29,10 +35,13 @@ const FIRST_PORT: u16 = 7000;
 
 pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
     println!("## Audit inventory (goals: < 1% of a core at --audit.interval 30s, RSS < 64 MiB)");
+    // Statistics count while this fd is open (BPF_ENABLE_STATS); closed on return.
+    let _stats = enable_stats(Stats::RunTime)?;
+    floor(setup, iface)?;
     println!(
-        "| established connections | CPU per run (ms) | % of a core at 30 s | run time reported (ms) | RSS (MiB) |"
+        "| established connections | CPU per run (ms) | % of a core at 30 s | run time reported (ms) | program per run (ms) | program ns per socket | RSS (MiB) | of which anonymous (MiB) |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     setup.a.cmd(&[
         "sysctl",
         "-q",
@@ -60,24 +69,96 @@ pub fn run(setup: &Setup, iface: &str) -> anyhow::Result<()> {
         }
         let runs0 = daemon.scrape().value(AUDIT_RUNS, &[]);
         let cpu0 = cpu_ticks(pid)?;
+        let prog0 = iter_stats(pid)?;
         std::thread::sleep(Duration::from_secs_f64(RUNS + 0.5));
         let cpu = (cpu_ticks(pid)? - cpu0) as f64 / ticks_per_second();
+        let prog = iter_stats(pid)?;
         let s = daemon.scrape();
         let runs = s.value(AUDIT_RUNS, &[]) - runs0;
         ensure!(runs >= 1.0, "no inventory run in the window");
         let per_run = cpu / runs;
+        let prog_ns = prog.0.saturating_sub(prog0.0) as f64;
+        let prog_calls = prog.1.saturating_sub(prog0.1).max(1) as f64;
         println!(
-            "| {n} | {:.1} | {:.3} | {:.1} | {:.1} |",
+            "| {n} | {:.1} | {:.3} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} |",
             per_run * 1e3,
             per_run / DEFAULT_INTERVAL_S * 100.0,
             s.value(AUDIT_DURATION, &[]) * 1e3,
-            rss_kib(pid)? as f64 / 1024.0
+            prog_ns / runs / 1e6,
+            prog_ns / prog_calls,
+            rss_kib(pid)? as f64 / 1024.0,
+            status_kib(pid, "RssAnon:")? as f64 / 1024.0
         );
         daemon.terminate();
         drop(conns);
     }
     println!();
     Ok(())
+}
+
+/// The RSS floor: the daemon without the audit, and with it but no connections (after
+/// a few inventory runs), each after the same settling time.
+fn floor(setup: &Setup, iface: &str) -> anyhow::Result<()> {
+    for (what, extra) in [
+        ("--audit.disable", &["--audit.disable"][..]),
+        ("audit on, no connections", &["--audit.interval", "1s"][..]),
+    ] {
+        let daemon = spawn_daemon(&setup.a, iface, extra);
+        std::thread::sleep(Duration::from_secs(5));
+        let pid = daemon.pid();
+        println!(
+            "RSS floor ({what}): {:.1} MiB, of which anonymous {:.1} MiB",
+            rss_kib(pid)? as f64 / 1024.0,
+            status_kib(pid, "RssAnon:")? as f64 / 1024.0
+        );
+        daemon.terminate();
+    }
+    println!();
+    Ok(())
+}
+
+/// A field of /proc/PID/status in KiB.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// run_time_ns and run_cnt of the daemon's iterator program (one run per socket the
+/// iterator visits, listening and TIME_WAIT ones included), from bpftool; picked among
+/// the programs of that name by the daemon's fds (/proc/PID/fdinfo names the program id
+/// of a program or link fd), since other daemons may load the same program.
+fn iter_stats(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool -j prog show")?;
+    let progs: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).context("parsing bpftool's JSON")?;
+    let mut held = std::collections::HashSet::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(e?.path()) else {
+            continue;
+        };
+        held.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok()),
+        );
+    }
+    let ours = progs
+        .iter()
+        .find(|p| {
+            p["name"] == keepalive_daemon::audit::kernel::ITER_PROGRAM
+                && p["id"].as_u64().is_some_and(|id| held.contains(&id))
+        })
+        .context("the daemon's iterator program is not loaded")?;
+    let num = |f: &str| ours[f].as_u64().unwrap_or(0);
+    Ok((num("run_time_ns"), num("run_cnt")))
 }
 
 /// Holds connections over the namespace's loopback from child processes: one server

@@ -11,7 +11,7 @@ use std::{
 
 use keepalive_common::audit::{SocketRecord, record_flags};
 
-use super::{AuditKernelError, Walk};
+use super::{AuditKernelError, Walk, WalkEnd};
 
 /// BPF_LINK_GET_FD_BY_ID and BPF_ITER_CREATE in enum bpf_cmd (include/uapi/linux/bpf.h).
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -45,18 +45,41 @@ pub fn link_fd(link_id: u32) -> std::io::Result<OwnedFd> {
     bpf(BPF_LINK_GET_FD_BY_ID, &mut [link_id, 0, 0, 0])
 }
 
-/// Runs one walk in the calling thread's network namespace.
-pub fn walk(link: &OwnedFd) -> Result<Walk, AuditKernelError> {
+/// Runs one walk in the calling thread's network namespace, handing each socket's
+/// record to `each` as it is read (none is kept: 120 bytes a socket add up at 100,000).
+pub fn walk_each(
+    link: &OwnedFd,
+    each: &mut dyn FnMut(&SocketRecord),
+) -> Result<WalkEnd, AuditKernelError> {
     // union bpf_attr { struct { __u32 link_fd; __u32 flags; } iter_create; }
     let fd = bpf(BPF_ITER_CREATE, &mut [link.as_raw_fd() as u32, 0, 0, 0])
         .map_err(|source| AuditKernelError::IterCreate { source })?;
-    read_walk(File::from(fd), MAX_RECORDS_PER_WALK)
+    read_each(File::from(fd), MAX_RECORDS_PER_WALK, each)
+}
+
+/// Runs one walk in the calling thread's network namespace, keeping the records.
+pub fn walk(link: &OwnedFd) -> Result<Walk, AuditKernelError> {
+    let mut records = Vec::new();
+    let end = walk_each(link, &mut |r| records.push(*r))?;
+    Ok(Walk::from_parts(records, end))
 }
 
 /// Reads records up to the trailer, keeping at most `max` sockets (the rest are read
 /// and counted in `truncated`, so the trailer still arrives).
-pub fn read_walk<R: std::io::Read>(mut f: R, max: usize) -> Result<Walk, AuditKernelError> {
-    let mut w = Walk::default();
+#[cfg(test)]
+pub fn read_walk<R: std::io::Read>(f: R, max: usize) -> Result<Walk, AuditKernelError> {
+    let mut records = Vec::new();
+    let end = read_each(f, max, &mut |r| records.push(*r))?;
+    Ok(Walk::from_parts(records, end))
+}
+
+/// Reads records up to the trailer, handing at most `max` sockets to `each`.
+pub fn read_each<R: std::io::Read>(
+    mut f: R,
+    max: usize,
+    each: &mut dyn FnMut(&SocketRecord),
+) -> Result<WalkEnd, AuditKernelError> {
+    let mut w = WalkEnd::default();
     let mut complete = false;
     let mut buf = vec![0u8; RECORD * 256];
     let mut have = 0usize;
@@ -77,8 +100,9 @@ pub fn read_walk<R: std::io::Read>(mut f: R, max: usize) -> Result<Walk, AuditKe
                 w.now_jiffies = r.now_jiffies;
                 w.now_ns = r.now_ns;
                 complete = true;
-            } else if w.records.len() < max {
-                w.records.push(r);
+            } else if w.sockets < max {
+                w.sockets += 1;
+                each(&r);
             } else {
                 w.truncated += 1;
             }
@@ -87,17 +111,19 @@ pub fn read_walk<R: std::io::Read>(mut f: R, max: usize) -> Result<Walk, AuditKe
         have -= whole;
     }
     if have != 0 || !complete {
-        return Err(AuditKernelError::IncompleteWalk {
-            records: w.records.len(),
-        });
+        return Err(AuditKernelError::IncompleteWalk { records: w.sockets });
     }
     Ok(w)
 }
 
-/// Runs `walk` from a short-lived thread that first enters `netns`: the iterator
+/// Runs `walk_each` from a short-lived thread that first enters `netns`: the iterator
 /// lists the sockets of the namespace of the thread that creates it (the seq file's
 /// net is taken from current->nsproxy at BPF_ITER_CREATE).
-pub fn walk_in(link: &OwnedFd, netns: &File) -> Result<Walk, AuditKernelError> {
+pub fn walk_in_each(
+    link: &OwnedFd,
+    netns: &File,
+    each: &mut (dyn FnMut(&SocketRecord) + Send),
+) -> Result<WalkEnd, AuditKernelError> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns(2) on an open namespace fd, in this thread only (it dies
@@ -108,11 +134,18 @@ pub fn walk_in(link: &OwnedFd, netns: &File) -> Result<Walk, AuditKernelError> {
                     source: std::io::Error::last_os_error(),
                 });
             }
-            walk(link)
+            walk_each(link, each)
         })
         .join()
         .unwrap_or(Err(AuditKernelError::WalkThreadPanicked))
     })
+}
+
+/// [`walk_in_each`], keeping the records.
+pub fn walk_in(link: &OwnedFd, netns: &File) -> Result<Walk, AuditKernelError> {
+    let mut records = Vec::new();
+    let end = walk_in_each(link, netns, &mut |r| records.push(*r))?;
+    Ok(Walk::from_parts(records, end))
 }
 
 #[cfg(test)]

@@ -121,6 +121,27 @@ pub struct Walk {
     pub truncated: u64,
 }
 
+/// How a walk ended, without its records (they went to the caller one by one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalkEnd {
+    /// Sockets handed to the caller.
+    pub sockets: usize,
+    pub now_jiffies: u64,
+    pub now_ns: u64,
+    pub truncated: u64,
+}
+
+impl Walk {
+    fn from_parts(records: Vec<SocketRecord>, end: WalkEnd) -> Walk {
+        Walk {
+            records,
+            now_jiffies: end.now_jiffies,
+            now_ns: end.now_ns,
+            truncated: end.truncated,
+        }
+    }
+}
+
 /// The AUDIT_CONFIG global for the eBPF object: the layout from BTF, or all zero (the
 /// audit programs then do nothing) with a warning when the kernel lacks a field.
 pub fn loader_config(btf: &KernelBtf) -> AuditConfig {
@@ -212,6 +233,23 @@ impl Inventory {
     /// /run/netns/NAME), from a thread that enters it.
     pub fn walk_in(&self, netns: &File) -> Result<Walk, AuditKernelError> {
         iter::walk_in(&self.link_fd, netns)
+    }
+
+    /// [`Inventory::walk`], handing each record to `each` instead of keeping them.
+    pub fn walk_each(
+        &self,
+        each: &mut dyn FnMut(&SocketRecord),
+    ) -> Result<WalkEnd, AuditKernelError> {
+        iter::walk_each(&self.link_fd, each)
+    }
+
+    /// [`Inventory::walk_in`], handing each record to `each` instead of keeping them.
+    pub fn walk_in_each(
+        &self,
+        netns: &File,
+        each: &mut (dyn FnMut(&SocketRecord) + Send),
+    ) -> Result<WalkEnd, AuditKernelError> {
+        iter::walk_in_each(&self.link_fd, netns, each)
     }
 }
 

@@ -53,8 +53,29 @@ pub fn resolve(btf: &KernelBtf) -> Result<AuditConfig, BtfError> {
         (c.sk_socket_off, c.socket_ino_off) = (sk_socket, ino);
         c.flags |= audit_flags::HAVE_SOCKET_INODE;
     }
+    c.flags |= stretches(&c);
     check_sizes(&c, probes)?;
     Ok(c)
+}
+
+/// The `audit_flags` of the stretches the programs may read whole, from the offsets.
+fn stretches(c: &AuditConfig) -> u32 {
+    let d = c.skc_daddr_off;
+    let head = c.skc_rcv_saddr_off == d + 4
+        && c.skc_dport_off == d + 12
+        && c.skc_family_off == d + 16
+        && c.skc_state_off == d + 18;
+    let mut flags = 0;
+    if head {
+        flags |= audit_flags::HEAD_STRETCH;
+    }
+    if c.keepalive_intvl_off == c.keepalive_time_off + 4 {
+        flags |= audit_flags::KEEPALIVE_PAIR;
+    }
+    if c.skc_v6_rcv_saddr_off == c.skc_v6_daddr_off + 16 {
+        flags |= audit_flags::V6_PAIR;
+    }
+    flags
 }
 
 /// sk_cgrp_data.cgroup exists since 5.15 (before, a tagged `val`).
@@ -119,8 +140,38 @@ mod tests {
         assert_eq!(c.keepopen_bit, 3);
         assert_eq!(c.skc_state_off, c.skc_family_off + 2);
         let all = audit_flags::VALID | audit_flags::HAVE_CGROUP | audit_flags::HAVE_SOCKET_INODE;
-        assert_eq!(c.flags, all);
+        assert_eq!(c.flags & all, all);
+        // sock_common's head and the IPv6 pair have had this layout since 4.x.
+        let stretches = audit_flags::HEAD_STRETCH | audit_flags::V6_PAIR;
+        assert_eq!(c.flags & stretches, stretches);
         assert!(matches!(c.sysctl_probes_size, 1 | 4));
         assert_ne!(c.socket_ino_off, 0);
+    }
+
+    /// A stretch is read whole only when every field sits where the one read expects
+    /// it; otherwise the programs read field by field.
+    #[test]
+    fn stretches_need_the_exact_layout() {
+        let classic = AuditConfig {
+            skc_daddr_off: 0,
+            skc_rcv_saddr_off: 4,
+            skc_dport_off: 12,
+            skc_family_off: 16,
+            skc_state_off: 18,
+            skc_v6_daddr_off: 56,
+            skc_v6_rcv_saddr_off: 72,
+            keepalive_time_off: 2220,
+            keepalive_intvl_off: 2224,
+            ..Default::default()
+        };
+        let all = audit_flags::HEAD_STRETCH | audit_flags::V6_PAIR | audit_flags::KEEPALIVE_PAIR;
+        assert_eq!(stretches(&classic), all);
+        let moved = AuditConfig {
+            skc_state_off: 19,
+            skc_v6_rcv_saddr_off: 88,
+            keepalive_intvl_off: 2228,
+            ..classic
+        };
+        assert_eq!(stretches(&moved), 0);
     }
 }

@@ -77,7 +77,8 @@ pub fn limit_label(seconds: u32) -> String {
     format!("{seconds}s")
 }
 
-pub fn audit_row(a: &AuditedConnection) -> AuditRow {
+/// `a`'s row; `limits` the --audit.idle-limit values of its inventory.
+pub fn audit_row(a: &AuditedConnection, limits: &[u32]) -> AuditRow {
     let s = &a.settings;
     AuditRow {
         keepalive: s.keepalive,
@@ -87,9 +88,8 @@ pub fn audit_row(a: &AuditedConnection) -> AuditRow {
         user_timeout_ms: s.user_timeout_ms,
         idle_age_seconds: s.idle_now_seconds,
         at_risk: a
-            .at_risk
-            .iter()
-            .map(|&(limit, reason)| Risk {
+            .risks(limits)
+            .map(|(limit, reason)| Risk {
                 idle_limit: limit_label(limit),
                 idle_limit_seconds: limit,
                 reason: reason.label().to_owned(),
@@ -149,8 +149,25 @@ impl Request {
         }
     }
 
-    pub fn audited(&self, key: &FlowKey) -> Option<AuditRow> {
-        self.inventory.as_ref()?.connections.get(key).map(audit_row)
+    /// The audit rows of flow-map connection `key`: one per network namespace holding
+    /// a socket with these addresses and ports (the flow map has no namespace), ordered
+    /// by namespace inode; empty when the inventory did not see it.
+    pub fn audited(&self, key: &FlowKey) -> Vec<AuditRow> {
+        self.inventory
+            .as_ref()
+            .map(|inv| {
+                inv.of_flow(key)
+                    .iter()
+                    .map(|a| audit_row(a, &inv.limits))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The audit row of the socket `key` in namespace `netns_inum`.
+    pub fn audited_in(&self, netns_inum: u32, key: &FlowKey) -> Option<AuditRow> {
+        let inv = self.inventory.as_ref()?;
+        inv.get(netns_inum, key).map(|a| audit_row(a, &inv.limits))
     }
 
     /// The recent endings, newest first, at most `limit` (and MAX_RECENT_ENDINGS).
@@ -167,16 +184,18 @@ impl Request {
         Some(unix_seconds(self.inventory.as_ref()?.taken_at))
     }
 
-    /// `?at_risk=1`: the connections at risk (all of them counted, the first `limit`
-    /// kept), longest idle first (those the middlebox forgot first), ties by address.
-    pub fn at_risk(&self) -> (usize, Vec<FlowKey>) {
+    /// `?at_risk=1`: the sockets at risk, each as (namespace inode, connection), every
+    /// namespace's socket of the same addresses its own row (all of them counted, the
+    /// first `limit` kept), longest idle first (those the middlebox forgot first), ties
+    /// by address, then namespace.
+    pub fn at_risk(&self) -> (usize, Vec<(u32, FlowKey)>) {
         let Some(inv) = &self.inventory else {
             return (0, Vec::new());
         };
         let mut risky: Vec<&AuditedConnection> = inv
-            .connections
-            .values()
-            .filter(|a| !a.at_risk.is_empty())
+            .connections()
+            .iter()
+            .filter(|a| inv.risks(a).next().is_some())
             .collect();
         let total = risky.len();
         let order = |a: &&AuditedConnection| {
@@ -184,6 +203,7 @@ impl Request {
                 Reverse(a.settings.idle_now_seconds),
                 address(&a.key, true),
                 address(&a.key, false),
+                a.netns_inum,
             )
         };
         if risky.len() > self.limit {
@@ -191,6 +211,6 @@ impl Request {
             risky.truncate(self.limit);
         }
         risky.sort_by_key(order);
-        (total, risky.iter().map(|a| a.key).collect())
+        (total, risky.iter().map(|a| (a.netns_inum, a.key)).collect())
     }
 }
