@@ -1,10 +1,12 @@
 //! The daemon with only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (setpriv; the systemd
 //! unit's set): it comes up, attaches every socket hook with the same mechanism as with
-//! every capability, counts keepalive probes exactly (the kernels' TcpExtTCPKeepAlive),
+//! every capability (the audit's idle-death hook included, so its inventory runs),
+//! counts keepalive probes exactly (the kernels' TcpExtTCPKeepAlive),
 //! and once attached holds only CAP_BPF and CAP_NET_ADMIN, with no_new_privs. SIGTERM:
 //! exit 0 and nothing left attached.
 
 use keepalive_tests::expect::KernelProbes;
+use keepalive_tests::names::{AUDIT_ERRORS, AUDIT_INVENTORY_ENABLED, AUDIT_RUNS};
 use keepalive_tests::scenarios::{self, Setup};
 use keepalive_tests::timer_probes::assert_timer_probes;
 use keepalive_tests::{Daemon, Samples, require_root};
@@ -50,9 +52,16 @@ fn three_capabilities_suffice_and_only_two_stay() {
     let full = Daemon::spawn(&setup.a, &[&setup.veth.a_if]);
     let want = Samples::hooks_in_use(&full.scrape());
     full.terminate();
-    assert_eq!(want.len(), 2, "with every capability: hooks {want:?}");
+    // timer_probes, timeouts and idle_deaths (the audit's hook needs the inventory,
+    // which must work under the unit's three capabilities too).
+    assert_eq!(want.len(), 3, "with every capability: hooks {want:?}");
 
-    let daemon = Daemon::spawn_wrapped(&setup.a, &WRAPPER, &[&setup.veth.a_if], &[]);
+    let daemon = Daemon::spawn_wrapped(
+        &setup.a,
+        &WRAPPER,
+        &[&setup.veth.a_if],
+        &["--audit.interval", "1s"],
+    );
     let ctx = || format!("daemon stderr:\n{}", daemon.stderr());
     assert_eq!(
         Samples::hooks_in_use(&daemon.scrape()),
@@ -87,6 +96,13 @@ fn three_capabilities_suffice_and_only_two_stay() {
     assert!(o.kernel_probes_a > 0, "no probes sent; {}", ctx());
     o.assert_probes_equal_nstat(before, after, &ctx);
     assert_timer_probes(before, after, o.kernel_probes_a, ctx);
+
+    // The audit's inventory works under the unit's capabilities too, and keeps walking
+    // after they were dropped (a run every second: the probes above took longer than two).
+    let s = daemon.scrape();
+    assert_eq!(s.value(AUDIT_INVENTORY_ENABLED, &[]), 1.0, "{}", ctx());
+    assert!(s.value(AUDIT_RUNS, &[]) >= 2.0, "{}", ctx());
+    assert_eq!(s.value(AUDIT_ERRORS, &[]), 0.0, "{}", ctx());
 
     let stderr = daemon.terminate();
     assert!(

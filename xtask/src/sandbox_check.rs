@@ -62,6 +62,11 @@ pub fn run(unit_text: &str, bin: &Path) -> anyhow::Result<()> {
         confined_hooks == full,
         "the unit's capabilities attach {confined_hooks:?}, every capability {full:?}"
     );
+    let inventory = confined.get(keepalive_tests::names::AUDIT_INVENTORY_ENABLED, &[]);
+    ensure!(
+        inventory == Some(1.0),
+        "the audit's inventory under the unit's capabilities: {inventory:?} (want 1)"
+    );
 
     let trace = fs::read_to_string(&trace).context("reading the strace output")?;
     let used = syscalls(&trace);

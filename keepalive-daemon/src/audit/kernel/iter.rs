@@ -1,20 +1,20 @@
 //! Reading the `iter/tcp` program: one BPF_ITER_CREATE per walk, read to the end.
 //!
-//! Hand-written syscalls (BPF_LINK_GET_FD_BY_ID once, BPF_ITER_CREATE per walk): aya's
-//! IterLink::into_file() consumes the link, so it gives one walk per attach, and aya
-//! exposes neither the link's fd nor a way to create another iterator from it.
+//! Hand-written (the link's fd found once in /proc/self/fdinfo, BPF_ITER_CREATE per
+//! walk): aya's IterLink::into_file() consumes the link, so it gives one walk per
+//! attach, and aya exposes neither the link's fd nor a way to create another iterator
+//! from it.
 
 use std::{
     fs::File,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
 };
 
 use keepalive_common::audit::{SocketRecord, record_flags};
 
 use super::{AuditKernelError, Walk, WalkEnd};
 
-/// BPF_LINK_GET_FD_BY_ID and BPF_ITER_CREATE in enum bpf_cmd (include/uapi/linux/bpf.h).
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+/// BPF_ITER_CREATE in enum bpf_cmd (include/uapi/linux/bpf.h).
 const BPF_ITER_CREATE: libc::c_long = 33;
 
 /// Records one walk keeps at most: 120 bytes each, 120 MB at this bound.
@@ -22,8 +22,8 @@ pub const MAX_RECORDS_PER_WALK: usize = 1_000_000;
 const RECORD: usize = std::mem::size_of::<SocketRecord>();
 
 fn bpf(cmd: libc::c_long, attr: &mut [u32; 4]) -> std::io::Result<OwnedFd> {
-    // SAFETY: bpf(2) with a zero-padded attribute union of the size passed; the two
-    // commands used read only their first words and return a new fd or -1.
+    // SAFETY: bpf(2) with a zero-padded attribute union of the size passed; the command
+    // used reads only its first words and returns a new fd or -1.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -39,10 +39,35 @@ fn bpf(cmd: libc::c_long, attr: &mut [u32; 4]) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
 
-/// An fd of the attached iterator link (from its id: aya keeps its own fd private).
+/// An fd of the attached iterator link, duplicated from the one aya's FdLink holds (aya
+/// keeps it private). Not BPF_LINK_GET_FD_BY_ID: that needs CAP_SYS_ADMIN, which the
+/// systemd unit does not grant, and without it the inventory was off under the unit.
+/// The kernel names each bpf link's id in /proc/self/fdinfo/N (`link_id:`, printed by
+/// bpf_link_show_fdinfo() in kernel/bpf/syscall.c since 5.8).
 pub fn link_fd(link_id: u32) -> std::io::Result<OwnedFd> {
-    // union bpf_attr { struct { __u32 link_id; __u32 next_id; __u32 open_flags; } }
-    bpf(BPF_LINK_GET_FD_BY_ID, &mut [link_id, 0, 0, 0])
+    let want = link_id.to_string();
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let entry = entry?;
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        // An fd closed since the listing has no fdinfo any more: skip it.
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let is_link = info
+            .lines()
+            .any(|l| l.strip_prefix("link_id:").map(str::trim) == Some(want.as_str()));
+        if is_link {
+            // SAFETY: `fd` is open in this process (its fdinfo was just read) and owned
+            // by the FdLink the caller holds for the whole call; it is only duplicated.
+            return unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no fd of bpf link {link_id} in /proc/self/fdinfo"),
+    ))
 }
 
 /// Runs one walk in the calling thread's network namespace, handing each socket's
