@@ -56,6 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut audit = audit::attach(&mut ebpf, &btf, audit_settings, args.all_namespaces, late);
     drop(btf);
+    // What start-up freed (the parsed kernel BTF above all) goes back to the kernel.
+    keepalive_daemon::audit::inventory::release_free_pages();
     caps::drop_after_attach(&audit.capabilities_needed());
 
     // Only the daemon's own namespace has a kernel count to compare with.
