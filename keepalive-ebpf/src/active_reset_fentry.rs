@@ -10,13 +10,13 @@ use aya_ebpf::{macros::fentry, programs::FEntryContext};
 /// tcp_send_active_reset(sk, priority, reason).
 #[fentry(function = "tcp_send_active_reset")]
 pub fn ka_arst_fe(ctx: FEntryContext) -> u32 {
-    crate::sock::count_reset(ctx.arg(0), ctx.arg(2));
+    crate::sock::count_reset::<false>(ctx.arg(0), ctx.arg(2));
     0
 }
 
 /// tcp_send_active_reset(sk, reason).
 #[fentry(function = "tcp_send_active_reset")]
 pub fn ka_arst_fe_r1(ctx: FEntryContext) -> u32 {
-    crate::sock::count_reset(ctx.arg(0), ctx.arg(1));
+    crate::sock::count_reset::<false>(ctx.arg(0), ctx.arg(1));
     0
 }

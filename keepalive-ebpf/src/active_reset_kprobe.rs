@@ -9,7 +9,7 @@ use crate::sock::count_reset;
 #[kprobe(function = "tcp_send_active_reset")]
 pub fn ka_arst_kp(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(reason)) = (ctx.arg::<u64>(0), ctx.arg::<u32>(2)) {
-        count_reset(sk, reason);
+        count_reset::<true>(sk, reason);
     }
     0
 }
@@ -18,7 +18,7 @@ pub fn ka_arst_kp(ctx: ProbeContext) -> u32 {
 #[kprobe(function = "tcp_send_active_reset")]
 pub fn ka_arst_kp_r1(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(reason)) = (ctx.arg::<u64>(0), ctx.arg::<u32>(1)) {
-        count_reset(sk, reason);
+        count_reset::<true>(sk, reason);
     }
     0
 }

@@ -31,7 +31,7 @@ fn try_error_report(ctx: &RawTracePointContext) -> Option<()> {
     // stack, Debian 6.1.192's verifier took `error != ETIMEDOUT` as always true and
     // removed the rest of the program (docs/kernel-matrix.md). sk_err is followed by
     // more fields of struct sock.
-    let raw = read_field::<u64>(sk, cfg.sk_err_off, "sk->sk_err")?;
+    let raw = read_field::<u64, true>(sk, cfg.sk_err_off, "sk->sk_err")?;
     let error = raw as u32 as i32;
     if error != ETIMEDOUT {
         return None;
@@ -44,6 +44,6 @@ fn try_error_report(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     }
     slot.aborted = 1;
-    count_timeout(&cfg, slot.sk);
+    count_timeout::<true>(&cfg, slot.sk);
     Some(())
 }

@@ -50,30 +50,30 @@ pub fn mark_reset(sk: u64) {
 /// Whether `sk` is a TCP socket of AF_INET or AF_INET6 (what tcp_sock fields may be
 /// read from).
 #[inline(always)]
-fn inet_tcp(cfg: &SockConfig, sk: u64) -> bool {
-    let family = read_field::<u16>(sk, cfg.skc_family_off, "sk->skc_family");
+fn inet_tcp<const LOG: bool>(cfg: &SockConfig, sk: u64) -> bool {
+    let family = read_field::<u16, LOG>(sk, cfg.skc_family_off, "sk->skc_family");
     if family != Some(AF_INET) && family != Some(AF_INET6) {
         return false;
     }
-    read_field::<u16>(sk, cfg.sk_protocol_off, "sk->sk_protocol") == Some(IPPROTO_TCP)
+    read_field::<u16, LOG>(sk, cfg.sk_protocol_off, "sk->sk_protocol") == Some(IPPROTO_TCP)
 }
 
 /// sk_error_report(sk) ran (or sock:inet_sk_error_report fired) for `sk`: counts it
 /// and sends its ending if it is an idle death.
 #[inline(always)]
-pub fn idle_death(sk: u64) -> Option<()> {
+pub fn idle_death<const LOG: bool>(sk: u64) -> Option<()> {
     let ac = audit_config();
     let params = IDLE_DEATH_PARAMS.get(0)?;
     if ac.flags & audit_flags::VALID == 0 || params.hz == 0 {
         return None;
     }
     let cfg = config();
-    if cfg.flags & config_flags::IDLE_DEATH_LAYOUT == 0 || sk == 0 || !inet_tcp(&cfg, sk) {
+    if cfg.flags & config_flags::IDLE_DEATH_LAYOUT == 0 || sk == 0 || !inet_tcp::<LOG>(&cfg, sk) {
         return None;
     }
     // Read as a u64 and keep the low half, as error_report_tracepoint.rs does (a 4-byte
     // read confused Debian 6.1's verifier).
-    let error = read_field::<u64>(sk, cfg.sk_err_off, "sk->sk_err")? as u32 as i32;
+    let error = read_field::<u64, LOG>(sk, cfg.sk_err_off, "sk->sk_err")? as u32 as i32;
     let reset_slot = RESET_SLOT.get_ptr_mut(0)?;
     // SAFETY: per-CPU array slot 0 of this CPU.
     let reset_sk = unsafe { core::mem::replace(&mut *reset_slot, 0) };
@@ -97,7 +97,7 @@ pub fn idle_death(sk: u64) -> Option<()> {
     } else {
         return None;
     };
-    if !in_scope(&cfg, sk) {
+    if !in_scope::<LOG>(&cfg, sk) {
         return None;
     }
     if receipt_times(&ac, sk)? == (0, 0) {

@@ -17,7 +17,7 @@ use crate::idle_death::{idle_death, mark_reset};
 
 #[fentry(function = "sk_error_report")]
 pub fn ka_idle_death_fe(ctx: FEntryContext) -> u32 {
-    let _ = idle_death(ctx.arg(0));
+    let _ = idle_death::<false>(ctx.arg(0));
     0
 }
 

@@ -8,7 +8,7 @@ use crate::idle_death::{idle_death, mark_reset};
 #[kprobe(function = "sk_error_report")]
 pub fn ka_idle_death_kp(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0) {
-        let _ = idle_death(sk);
+        let _ = idle_death::<true>(sk);
     }
     0
 }

@@ -15,7 +15,7 @@ use crate::idle_death::{idle_death, mark_reset};
 /// TP_PROTO(const struct sock *sk)
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 pub fn ka_idle_death(ctx: RawTracePointContext) -> i32 {
-    let _ = idle_death(ctx.arg(0));
+    let _ = idle_death::<true>(ctx.arg(0));
     0
 }
 

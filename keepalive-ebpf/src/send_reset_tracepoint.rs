@@ -27,11 +27,11 @@ fn try_send_reset(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     }
     let sk: u64 = ctx.arg(0);
-    if sk == 0 || !in_scope(&cfg, sk) {
+    if sk == 0 || !in_scope::<true>(&cfg, sk) {
         return None;
     }
     mark_aborted(sk);
-    count_timeout(&cfg, sk);
+    count_timeout::<true>(&cfg, sk);
     Some(())
 }
 

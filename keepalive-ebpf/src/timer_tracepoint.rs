@@ -31,17 +31,17 @@ fn try_entry(ctx: &RawTracePointContext) -> Option<()> {
     // TP_PROTO(struct timer_list *timer, unsigned long baseclk)
     let timer: u64 = ctx.arg(0);
     // The timer being run is always readable; read_field() would count a failure.
-    let function = read_field::<u64>(timer, cfg.timer_function_off, "timer_list.function")?;
+    let function = read_field::<u64, true>(timer, cfg.timer_function_off, "timer_list.function")?;
     let want = keepalive_timer_fn(&cfg);
     if want == 0 || function != want {
         return None;
     }
     // container_of(timer, struct sock, <keepalive timer>): see keepalive_timer_off.
     let sk = timer.wrapping_sub(cfg.keepalive_timer_off as u64);
-    if !in_scope(&cfg, sk) {
+    if !in_scope::<true>(&cfg, sk) {
         return None;
     }
-    let probes_out = read_field::<u8>(sk, cfg.probes_out_off, "icsk_probes_out")?;
+    let probes_out = read_field::<u8, true>(sk, cfg.probes_out_off, "icsk_probes_out")?;
     let slot = TIMER_SLOT.get_ptr_mut(0)?;
     // SAFETY: per-CPU array slot 0 of this CPU; timer callbacks do not nest on a CPU.
     unsafe {
@@ -88,7 +88,7 @@ fn try_exit(ctx: &RawTracePointContext, count_probes: bool) -> Option<()> {
     if slot.aborted != 0 || !count_probes {
         return None;
     }
-    let after = read_field::<u8>(sk, cfg.probes_out_off, "icsk_probes_out")?;
+    let after = read_field::<u8, true>(sk, cfg.probes_out_off, "icsk_probes_out")?;
     if after as u32 == (slot.probes_out + 1) & 0xff {
         count(counters::TIMER_PROBES);
     }

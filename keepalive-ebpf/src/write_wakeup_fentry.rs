@@ -9,6 +9,6 @@ use aya_ebpf::{macros::fentry, programs::FEntryContext};
 pub fn ka_wakeup_fe(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let mib: u32 = ctx.arg(1);
-    crate::sock::count_probe(sk, mib);
+    crate::sock::count_probe::<false>(sk, mib);
     0
 }

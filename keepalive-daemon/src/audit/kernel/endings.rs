@@ -33,6 +33,8 @@ const ENDINGS_MAP: &str = "ENDINGS";
 pub struct IdleDeaths {
     endings: Option<EndingsReader>,
     mechanism: Option<HookMechanism>,
+    /// Why the better mechanisms were not taken (each refusal in full).
+    rejected: Vec<String>,
 }
 
 impl IdleDeaths {
@@ -96,15 +98,26 @@ impl IdleDeaths {
                 }
             }
         }
+        let rejected = choice
+            .rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.mechanism.label(), r.detail))
+            .collect();
         Ok(IdleDeaths {
             endings: Some(endings),
             mechanism: choice.chosen,
+            rejected,
         })
     }
 
     /// The mechanism the hook attached with; `None`: idle deaths are not counted.
     pub fn mechanism(&self) -> Option<HookMechanism> {
         self.mechanism
+    }
+
+    /// Why each better mechanism was not taken, in full (the log has them at debug).
+    pub fn rejections(&self) -> &[String] {
+        &self.rejected
     }
 
     /// The reader of endings; `None` once taken.

@@ -151,8 +151,9 @@ fn idle_reset(
     );
     if !ok {
         failures.push(format!(
-            "audit idle-death hook attached {got}, expected {}",
-            mode.expected
+            "audit idle-death hook attached {got}, expected {} (not taken: {})",
+            mode.expected,
+            deaths.rejections().join("; ")
         ));
     }
     let mut reader = deaths.take_endings().expect("endings reader");
