@@ -24,7 +24,7 @@ use keepalive_common::{
 };
 
 use crate::{
-    audit_sock::{flow_key_of, head, idle_jiffies, keepalive_on},
+    audit_sock::{cgroup_of, flow_key_of, head, id_of_cgroup, idle_jiffies, keepalive_on},
     maps::audit_config,
     sock::read,
 };
@@ -274,29 +274,17 @@ fn keepalive_times(ac: &AuditConfig, sk: u64) -> Option<(u32, u32)> {
     ))
 }
 
-/// The socket's cgroup v2 id (audit_sock::cgroup_id), the kernfs reads skipped when the
+/// The socket's cgroup v2 id (as audit_sock::cgroup_id), the kernfs reads skipped when the
 /// socket's cgroup is the one whose id this CPU read last (a cgroup's id never changes).
 #[inline(always)]
 fn cached_cgroup_id(ac: &AuditConfig, sk: u64) -> u64 {
-    if ac.flags & audit_flags::HAVE_CGROUP == 0 {
-        return 0;
-    }
-    let Some(cgroup) = read::<u64>(sk + ac.cgroup_off as u64) else {
+    let Some(cgroup) = cgroup_of(ac, sk) else {
         return 0;
     };
-    if cgroup == 0 {
-        return 0;
-    }
     if let Some(id) = cached_id(cgroup) {
         return id;
     }
-    let Some(kn) = read::<u64>(cgroup + ac.cgroup_kn_off as u64) else {
-        return 0;
-    };
-    if kn == 0 {
-        return 0;
-    }
-    let Some(id) = read::<u64>(kn + ac.kn_id_off as u64) else {
+    let Some(id) = id_of_cgroup(ac, cgroup) else {
         return 0;
     };
     cache_id(cgroup, id);

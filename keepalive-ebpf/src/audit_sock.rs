@@ -156,25 +156,36 @@ pub fn net(ac: &AuditConfig, sk: u64) -> Option<(u64, u32)> {
     Some((net, read::<u32>(net + ac.net_inum_off as u64)?))
 }
 
+/// The socket's `struct cgroup` (v2): `None` when the layout has none or it is unset.
+#[inline(always)]
+pub fn cgroup_of(ac: &AuditConfig, sk: u64) -> Option<u64> {
+    if ac.flags & audit_flags::HAVE_CGROUP == 0 {
+        return None;
+    }
+    let cgroup = read::<u64>(sk + ac.cgroup_off as u64)?;
+    if cgroup == 0 {
+        return None;
+    }
+    Some(cgroup)
+}
+
+/// The id of `cgroup` (its kernfs node's id, what user space sees as the cgroup
+/// directory's inode).
+#[inline(always)]
+pub fn id_of_cgroup(ac: &AuditConfig, cgroup: u64) -> Option<u64> {
+    let kn = read::<u64>(cgroup + ac.cgroup_kn_off as u64)?;
+    if kn == 0 {
+        return None;
+    }
+    read::<u64>(kn + ac.kn_id_off as u64)
+}
+
 /// The socket's cgroup v2 id, 0 when unknown.
 #[inline(always)]
 pub fn cgroup_id(ac: &AuditConfig, sk: u64) -> u64 {
-    if ac.flags & audit_flags::HAVE_CGROUP == 0 {
-        return 0;
-    }
-    let Some(cgroup) = read::<u64>(sk + ac.cgroup_off as u64) else {
-        return 0;
-    };
-    if cgroup == 0 {
-        return 0;
-    }
-    let Some(kn) = read::<u64>(cgroup + ac.cgroup_kn_off as u64) else {
-        return 0;
-    };
-    if kn == 0 {
-        return 0;
-    }
-    read::<u64>(kn + ac.kn_id_off as u64).unwrap_or(0)
+    cgroup_of(ac, sk)
+        .and_then(|cgroup| id_of_cgroup(ac, cgroup))
+        .unwrap_or(0)
 }
 
 /// Sends an ending of `sk` (its idle time already measured) through the ring buffer;
