@@ -43,12 +43,17 @@ enum Task {
         /// Seconds of traffic per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Alternating rounds per configuration in the throughput comparison.
+        /// Rounds per traffic shape in the cost section, and alternating rounds per
+        /// configuration in the throughput comparison.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Run one section only: cost, throughput, userspace or audit.
         #[arg(long)]
         only: Option<String>,
+        /// Measure this daemon binary instead of building the workspace's release one
+        /// (for before/after figures of a change: build the "before" at its commit).
+        #[arg(long, value_name = "PATH")]
+        daemon_bin: Option<std::path::PathBuf>,
     },
     /// Debian package with cargo-deb (target/debian/*.deb): binary, systemd unit,
     /// defaults file, man pages, shell completions, dashboard and alert rules.
@@ -83,10 +88,16 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
             only,
+            daemon_bin,
         } => {
             require_root("cargo xtask bench")?;
-            build_release_daemon()?;
-            set_daemon_bin();
+            match daemon_bin {
+                Some(bin) => use_daemon_bin(&bin),
+                None => {
+                    build_release_daemon()?;
+                    set_daemon_bin();
+                }
+            }
             bench::run(&bench::Options {
                 seconds,
                 rounds,

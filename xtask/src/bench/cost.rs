@@ -26,37 +26,89 @@ fn totals(s: &keepalive_tests::metrics::Samples, programs: &[&str]) -> Totals {
     t
 }
 
+/// One round of one traffic shape: ns per run of ours (both hooks), of the empty
+/// program, and of each of our hooks (with its runs).
+struct Round {
+    ours: f64,
+    empty: f64,
+    ingress: (f64, f64),
+    egress: (f64, f64),
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.ours / self.empty
+    }
+}
+
+fn measure(
+    daemon: &keepalive_tests::Daemon<'_>,
+    setup: &Setup,
+    seconds: u64,
+    small: bool,
+) -> anyhow::Result<Round> {
+    let before = daemon.scrape();
+    let bps = iperf(setup, seconds, small)?;
+    let after = daemon.scrape();
+    eprintln!(
+        "round: {:.3} Gbit/s, {:.0} runs of ours",
+        bps / 1e9,
+        totals(&after, &OURS).runs - totals(&before, &OURS).runs
+    );
+    let per_run = |programs: &[&str]| {
+        let (a, b) = (totals(&before, programs), totals(&after, programs));
+        (
+            (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9,
+            b.runs - a.runs,
+        )
+    };
+    Ok(Round {
+        ours: per_run(&OURS).0,
+        empty: per_run(&[EMPTY]).0,
+        ingress: per_run(&OURS[..1]),
+        egress: per_run(&OURS[1..]),
+    })
+}
+
+/// The median of `v` and its range, as "median (min-max)".
+fn spread(mut v: Vec<f64>, digits: usize) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:.digits$} ({:.digits$}-{:.digits$})",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
 pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
     // Statistics count while this fd is open (BPF_ENABLE_STATS); closed on return.
     let _stats = enable_stats(Stats::RunTime)?;
     let daemon = spawn_daemon(&setup.a, iface, &["--debug.baseline-program"]);
-    println!("## Per-packet cost (ns per program run; goal: ours <= 2x empty)");
     println!(
-        "| traffic | packets | ours ns | empty ns | ratio | ingress ns (runs) | egress ns (runs) |"
+        "## Per-packet cost (ns per program run, median (min-max) of {} rounds of {} s; goal: ours <= 1.5x empty)",
+        opts.rounds, opts.seconds
+    );
+    println!(
+        "| traffic | runs per round | ours ns | empty ns | ratio | ingress ns (runs) | egress ns (runs) |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, small) in [("bulk", false), ("small segments (64 B, nodelay)", true)] {
-        let before = daemon.scrape();
-        iperf(setup, opts.seconds, small)?;
-        let after = daemon.scrape();
-        let (o0, o1) = (totals(&before, &OURS), totals(&after, &OURS));
-        let (e0, e1) = (totals(&before, &[EMPTY]), totals(&after, &[EMPTY]));
-        let ours = (o1.seconds - o0.seconds) / (o1.runs - o0.runs) * 1e9;
-        let empty = (e1.seconds - e0.seconds) / (e1.runs - e0.runs) * 1e9;
-        let per_hook = |p: &str| {
-            let (a, b) = (totals(&before, &[p]), totals(&after, &[p]));
-            format!(
-                "{:.1} ({:.0})",
-                (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9,
-                b.runs - a.runs
-            )
-        };
+        let rounds = (0..opts.rounds.max(1))
+            .map(|_| measure(&daemon, setup, opts.seconds, small))
+            .collect::<anyhow::Result<Vec<Round>>>()?;
+        let col = |f: fn(&Round) -> f64, digits| spread(rounds.iter().map(f).collect(), digits);
+        let runs = |r: &Round| r.ingress.1 + r.egress.1;
         println!(
-            "| {name} | {:.0} | {ours:.1} | {empty:.1} | {:.2} | {} | {} |",
-            o1.runs - o0.runs,
-            ours / empty,
-            per_hook(OURS[0]),
-            per_hook(OURS[1])
+            "| {name} | {} | {} | {} | {} | {} ({:.0}) | {} ({:.0}) |",
+            spread(rounds.iter().map(runs).collect(), 0),
+            col(|r| r.ours, 1),
+            col(|r| r.empty, 1),
+            col(Round::ratio, 2),
+            col(|r| r.ingress.0, 1),
+            rounds[0].ingress.1,
+            col(|r| r.egress.0, 1),
+            rounds[0].egress.1,
         );
     }
     println!();
