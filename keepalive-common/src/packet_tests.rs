@@ -183,3 +183,60 @@ fn ip_enum_covers_both_builders() {
     assert!(matches!(Frame::v4().ip, Ip::V4));
     assert!(matches!(Frame::v6().ip, Ip::V6));
 }
+
+/// The fast path for untagged, option-less IPv4 must answer exactly as the general
+/// parser: on base frames of every shape, each byte of the first 60 replaced by values
+/// that hit the boundaries the parser checks (versions, lengths, flags, protocols), and
+/// each frame cut at every length.
+#[test]
+fn fast_path_answers_as_the_general_parser() {
+    let bases = [
+        Frame::v4().flags(TCP_ACK).build(),
+        Frame::v4().flags(TCP_ACK).payload(&[0]).build(),
+        Frame::v4()
+            .flags(TCP_ACK | TCP_PSH)
+            .payload(&[7; 40])
+            .build(),
+        Frame::v4()
+            .flags(TCP_ACK)
+            .window(0)
+            .payload(&[7; 3])
+            .build(),
+        Frame::v4()
+            .flags(TCP_RST | TCP_ACK)
+            .payload(&[1; 5])
+            .build(),
+        Frame::v4().flags(TCP_FIN | TCP_ACK).tcp_options(12).build(),
+        Frame::v4().flags(TCP_ACK).ip_options(8).build(),
+        Frame::v4().flags(TCP_ACK).vlan(7).build(),
+        Frame::v4().flags(TCP_ACK).ipv4_frag(0x2000).build(),
+        Frame::v4().protocol(17).payload(&[0; 30]).build(),
+        Frame::v6().flags(TCP_ACK).build(),
+    ];
+    let values = [
+        0u8, 1, 2, 4, 5, 6, 0x10, 0x14, 0x28, 0x45, 0x46, 0x50, 0x60, 0x80, 0xff,
+    ];
+    let mut compared = 0u32;
+    for base in &bases {
+        let mut frames = vec![base.clone()];
+        for at in 0..base.len().min(60) {
+            for v in values {
+                let mut f = base.clone();
+                f[at] = v;
+                frames.push(f);
+            }
+        }
+        for f in frames {
+            for cut in 0..=f.len() {
+                let f = &f[..cut];
+                assert_eq!(
+                    parse_ethernet(&f),
+                    parse_ethernet_general(&f),
+                    "frame {f:02x?}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 100_000, "only {compared} frames compared");
+}
