@@ -46,7 +46,7 @@ enum Task {
         /// Alternating rounds per configuration in the throughput comparison.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Run one section only: cost, throughput, userspace or audit.
+        /// Run one section only: cost, throughput, userspace, sweep or audit.
         #[arg(long)]
         only: Option<String>,
     },

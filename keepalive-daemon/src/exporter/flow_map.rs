@@ -197,10 +197,15 @@ fn delete(fd: BorrowedFd<'_>, key: &FlowKey) -> bool {
     rc == 0
 }
 
+/// What one sweep saw and did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepResult {
+    /// Entries left in the map.
     pub entries: u64,
+    /// Entries it removed (closed connections past [`CLOSED_GRACE_NS`]).
     pub removed: u64,
+    /// Entries it read: those left and those removed.
+    pub walked: u64,
 }
 
 /// Whether a flow may be forgotten at monotonic time `now_ns`.
@@ -226,6 +231,7 @@ pub fn sweep(map: &MapData, now_ns: u64) -> Result<SweepResult, FlowMapError> {
     Ok(SweepResult {
         entries: walked.entries.saturating_sub(removed),
         removed,
+        walked: walked.entries,
     })
 }
 
