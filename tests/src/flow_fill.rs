@@ -132,6 +132,11 @@ impl DaemonFlowMap {
         Ok(())
     }
 
+    /// Removes `keys` with the daemon's batch delete; returns how many it removed.
+    pub fn delete(&self, keys: &[FlowKey]) -> u64 {
+        flow_map::delete_keys(self.fd(), keys)
+    }
+
     /// Entries in the map, counted with the daemon's own batched walk.
     pub fn count(&self) -> u64 {
         let mut total = 0u64;
