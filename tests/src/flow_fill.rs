@@ -94,16 +94,26 @@ impl DaemonFlowMap {
     /// stranded on one and see evictions before the map is full.
     pub fn fill(&self, n: u32) {
         assert!(n.is_power_of_two() && n <= 1 << 24, "n = {n}");
+        self.write(0..n, |i| synthetic(i, n));
+    }
+
+    /// Writes `entry(i)` for every `i` of `range` (inserted, or replacing the entry of
+    /// the same key), `BATCH` per call, pinned to one CPU as [`Self::fill`] says.
+    pub fn write(
+        &self,
+        range: std::ops::Range<u32>,
+        entry: impl Fn(u32) -> (FlowKey, FlowState) + Sync,
+    ) {
         std::thread::scope(|s| {
             s.spawn(|| {
                 pin_to_current_cpu();
                 let mut keys = Vec::with_capacity(BATCH);
                 let mut values = Vec::with_capacity(BATCH);
-                for start in (0..n).step_by(BATCH) {
+                for start in range.clone().step_by(BATCH) {
                     keys.clear();
                     values.clear();
-                    for i in start..(start + BATCH as u32).min(n) {
-                        let (k, v) = synthetic(i, n);
+                    for i in start..start.saturating_add(BATCH as u32).min(range.end) {
+                        let (k, v) = entry(i);
                         keys.push(k);
                         values.push(v);
                     }
@@ -120,6 +130,11 @@ impl DaemonFlowMap {
         let written = flow_map::update_batch(self.fd(), keys, values)?;
         assert_eq!(written as usize, keys.len(), "entries updated");
         Ok(())
+    }
+
+    /// Removes `keys` with the daemon's batch delete; returns how many it removed.
+    pub fn delete(&self, keys: &[FlowKey]) -> u64 {
+        flow_map::delete_keys(self.fd(), keys)
     }
 
     /// Entries in the map, counted with the daemon's own batched walk.

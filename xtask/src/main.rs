@@ -47,7 +47,7 @@ enum Task {
         /// configuration in the throughput comparison.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Run one section only: cost, throughput, userspace or audit.
+        /// Run one section only: cost, throughput, userspace, sweep or audit.
         #[arg(long)]
         only: Option<String>,
         /// Measure this daemon binary instead of building the workspace's release one

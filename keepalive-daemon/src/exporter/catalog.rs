@@ -270,6 +270,21 @@ pub const FLOWS_SWEPT: Describe = Describe {
     help: "Closed connections removed from the flow map by the daemon.",
     labels: &[],
 };
+pub const FLOW_MAP_SWEEPS: Describe = Describe {
+    name: names::FLOW_MAP_SWEEPS,
+    help: "Walks of the flow map by the sweep (every --flows.sweep-interval), failed ones included (those also count in keepalive_daemon_map_read_errors_total).",
+    labels: &[],
+};
+pub const FLOW_MAP_SWEEP_CPU_SECONDS: Describe = Describe {
+    name: names::FLOW_MAP_SWEEP_CPU_SECONDS,
+    help: "CPU time the sweeps used, user and kernel (the sweeping thread's CPU clock, so the kernel's copies and deletes count), in seconds. Divided by keepalive_daemon_flow_map_sweep_entries_total: CPU per entry swept.",
+    labels: &[],
+};
+pub const FLOW_MAP_SWEEP_ENTRIES: Describe = Describe {
+    name: names::FLOW_MAP_SWEEP_ENTRIES,
+    help: "Flow map entries the sweeps walked (read), those they removed included.",
+    labels: &[],
+};
 pub const FLOW_MAP_EVICTIONS: Describe = Describe {
     name: names::FLOW_MAP_EVICTIONS,
     help: "Tracked connections the full flow map evicted (least recently used first) to make room: created minus swept minus present, refreshed by each sweep. Rising means --flows.max is too small.",

@@ -6,7 +6,10 @@
 //! needs 5.8): aya 0.16 iterates a HashMap with two syscalls per entry
 //! (BPF_MAP_GET_NEXT_KEY, then a lookup, each a hash-bucket search) and has no batch
 //! API, while one batch call copies thousands of entries. Walking 1,048,576 entries
-//! measured 3.0 s of CPU aya's way and 0.53 s in batches (2-CPU VM, Linux 6.18).
+//! measured 3.0 s of CPU aya's way and 0.53 s in batches (2-CPU VM, Linux 6.18). The
+//! sweep's deletes are hand-written on BPF_MAP_DELETE_BATCH for the same reason: one
+//! call removes the stale entries of a whole lookup batch, where aya (and
+//! BPF_MAP_DELETE_ELEM) takes a syscall per entry.
 //! Reading and deleting through the map's descriptor need no `&mut`, so the daemon
 //! keeps no lock around the map that a scrape, the watchdog or another walk waits on.
 
@@ -35,6 +38,7 @@ pub const BATCH_ENTRIES: usize = 4096;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// Why the flow map could not be walked.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +181,63 @@ fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes `keys` from the map behind `fd`, as many per BPF_MAP_DELETE_BATCH call as
+/// it takes; returns how many were removed (keys gone already do not count). Public for
+/// the tests, which check it on the kernel's map.
+pub fn delete_keys(fd: BorrowedFd<'_>, keys: &[FlowKey]) -> u64 {
+    delete_in_batches(
+        keys,
+        |rest| {
+            let mut attr = BatchAttr {
+                keys: rest.as_ptr() as u64,
+                count: rest.len() as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            // The kernel reads `count` keys and writes back how many it deleted.
+            batch_call(BPF_MAP_DELETE_BATCH, &mut attr).map_err(|e| (attr.count as usize, e))
+        },
+        |key| delete(fd, key),
+    )
+}
+
+/// What one BPF_MAP_DELETE_BATCH call did: Ok, all deleted; or how many it deleted
+/// (in order) before the key it stopped at, and why it stopped.
+type BatchDeleted = Result<(), (usize, io::Error)>;
+
+/// The batch delete's bookkeeping, apart from the syscalls (`batch` deletes a slice,
+/// `one` a single key), so its host tests can play the kernel. The kernel deletes in
+/// order and stops at the first key it cannot delete, reporting how many it did:
+/// ENOENT means that key is gone already (the LRU evicted it meanwhile), so it is
+/// skipped and the rest goes in the next call. After any other error the rest goes one
+/// key at a time (a key gone already is not counted there either); the count is the
+/// kernel's only if below the count asked for: an error before the first delete
+/// (EINVAL, EPERM) leaves it as we wrote it. Each call deletes or skips at least one
+/// key: at most `keys.len()` calls.
+fn delete_in_batches<K>(
+    keys: &[K],
+    mut batch: impl FnMut(&[K]) -> BatchDeleted,
+    mut one: impl FnMut(&K) -> bool,
+) -> u64 {
+    let mut removed = 0u64;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        match batch(rest) {
+            Ok(()) => return removed + rest.len() as u64,
+            Err((done, e)) if e.raw_os_error() == Some(libc::ENOENT) && done < rest.len() => {
+                removed += done as u64;
+                rest = &rest[done + 1..];
+            }
+            Err((done, _)) => {
+                let done = if done < rest.len() { done } else { 0 };
+                let singles = rest[done..].iter().filter(|k| one(k)).count();
+                return removed + (done + singles) as u64;
+            }
+        }
+    }
+    removed
+}
+
 /// Removes `key` from the map behind `fd`; false if it was gone already.
 fn delete(fd: BorrowedFd<'_>, key: &FlowKey) -> bool {
     let mut attr = ElemAttr {
@@ -197,10 +258,15 @@ fn delete(fd: BorrowedFd<'_>, key: &FlowKey) -> bool {
     rc == 0
 }
 
+/// What one sweep saw and did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepResult {
+    /// Entries left in the map.
     pub entries: u64,
+    /// Entries it removed (closed connections past [`CLOSED_GRACE_NS`]).
     pub removed: u64,
+    /// Entries it read: those left and those removed.
+    pub walked: u64,
 }
 
 /// Whether a flow may be forgotten at monotonic time `now_ns`.
@@ -208,24 +274,37 @@ pub fn is_stale(state: &FlowState, now_ns: u64) -> bool {
     state.end != flow_end::OPEN && now_ns.saturating_sub(state.last_seen_ns) > CLOSED_GRACE_NS
 }
 
-/// Counts the entries of the flow map and removes the stale ones, batch by batch, so
-/// memory stays at one batch whatever the map's size. Removing entries of a batch
-/// already copied does not disturb the walk (it goes on with the next hash bucket).
+/// The keys of the stale entries of one lookup batch, appended to `out`.
+fn stale_keys(keys: &[FlowKey], values: &[FlowState], now_ns: u64, out: &mut Vec<FlowKey>) {
+    out.extend(
+        keys.iter()
+            .zip(values)
+            .filter(|(_, state)| is_stale(state, now_ns))
+            .map(|(key, _)| *key),
+    );
+}
+
+/// Counts the entries of the flow map and removes the stale ones, batch by batch (one
+/// delete call per lookup batch with stale entries), so memory stays at one batch
+/// whatever the map's size. Removing entries of a batch already copied does not
+/// disturb the walk (it goes on with the next hash bucket).
 pub fn sweep(map: &MapData, now_ns: u64) -> Result<SweepResult, FlowMapError> {
     let fd = map.fd().as_fd();
     let mut removed = 0;
+    let mut stale = Vec::new();
     let walked = walk(fd, BATCH_ENTRIES, |keys, values| {
-        for (key, state) in keys.iter().zip(values) {
-            // The kernel may have evicted or removed it meanwhile: not an error.
-            if is_stale(state, now_ns) && delete(fd, key) {
-                removed += 1;
-            }
+        stale.clear();
+        stale_keys(keys, values, now_ns, &mut stale);
+        if !stale.is_empty() {
+            // Keys the kernel evicted or removed meanwhile are skipped, not counted.
+            removed += delete_keys(fd, &stale);
         }
         ControlFlow::Continue(())
     })?;
     Ok(SweepResult {
         entries: walked.entries.saturating_sub(removed),
         removed,
+        walked: walked.entries,
     })
 }
 
@@ -266,6 +345,123 @@ mod tests {
         assert_eq!(evictions(10, 0, 10), 0);
         // Entries created after `created` was read: no negative evictions.
         assert_eq!(evictions(10, 0, 12), 0);
+    }
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            local_port: port,
+            ..buffers(1).0[0]
+        }
+    }
+
+    #[test]
+    fn stale_keys_are_the_closed_flows_past_the_grace_period_in_order() {
+        let now = 10 * CLOSED_GRACE_NS;
+        let closed = |last_seen_ns| FlowState {
+            end: flow_end::CLOSED,
+            last_seen_ns,
+            ..Default::default()
+        };
+        let open_long_idle = FlowState::default();
+        let keys = [key(1), key(2), key(3), key(4), key(5)];
+        let values = [
+            closed(0),
+            open_long_idle,
+            closed(now),
+            closed(1),
+            closed(now - 1),
+        ];
+        let mut out = vec![key(9)];
+        stale_keys(&keys, &values, now, &mut out);
+        assert_eq!(out, [key(9), key(1), key(4)]);
+    }
+
+    /// A map as the kernel's batch delete treats it: in order, stopping with ENOENT
+    /// (and the count done) at the first key it does not hold.
+    struct FakeMap {
+        present: std::collections::HashSet<u32>,
+        batch_calls: usize,
+        single_calls: usize,
+    }
+
+    impl FakeMap {
+        fn new(present: impl IntoIterator<Item = u32>) -> FakeMap {
+            FakeMap {
+                present: present.into_iter().collect(),
+                batch_calls: 0,
+                single_calls: 0,
+            }
+        }
+
+        fn delete(&mut self, keys: &[u32]) -> u64 {
+            let present = std::cell::RefCell::new(std::mem::take(&mut self.present));
+            let (mut batches, mut singles) = (0, 0);
+            let removed = delete_in_batches(
+                keys,
+                |rest| {
+                    batches += 1;
+                    for (done, k) in rest.iter().enumerate() {
+                        if !present.borrow_mut().remove(k) {
+                            return Err((done, io::Error::from_raw_os_error(libc::ENOENT)));
+                        }
+                    }
+                    Ok(())
+                },
+                |k| {
+                    singles += 1;
+                    present.borrow_mut().remove(k)
+                },
+            );
+            (self.batch_calls, self.single_calls) = (batches, singles);
+            self.present = present.into_inner();
+            removed
+        }
+    }
+
+    #[test]
+    fn batch_deletes_count_exactly_and_skip_keys_already_gone() {
+        let mut m = FakeMap::new(0..10);
+        assert_eq!(m.delete(&[0, 1, 2]), 3);
+        assert_eq!(m.batch_calls, 1, "all present: one call");
+        // Gone already: first, in a run, last; a call stops at each of the four.
+        assert_eq!(m.delete(&[2, 3, 1, 0, 4, 5, 11]), 3);
+        assert_eq!(m.batch_calls, 4);
+        assert_eq!(m.single_calls, 0);
+        assert_eq!(m.present, (6..10).collect());
+        assert_eq!(m.delete(&[6, 6, 7]), 2, "a key twice counts once");
+        assert_eq!(m.delete(&[]), 0);
+        assert_eq!(m.batch_calls, 0, "no keys: no call");
+    }
+
+    /// Deletes of keys 1, 2, 3, 4 (3 absent) when the batch call fails with EFAULT
+    /// after deleting `before_failing` keys and reports `count`.
+    fn failing_batch(before_failing: usize, count: impl Fn(usize) -> usize) -> (u64, usize) {
+        let present = std::cell::RefCell::new(std::collections::HashSet::from([1u32, 2, 4]));
+        let mut calls = 0;
+        let removed = delete_in_batches(
+            &[1, 2, 3, 4],
+            |rest| {
+                calls += 1;
+                for k in &rest[..before_failing] {
+                    present.borrow_mut().remove(k);
+                }
+                Err((
+                    count(rest.len()),
+                    io::Error::from_raw_os_error(libc::EFAULT),
+                ))
+            },
+            |k| present.borrow_mut().remove(k),
+        );
+        assert!(present.borrow().is_empty(), "every present key deleted");
+        (removed, calls)
+    }
+
+    #[test]
+    fn other_batch_errors_go_on_one_key_at_a_time_and_count_exactly() {
+        // Stopped at key 2 after deleting key 1, and said so.
+        assert_eq!(failing_batch(1, |_| 1), (3, 1));
+        // Failed before deleting anything: the count is still the one asked for.
+        assert_eq!(failing_batch(0, |asked| asked), (3, 1));
     }
 
     #[test]

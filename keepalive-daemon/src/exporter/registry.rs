@@ -29,6 +29,10 @@ pub struct Metrics {
     pub flow_entries: IntGauge,
     pub flow_capacity: IntGauge,
     pub flows_swept: IntCounter,
+    /// The sweep's own cost: walks, their CPU and the entries they read (state.rs).
+    pub flow_sweeps: IntCounter,
+    pub flow_sweep_cpu_seconds: prometheus::Counter,
+    pub flow_sweep_entries: IntCounter,
     pub flow_evictions: IntCounter,
     pub map_read_errors: IntCounter,
     program_run_seconds: prometheus::CounterVec,
@@ -199,6 +203,12 @@ impl Metrics {
             flow_entries: gauge(&r, &catalog::FLOW_MAP_ENTRIES)?,
             flow_capacity: gauge(&r, &catalog::FLOW_MAP_CAPACITY)?,
             flows_swept: counter(&r, &catalog::FLOWS_SWEPT)?,
+            flow_sweeps: counter(&r, &catalog::FLOW_MAP_SWEEPS)?,
+            flow_sweep_cpu_seconds: {
+                let d = &catalog::FLOW_MAP_SWEEP_CPU_SECONDS;
+                register(&r, prometheus::Counter::new(d.name, d.help)?)?
+            },
+            flow_sweep_entries: counter(&r, &catalog::FLOW_MAP_SWEEP_ENTRIES)?,
             flow_evictions: counter(&r, &catalog::FLOW_MAP_EVICTIONS)?,
             map_read_errors: counter(&r, &catalog::MAP_READ_ERRORS)?,
             program_run_seconds,
@@ -289,6 +299,13 @@ mod tests {
         );
         assert!(text.contains("tcp_keepalive_timer_probes_total 0"));
         assert!(text.contains("keepalive_daemon_timer_probes_lost_total 0"));
+        for sweep in [
+            "keepalive_daemon_flow_map_sweeps_total 0",
+            "keepalive_daemon_flow_map_sweep_cpu_seconds_total 0",
+            "keepalive_daemon_flow_map_sweep_entries_total 0",
+        ] {
+            assert!(text.contains(sweep), "{sweep} missing:\n{text}");
+        }
         assert!(
             text.contains("keepalive_daemon_kernel_errors_total{kind=\"flow_insert_failed\"} 0")
         );

@@ -3,6 +3,7 @@
 
 mod audit;
 mod cost;
+mod sweep;
 mod throughput;
 mod userspace;
 
@@ -17,7 +18,7 @@ pub struct Options {
     pub seconds: u64,
     /// Rounds per configuration in the throughput comparison.
     pub rounds: usize,
-    /// Only this section (cost, throughput, userspace, audit).
+    /// Only this section (cost, throughput, userspace, sweep, audit).
     pub only: Option<String>,
 }
 
@@ -31,7 +32,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let want = |section: &str| opts.only.as_deref().is_none_or(|o| o == section);
     if let Some(o) = opts.only.as_deref() {
         anyhow::ensure!(
-            ["cost", "throughput", "userspace", "audit"].contains(&o),
+            ["cost", "throughput", "userspace", "sweep", "audit"].contains(&o),
             "unknown section {o}"
         );
     }
@@ -43,6 +44,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     if want("userspace") {
         userspace::run(&setup, &iface)?;
+    }
+    if want("sweep") {
+        sweep::run(&setup, &iface)?;
     }
     if want("audit") {
         audit::run(&setup, &iface)?;
