@@ -128,51 +128,9 @@ fn need<P: Packet + ?Sized>(p: &P, offset: usize, len: usize) -> Result<P::Heade
     p.header(offset, len).ok_or(ParseError::Truncated)
 }
 
-/// Ethernet, an IPv4 header without options and a TCP header without options: the
-/// bytes the fast path checks at once.
-const PLAIN_V4_LEN: usize = ETH_HLEN + 20 + TCP_MIN_HLEN as usize;
-
 /// Parses a frame that starts with an Ethernet header.
-///
-/// Untagged IPv4 without IP options, nearly all traffic, takes a fast path: one bounds
-/// check for Ethernet, IP and the fixed TCP header, and reads at constant offsets. It
-/// gives the same answer as the general parser (host tests compare the two on every
-/// test frame and on generated ones); measured in BENCHMARKS.md ("Per-packet cost").
 #[inline(always)]
 pub fn parse_ethernet<P: Packet + ?Sized>(p: &P) -> Result<Parsed, ParseError> {
-    if let Some(h) = p.header(0, PLAIN_V4_LEN)
-        && h.be16(12) == ETH_P_IP
-        && h.u8(ETH_HLEN) == 0x45
-    {
-        return parse_plain_ipv4(p, &h);
-    }
-    parse_ethernet_general(p)
-}
-
-/// The fast path of [`parse_ethernet`]: `h` holds [`PLAIN_V4_LEN`] bytes of an
-/// untagged IPv4 frame whose header is 20 bytes long.
-#[inline(always)]
-fn parse_plain_ipv4<P: Packet + ?Sized>(p: &P, h: &P::Header) -> Result<Parsed, ParseError> {
-    const L4: usize = ETH_HLEN + 20;
-    let tot_len = match ipv4_header(h, ETH_HLEN)? {
-        V4::Go { tot_len, .. } => tot_len,
-        V4::Done(parsed) => return Ok(parsed),
-    };
-    let Some(tcp) = tcp_fields(h, L4, L4, tot_len - 20, p.frame_len())? else {
-        return Ok(Parsed::NotCandidate);
-    };
-    let (src, dst) = (h.raw32(ETH_HLEN + 12), h.raw32(ETH_HLEN + 16));
-    Ok(Parsed::Candidate(tcp.into_segment(
-        Family::Ipv4,
-        [src, 0, 0, 0],
-        [dst, 0, 0, 0],
-    )))
-}
-
-/// The general parser: VLAN tags, IPv4 options, IPv6 and its extension headers, one
-/// header at a time.
-#[inline(always)]
-fn parse_ethernet_general<P: Packet + ?Sized>(p: &P) -> Result<Parsed, ParseError> {
     let mut off = ETH_HLEN;
     let mut proto = need(p, 12, 2)?.be16(0);
     // Up to two tags (802.1ad outer + 802.1Q inner); tc usually sees them stripped into
@@ -192,18 +150,10 @@ fn parse_ethernet_general<P: Packet + ?Sized>(p: &P) -> Result<Parsed, ParseErro
     }
 }
 
-/// What an IPv4 header says before the TCP header is read.
-enum V4 {
-    /// A whole TCP segment follows: the IP header's and the packet's lengths.
-    Go { ihl: u32, tot_len: u32 },
-    /// The segment goes no further (not TCP, a fragment, BIG TCP).
-    Done(Parsed),
-}
-
-/// Checks the 20-byte IPv4 header at `at` inside `ip`.
 #[inline(always)]
-fn ipv4_header<H: Header>(ip: &H, at: usize) -> Result<V4, ParseError> {
-    let vihl = ip.u8(at);
+fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError> {
+    let ip = need(p, l3, 20)?;
+    let vihl = ip.u8(0);
     if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
@@ -211,31 +161,21 @@ fn ipv4_header<H: Header>(ip: &H, at: usize) -> Result<V4, ParseError> {
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
-    if ip.u8(at + 9) != IPPROTO_TCP {
-        return Ok(V4::Done(Parsed::NotTcp));
+    if ip.u8(9) != IPPROTO_TCP {
+        return Ok(Parsed::NotTcp);
     }
     // More-fragments or a fragment offset: the TCP header may be elsewhere.
-    if ip.be16(at + 6) & 0x3fff != 0 {
-        return Ok(V4::Done(Parsed::NotTcp));
+    if ip.be16(6) & 0x3fff != 0 {
+        return Ok(Parsed::NotTcp);
     }
-    let tot_len = ip.be16(at + 2) as u32;
+    let tot_len = ip.be16(2) as u32;
     if tot_len == 0 {
         // IPv4 BIG TCP (GSO packets over 64 KiB) carries tot_len 0: bulk data.
-        return Ok(V4::Done(Parsed::NotCandidate));
+        return Ok(Parsed::NotCandidate);
     }
     if tot_len < ihl + TCP_MIN_HLEN {
         return Err(ParseError::Malformed);
     }
-    Ok(V4::Go { ihl, tot_len })
-}
-
-#[inline(always)]
-fn parse_ipv4<P: Packet + ?Sized>(p: &P, l3: usize) -> Result<Parsed, ParseError> {
-    let ip = need(p, l3, 20)?;
-    let (ihl, tot_len) = match ipv4_header(&ip, 0)? {
-        V4::Go { ihl, tot_len } => (ihl, tot_len),
-        V4::Done(parsed) => return Ok(parsed),
-    };
     let l4 = l3 + ihl as usize;
     let Some(tcp) = tcp_fixed(p, l4, tot_len - ihl)? else {
         return Ok(Parsed::NotCandidate);
@@ -329,27 +269,14 @@ fn tcp_fixed<P: Packet + ?Sized>(
     l4: usize,
     l4_len: u32,
 ) -> Result<Option<TcpFixed>, ParseError> {
-    let tcp = need(p, l4, TCP_MIN_HLEN as usize)?;
-    tcp_fields(&tcp, 0, l4, l4_len, p.frame_len())
-}
-
-/// The fixed TCP header at `at` inside `h` (checked for 20 bytes from there), which
-/// starts at `l4` in a frame of `frame_len` bytes.
-#[inline(always)]
-fn tcp_fields<H: Header>(
-    h: &H,
-    at: usize,
-    l4: usize,
-    l4_len: u32,
-    frame_len: usize,
-) -> Result<Option<TcpFixed>, ParseError> {
     // Data offset and flags first: most segments leave right after.
-    let doff = ((h.u8(at + 12) >> 4) as u32) * 4;
+    let tcp = need(p, l4, TCP_MIN_HLEN as usize)?;
+    let doff = ((tcp.u8(12) >> 4) as u32) * 4;
     if doff < TCP_MIN_HLEN || doff > l4_len {
         return Err(ParseError::Malformed);
     }
-    let flags = h.u8(at + 13);
-    let window = h.be16(at + 14);
+    let flags = tcp.u8(13);
+    let window = tcp.be16(14);
     let payload_len = l4_len - doff;
     if !is_candidate(flags, payload_len, window) {
         return Ok(None);
@@ -358,14 +285,14 @@ fn tcp_fields<H: Header>(
     // payload byte is a broken frame, not a probe (the stack would drop it). Only
     // candidates are checked: bulk data may sit in pages beyond the headers, but
     // frame_len counts those too.
-    if l4 + l4_len as usize > frame_len {
+    if l4 + l4_len as usize > p.frame_len() {
         return Err(ParseError::Truncated);
     }
     Ok(Some(TcpFixed {
-        sport: h.be16(at),
-        dport: h.be16(at + 2),
-        seq: h.be32(at + 4),
-        ack: h.be32(at + 8),
+        sport: tcp.be16(0),
+        dport: tcp.be16(2),
+        seq: tcp.be32(4),
+        ack: tcp.be32(8),
         flags,
         window,
         payload_len,
