@@ -54,8 +54,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The small-segment shape's send rate (iperf3 -b): 78,000 writes of 64 bytes a
+/// second, about half of what this 2-vCPU machine sends one write a segment.
+const SMALL_RATE: &str = "40M";
+
 /// iperf3 from A to B; returns received bits per second. `small` uses 64-byte writes
-/// with TCP_NODELAY, so nearly every write becomes a segment.
+/// with TCP_NODELAY at [`SMALL_RATE`], so every write becomes a segment.
 pub fn iperf(setup: &Setup, seconds: u64, small: bool) -> anyhow::Result<f64> {
     let mut server = setup.b.command("iperf3");
     server.args(["-s", "-1", "-B", &keepalive_tests::netns::B_V4.to_string()]);
@@ -67,7 +71,11 @@ pub fn iperf(setup: &Setup, seconds: u64, small: bool) -> anyhow::Result<f64> {
     let secs = seconds.to_string();
     let mut args = vec!["-c", "192.0.2.2", "-t", secs.as_str(), "-J"];
     if small {
-        args.extend(["-l", "64", "-N"]);
+        // Paced below what the stack can send one write at a time: unpaced, rounds
+        // flipped between two steady states, 900,000 segments of 64 bytes in 4 s, or
+        // 5,000 of about 20 KB, once the sender got ahead of its own transmissions and
+        // tcp_sendmsg() kept appending the writes to the unsent tail of the queue.
+        args.extend(["-l", "64", "-N", "-b", SMALL_RATE]);
     }
     let out = setup.a.cmd_output(&[&["iperf3"][..], &args].concat());
     let _ = server.wait();
