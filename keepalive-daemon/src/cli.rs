@@ -104,9 +104,17 @@ pub struct Args {
 
     /// Also attach an empty tc program to the same hooks, as the floor for per-packet
     /// cost (compare keepalive_daemon_program_run_seconds_total per run; needs
-    /// kernel.bpf_stats_enabled=1). For benchmarks (`cargo xtask bench`).
-    #[arg(long = "debug.baseline-program")]
-    pub baseline_program: bool,
+    /// kernel.bpf_stats_enabled=1): after ours (the default) or before them. The first
+    /// program on a hook pays for the hook's first touches, so `cargo xtask bench`
+    /// measures both orders.
+    #[arg(
+        long = "debug.baseline-program",
+        value_name = "POSITION",
+        num_args = 0..=1,
+        default_missing_value = "after",
+        value_enum
+    )]
+    pub baseline_program: Option<BaselinePosition>,
 
     /// How often the keepalive audit lists the established TCP connections (their
     /// keepalive settings, idle time, cgroup) for tcp_keepalive_connections* and the
@@ -153,6 +161,15 @@ pub struct Args {
         value_enum
     )]
     pub kernel_log_level: KernelLogLevel,
+}
+
+/// Where --debug.baseline-program puts the empty program in each hook's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselinePosition {
+    /// After our programs.
+    After,
+    /// Before our programs.
+    Before,
 }
 
 /// --log.kernel-level, in aya-log's order (the kernel logs a record when its level's

@@ -11,13 +11,18 @@ use super::{
     linkwatch::LinkEvent,
     tc::{self, TcAttachment, TcError, TcPrograms},
 };
-use crate::{cli::TcAttachMode, error_chain::Chain, exporter::registry::Metrics};
+use crate::{
+    cli::{BaselinePosition, TcAttachMode},
+    error_chain::Chain,
+    exporter::registry::Metrics,
+};
 
 pub struct Attachments {
     patterns: Vec<String>,
     /// With or without kernel-side logging (--log.kernel-level).
     programs: TcPrograms,
-    baseline: bool,
+    /// --debug.baseline-program
+    baseline: Option<BaselinePosition>,
     /// --tc.attach-mode
     mode: TcAttachMode,
     /// By interface index: the name it had when attached and our attachments.
@@ -28,7 +33,7 @@ impl Attachments {
     pub fn new(
         patterns: &[String],
         programs: TcPrograms,
-        baseline: bool,
+        baseline: Option<BaselinePosition>,
         mode: TcAttachMode,
     ) -> Attachments {
         Attachments {

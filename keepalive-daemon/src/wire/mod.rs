@@ -60,7 +60,7 @@ pub fn attach_at_start(
 ) -> Result<Attachments, WireError> {
     let programs = tc::TcPrograms::for_kernel_logging(args.kernel_log_level != KernelLogLevel::Off);
     let mut tc_programs = programs.names().to_vec();
-    if args.baseline_program {
+    if args.baseline_program.is_some() {
         tc_programs.push(tc::BASELINE_PROGRAM);
     }
     tc::load(ebpf, &tc_programs)?;

@@ -15,7 +15,7 @@ use aya::{
 };
 use keepalive_common::Direction;
 
-use crate::cli::TcAttachMode;
+use crate::cli::{BaselinePosition, TcAttachMode};
 
 /// Why a tc program could not be loaded or attached; attach errors say what to change.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
     programs: TcPrograms,
-    baseline: bool,
+    baseline: Option<BaselinePosition>,
     mode: TcAttachMode,
 ) -> Result<Vec<TcAttachment>, TcError> {
     let cname = CString::new(interface).map_err(|source| TcError::InterfaceName {
@@ -173,14 +173,21 @@ pub fn attach(
     warn_about_other_daemons(ebpf, &cname, interface);
     remove_leftovers(&cname, interface);
     let mut done = Vec::new();
-    let mut plan = vec![
+    let ours = [
         (programs.ingress, TcAttachType::Ingress, Direction::Received),
         (programs.egress, TcAttachType::Egress, Direction::Sent),
     ];
-    if baseline {
-        plan.push((BASELINE_PROGRAM, TcAttachType::Ingress, Direction::Received));
-        plan.push((BASELINE_PROGRAM, TcAttachType::Egress, Direction::Sent));
-    }
+    let empty = [
+        (BASELINE_PROGRAM, TcAttachType::Ingress, Direction::Received),
+        (BASELINE_PROGRAM, TcAttachType::Egress, Direction::Sent),
+    ];
+    // Each attach goes to the end of its hook's chain, so the order of the plan is the
+    // order the programs run in.
+    let plan: Vec<_> = match baseline {
+        None => ours.to_vec(),
+        Some(BaselinePosition::After) => ours.iter().chain(&empty).copied().collect(),
+        Some(BaselinePosition::Before) => empty.iter().chain(&ours).copied().collect(),
+    };
     for (name, attach_type, direction) in plan {
         match attach_one(ebpf, &cname, interface, name, attach_type, direction, mode) {
             Ok(a) => done.push(a),

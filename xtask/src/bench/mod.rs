@@ -56,7 +56,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
 /// The small-segment shape's send rate (iperf3 -b): 78,000 writes of 64 bytes a
 /// second, about half of what this 2-vCPU machine sends one write a segment.
-const SMALL_RATE: &str = "40M";
+pub const SMALL_RATE: &str = "40M";
 
 /// iperf3 from A to B; returns received bits per second. `small` uses 64-byte writes
 /// with TCP_NODELAY at [`SMALL_RATE`], so every write becomes a segment.

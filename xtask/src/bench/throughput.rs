@@ -5,12 +5,15 @@ use keepalive_tests::scenarios::Setup;
 use super::{Options, iperf, spawn_daemon};
 
 pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
-    println!("## Throughput with the daemon vs without (goal: >= 97%)");
+    println!("## Throughput with the daemon vs without (goal: >= 98%)");
     println!(
-        "| traffic | rounds | without (Gbit/s, mean) | with (Gbit/s, mean) | ratio of means | median of per-round ratios |"
+        "| traffic | rounds | without (Gbit/s, mean) | with (Gbit/s, mean) | ratio of means | per-round ratios: median (min-max) |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, small) in [("bulk", false), ("small segments (64 B, nodelay)", true)] {
+    // Bulk only: the small-segment shape is paced (bench::SMALL_RATE), so its
+    // throughput is the pace whatever the observer costs, and unpaced it flips between
+    // two steady states (see SMALL_RATE).
+    for (name, small) in [("bulk", false)] {
         let (mut without, mut with) = (Vec::new(), Vec::new());
         for _ in 0..opts.rounds {
             without.push(iperf(setup, opts.seconds, small)?);
@@ -26,9 +29,11 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         ratios.sort_by(f64::total_cmp);
         let median = ratios[ratios.len() / 2];
         println!(
-            "| {name} | {} | {a:.3} | {b:.3} | {:.3} | {median:.3} |",
+            "| {name} | {} | {a:.3} | {b:.3} | {:.3} | {median:.3} ({:.3}-{:.3}) |",
             ratios.len(),
-            b / a
+            b / a,
+            ratios[0],
+            ratios[ratios.len() - 1]
         );
     }
     println!();
