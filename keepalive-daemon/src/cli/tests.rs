@@ -169,3 +169,31 @@ fn clap_definition_is_consistent() {
     use clap::CommandFactory as _;
     Args::command().debug_assert();
 }
+
+#[test]
+fn baseline_program_is_off_by_default_and_after_ours_without_a_value() {
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["keepalive-daemon"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).map(|a| a.baseline_program)
+    };
+    assert_eq!(parse(&[]).unwrap(), None);
+    assert_eq!(
+        parse(&["--debug.baseline-program"]).unwrap(),
+        Some(BaselinePosition::After)
+    );
+    assert_eq!(
+        parse(&["--debug.baseline-program=before"]).unwrap(),
+        Some(BaselinePosition::Before)
+    );
+    assert_eq!(
+        parse(&["--debug.baseline-program=after"]).unwrap(),
+        Some(BaselinePosition::After)
+    );
+    // Without `=` the next word is an argument, not the position: flags may follow.
+    assert_eq!(
+        parse(&["--debug.baseline-program", "--interface", "lo"]).unwrap(),
+        Some(BaselinePosition::After)
+    );
+    assert!(parse(&["--debug.baseline-program=first"]).is_err());
+}
