@@ -261,12 +261,17 @@ fn delete(fd: BorrowedFd<'_>, key: &FlowKey) -> bool {
 /// What one sweep saw and did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepResult {
-    /// Entries left in the map.
-    pub entries: u64,
     /// Entries it removed (closed connections past [`CLOSED_GRACE_NS`]).
     pub removed: u64,
     /// Entries it read: those left and those removed.
     pub walked: u64,
+}
+
+impl SweepResult {
+    /// Entries left in the map.
+    pub fn entries(&self) -> u64 {
+        self.walked.saturating_sub(self.removed)
+    }
 }
 
 /// Whether a flow may be forgotten at monotonic time `now_ns`.
@@ -302,7 +307,6 @@ pub fn sweep(map: &MapData, now_ns: u64) -> Result<SweepResult, FlowMapError> {
         ControlFlow::Continue(())
     })?;
     Ok(SweepResult {
-        entries: walked.entries.saturating_sub(removed),
         removed,
         walked: walked.entries,
     })

@@ -183,10 +183,10 @@ impl State {
             }
         };
         self.metrics.flow_sweep_entries.inc_by(r.walked);
-        self.metrics.flow_entries.set(r.entries as i64);
+        self.metrics.flow_entries.set(r.entries() as i64);
         self.metrics.flows_swept.inc_by(r.removed);
         if let Some(created) = created {
-            let evicted = flow_map::evictions(created, self.metrics.flows_swept.get(), r.entries);
+            let evicted = flow_map::evictions(created, self.metrics.flows_swept.get(), r.entries());
             let have = self.metrics.flow_evictions.get();
             if evicted > have {
                 self.metrics.flow_evictions.inc_by(evicted - have);

@@ -7,7 +7,7 @@ use aya::sys::{Stats, enable_stats};
 use keepalive_daemon::metric_names::{PROGRAM_RUN_SECONDS, PROGRAM_RUNS};
 use keepalive_tests::scenarios::Setup;
 
-use super::{Options, iperf, spawn_daemon};
+use super::{Options, Spread, iperf, spawn_daemon};
 
 const OURS: [&str; 2] = ["ka_tc_ingress", "ka_tc_egress"];
 const EMPTY: &str = "ka_tc_empty";
@@ -28,12 +28,14 @@ fn totals(s: &keepalive_tests::metrics::Samples, programs: &[&str]) -> Totals {
 }
 
 /// One round of one traffic shape: ns per run of ours (both hooks), of the empty
-/// program, and of each of our hooks (with its runs).
+/// program, and of each of our hooks.
 struct Round {
     ours: f64,
     empty: f64,
-    ingress: (f64, f64),
-    egress: (f64, f64),
+    ingress: f64,
+    egress: f64,
+    /// Runs of ours (both hooks) in the round.
+    runs: f64,
 }
 
 impl Round {
@@ -51,40 +53,18 @@ fn measure(
     let before = daemon.scrape();
     let bps = iperf(setup, seconds, small)?;
     let after = daemon.scrape();
-    eprintln!(
-        "round: {:.3} Gbit/s, {:.0} runs of ours",
-        bps / 1e9,
-        totals(&after, &OURS).runs - totals(&before, &OURS).runs
-    );
+    eprintln!("round: {:.3} Gbit/s", bps / 1e9);
     let per_run = |programs: &[&str]| {
         let (a, b) = (totals(&before, programs), totals(&after, programs));
-        (
-            (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9,
-            b.runs - a.runs,
-        )
+        (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9
     };
     Ok(Round {
-        ours: per_run(&OURS).0,
-        empty: per_run(&[EMPTY]).0,
+        ours: per_run(&OURS),
+        empty: per_run(&[EMPTY]),
         ingress: per_run(&OURS[..1]),
         egress: per_run(&OURS[1..]),
+        runs: totals(&after, &OURS).runs - totals(&before, &OURS).runs,
     })
-}
-
-/// The median of `v` and its range, as "median (min-max)".
-fn spread(mut v: Vec<f64>, digits: usize) -> String {
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{:.digits$} ({:.digits$}-{:.digits$})",
-        v[v.len() / 2],
-        v[0],
-        v[v.len() - 1]
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 const SHAPES: [(&str, bool); 2] = [("bulk", false), ("small segments (64 B, nodelay)", true)];
@@ -100,10 +80,10 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         opts.rounds, opts.seconds
     );
     println!(
-        "| traffic | empty program | runs per round | ours ns | empty ns | ratio | ingress ns (runs) | egress ns (runs) |"
+        "| traffic | empty program | runs per round | ours ns | empty ns | ratio | ingress ns | egress ns |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    // The first program on a hook pays for the hook's cold start (measured: 20-35 ns),
+    // The first program on a hook pays for the hook's cold start (measured: 3-25 ns),
     // so each order gets its own daemon and rounds, and the balanced ratio puts both
     // programs in both places equally often.
     let mut medians = [[(0.0, 0.0); 2]; 2];
@@ -114,22 +94,16 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
             let rounds = (0..opts.rounds.max(1))
                 .map(|_| measure(&daemon, setup, opts.seconds, *small))
                 .collect::<anyhow::Result<Vec<Round>>>()?;
-            let col = |f: fn(&Round) -> f64, digits| spread(rounds.iter().map(f).collect(), digits);
-            let runs = |r: &Round| r.ingress.1 + r.egress.1;
-            medians[s][o] = (
-                median(rounds.iter().map(|r| r.ours).collect()),
-                median(rounds.iter().map(|r| r.empty).collect()),
-            );
+            let col = |f: fn(&Round) -> f64| Spread::of(rounds.iter().map(f).collect());
+            medians[s][o] = (col(|r| r.ours).median, col(|r| r.empty).median);
             println!(
-                "| {name} | {order} ours | {} | {} | {} | {} | {} ({:.0}) | {} ({:.0}) |",
-                spread(rounds.iter().map(runs).collect(), 0),
-                col(|r| r.ours, 1),
-                col(|r| r.empty, 1),
-                col(Round::ratio, 2),
-                col(|r| r.ingress.0, 1),
-                rounds[0].ingress.1,
-                col(|r| r.egress.0, 1),
-                rounds[0].egress.1,
+                "| {name} | {order} ours | {} | {} | {} | {} | {} | {} |",
+                col(|r| r.runs).show(0),
+                col(|r| r.ours).show(1),
+                col(|r| r.empty).show(1),
+                col(Round::ratio).show(2),
+                col(|r| r.ingress).show(1),
+                col(|r| r.egress).show(1),
             );
         }
         daemon.terminate();

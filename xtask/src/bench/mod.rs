@@ -26,7 +26,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let setup = Setup::new("bench");
     let iface = setup.veth.a_if.clone();
     println!("# keepalive-daemon benchmark");
-    println!("kernel {}, {} CPUs", uname_release(), num_cpus());
+    println!(
+        "kernel {}, {} CPUs, load average {}",
+        uname_release(),
+        num_cpus(),
+        loadavg()
+    );
     println!();
 
     let want = |section: &str| opts.only.as_deref().is_none_or(|o| o == section);
@@ -107,6 +112,43 @@ struct IperfSum {
 
 pub fn spawn_daemon<'a>(ns: &'a Netns, iface: &str, extra: &[&str]) -> Daemon<'a> {
     Daemon::spawn_with(ns, &[iface], extra)
+}
+
+/// The median of some measurements and their range (min, max): what every table of the
+/// report gives for repeated rounds or sweeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of `v`, which must not be empty (every caller measures at least one round).
+    pub fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// "median (min-max)" with `digits` decimals.
+    pub fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.digits$} ({:.digits$}-{:.digits$})",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, for the report's record of how quiet the
+/// machine was.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 fn uname_release() -> String {

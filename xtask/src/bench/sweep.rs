@@ -17,7 +17,7 @@ use keepalive_tests::{
     scenarios::Setup,
 };
 
-use super::spawn_daemon;
+use super::{Spread, loadavg, spawn_daemon};
 
 /// The map's size for every row: the largest --flows.max documented.
 const MAX: u32 = 1 << 20;
@@ -192,35 +192,25 @@ fn measure(
 struct Row {
     sweeps: usize,
     cpu_ms: f64,
-    per_conn: [f64; 3],
+    per_conn: Spread,
 }
 
 impl Row {
     fn of(sweeps: &[Sweep]) -> Row {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            (v[v.len() / 2], v[0], v[v.len() - 1])
-        };
-        let (cpu, _, _) = median(sweeps.iter().map(|s| s.cpu_ns).collect());
-        let (m, lo, hi) = median(sweeps.iter().map(|s| s.cpu_ns / s.walked as f64).collect());
+        let cpu = Spread::of(sweeps.iter().map(|s| s.cpu_ns).collect()).median;
         Row {
             sweeps: sweeps.len(),
             cpu_ms: cpu / 1e6,
-            per_conn: [m, lo, hi],
+            per_conn: Spread::of(sweeps.iter().map(|s| s.cpu_ns / s.walked as f64).collect()),
         }
     }
 
     fn print(&self, label: &str, removed: u32, per_removed: &str) {
-        let [m, lo, hi] = self.per_conn;
         println!(
-            "| {label} | {removed} | {} | {:.2} | {m:.0} ({lo:.0}-{hi:.0}) | {per_removed} |",
-            self.sweeps, self.cpu_ms
+            "| {label} | {removed} | {} | {:.2} | {} | {per_removed} |",
+            self.sweeps,
+            self.cpu_ms,
+            self.per_conn.show(0)
         );
     }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|e| format!("unknown ({e})"))
 }

@@ -9,11 +9,11 @@
 
 use keepalive_tests::scenarios::Setup;
 
-use super::{Options, iperf, spawn_daemon};
+use super::{Options, Spread, iperf, spawn_daemon};
 
 /// CPU time of the whole machine from the first line of /proc/stat, in clock ticks:
 /// (busy: user, nice, system, irq, softirq; steal).
-fn cpu_ticks() -> anyhow::Result<(u64, u64)> {
+fn machine_cpu_ticks() -> anyhow::Result<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let f: Vec<u64> = stat
         .lines()
@@ -35,9 +35,9 @@ struct Run {
 }
 
 fn measured(setup: &Setup, seconds: u64) -> anyhow::Result<Run> {
-    let (busy0, steal0) = cpu_ticks()?;
+    let (busy0, steal0) = machine_cpu_ticks()?;
     let bps = iperf(setup, seconds, false)?;
-    let (busy1, steal1) = cpu_ticks()?;
+    let (busy1, steal1) = machine_cpu_ticks()?;
     let tick = super::userspace::ticks_per_second();
     let busy = (busy1 - busy0) as f64 / tick;
     let steal = (steal1 - steal0) as f64 / tick;
@@ -47,11 +47,6 @@ fn measured(setup: &Setup, seconds: u64) -> anyhow::Result<Run> {
         cpu_per_gbit: busy / gbit,
         steal: steal / (busy + steal).max(1e-9),
     })
-}
-
-fn median_range(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    format!("{:.3} ({:.3}-{:.3})", v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
@@ -75,7 +70,7 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
     // Each round measures without and with back to back, so a per-round ratio is less
     // exposed to load that comes and goes on the machine.
     let per_round = |f: fn(&Run, &Run) -> f64| {
-        median_range(with.iter().zip(&without).map(|(w, wo)| f(w, wo)).collect())
+        Spread::of(with.iter().zip(&without).map(|(w, wo)| f(w, wo)).collect()).show(3)
     };
     println!(
         "| {} | {a:.3} | {b:.3} | {:.3} | {} | {} | {:.1}% / {:.1}% |",
