@@ -116,6 +116,13 @@ pub struct Args {
     )]
     pub baseline_program: Option<BaselinePosition>,
 
+    /// Attach a floor of the wire programs instead of the real ones, for `cargo xtask
+    /// bench`: `parse` only parses each frame, `lookup` also looks the connection up in
+    /// the flow map; neither classifies nor counts, so the wire metrics stay at zero.
+    /// Never on a production host.
+    #[arg(long = "debug.wire-floor", value_name = "FLOOR", value_enum)]
+    pub wire_floor: Option<WireFloor>,
+
     /// How often the keepalive audit lists the established TCP connections (their
     /// keepalive settings, idle time, cgroup) for tcp_keepalive_connections* and the
     /// connection view, e.g. 30s, 2m; at least 1s. With --socket.all-namespaces every
@@ -170,6 +177,15 @@ pub enum BaselinePosition {
     After,
     /// Before our programs.
     Before,
+}
+
+/// --debug.wire-floor: how much of the per-packet path the attached programs do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireFloor {
+    /// Parse the frame (the early exit included), nothing more.
+    Parse,
+    /// Parse, then look the connection up in the flow map (insert on a miss).
+    Lookup,
 }
 
 /// --log.kernel-level, in aya-log's order (the kernel logs a record when its level's

@@ -17,6 +17,7 @@ mod send_reset_tracepoint;
 mod sock;
 mod tc_egress;
 mod tc_empty;
+mod tc_floor;
 mod tc_ingress;
 mod timer_fn_calibration;
 mod timer_tracepoint;

@@ -150,6 +150,15 @@ fn log_bad_frame(skb: *const __sk_buff, truncated: bool, ingress: bool) {
 
 #[inline(always)]
 fn try_observe<const LOG: bool>(ctx: &TcContext, dir: Direction) -> Result<(), ParseError> {
+    if let Parsed::Candidate(seg) = parse(ctx)? {
+        track::<LOG>(&seg, dir);
+    }
+    Ok(())
+}
+
+/// Parses the frame, pulling paged headers into the linear area when needed.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Parsed, ParseError> {
     let pkt = linear(ctx);
     let parsed = match parse_ethernet(&pkt) {
         // Headers beyond the linear area (paged skbs): pull them in once and retry.
@@ -164,10 +173,35 @@ fn try_observe<const LOG: bool>(ctx: &TcContext, dir: Direction) -> Result<(), P
         }
         other => other?,
     };
-    if let Parsed::Candidate(seg) = parsed {
-        track::<LOG>(&seg, dir);
+    Ok(parsed)
+}
+
+/// What the per-packet path costs at least, for `cargo xtask bench`
+/// (--debug.wire-floor): `LOOKUP` false stops after the parser and its early exit;
+/// true also does the flow-map lookup every candidate segment needs (inserting on a
+/// miss, so that later lookups find the entry) and reads the state, but classifies
+/// nothing and counts nothing. Errors are dropped: the floor measures the work, not
+/// the counters.
+#[inline(always)]
+pub fn floor<const LOOKUP: bool>(ctx: &TcContext, dir: Direction) -> i32 {
+    if let Ok(Parsed::Candidate(seg)) = parse(ctx)
+        && LOOKUP
+    {
+        let key = FlowKey::from_segment(&seg, dir);
+        match FLOWS.get_ptr(&key) {
+            Some(state) => {
+                // SAFETY: the pointer comes from a successful lookup and stays valid for
+                // the rest of this program run (RCU). Volatile, so that the read the
+                // classifier would make is not optimised away.
+                let _ = unsafe { core::ptr::addr_of!((*state).dir[0].next_seq).read_volatile() };
+            }
+            None => {
+                let state = FlowState::first_sighting(&seg, dir, 0);
+                let _ = FLOWS.insert(&key, &state, BPF_NOEXIST as u64);
+            }
+        }
     }
-    Ok(())
+    TC_ACT_UNSPEC
 }
 
 #[inline(always)]

@@ -54,6 +54,11 @@ enum Task {
         /// (for before/after figures of a change: build the "before" at its commit).
         #[arg(long, value_name = "PATH")]
         daemon_bin: Option<std::path::PathBuf>,
+        /// In the cost section, also measure the floors of the per-packet path against
+        /// the empty program: the parser alone, and the parser with the flow-map lookup
+        /// (the daemon's --debug.wire-floor), to show what part of the cost is ours to cut.
+        #[arg(long)]
+        floors: bool,
     },
     /// Debian package with cargo-deb (target/debian/*.deb): binary, systemd unit,
     /// defaults file, man pages, shell completions, dashboard and alert rules.
@@ -89,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             only,
             daemon_bin,
+            floors,
         } => {
             require_root("cargo xtask bench")?;
             match daemon_bin {
@@ -102,6 +108,7 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 rounds,
                 only,
+                floors,
             })
         }
         Task::Package { check } => package::run(check),

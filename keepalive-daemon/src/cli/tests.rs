@@ -197,3 +197,23 @@ fn baseline_program_is_off_by_default_and_after_ours_without_a_value() {
     );
     assert!(parse(&["--debug.baseline-program=first"]).is_err());
 }
+
+#[test]
+fn wire_floor_is_off_by_default_and_takes_parse_or_lookup() {
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["keepalive-daemon"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).map(|a| a.wire_floor)
+    };
+    assert_eq!(parse(&[]).unwrap(), None);
+    assert_eq!(
+        parse(&["--debug.wire-floor", "parse"]).unwrap(),
+        Some(WireFloor::Parse)
+    );
+    assert_eq!(
+        parse(&["--debug.wire-floor=lookup"]).unwrap(),
+        Some(WireFloor::Lookup)
+    );
+    assert!(parse(&["--debug.wire-floor"]).is_err());
+    assert!(parse(&["--debug.wire-floor=classify"]).is_err());
+}

@@ -58,7 +58,18 @@ pub fn attach_at_start(
     metrics: &Metrics,
     chosen: &[Interface],
 ) -> Result<Attachments, WireError> {
-    let programs = tc::TcPrograms::for_kernel_logging(args.kernel_log_level != KernelLogLevel::Off);
+    let programs = tc::TcPrograms::choose(
+        args.wire_floor,
+        args.kernel_log_level != KernelLogLevel::Off,
+    );
+    if args.wire_floor.is_some() {
+        log::warn!(
+            "--debug.wire-floor: attaching {} and {} instead of the wire programs; \
+             no keepalive is classified or counted on the wire",
+            programs.ingress,
+            programs.egress
+        );
+    }
     let mut tc_programs = programs.names().to_vec();
     if args.baseline_program.is_some() {
         tc_programs.push(tc::BASELINE_PROGRAM);

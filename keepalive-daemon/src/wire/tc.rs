@@ -15,7 +15,7 @@ use aya::{
 };
 use keepalive_common::Direction;
 
-use crate::cli::{BaselinePosition, TcAttachMode};
+use crate::cli::{BaselinePosition, TcAttachMode, WireFloor};
 
 /// Why a tc program could not be loaded or attached; attach errors say what to change.
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +91,25 @@ impl TcPrograms {
         egress: "ka_tc_egr_log",
     };
 
-    /// The pair for --log.kernel-level: `logging` when it is not off.
-    pub fn for_kernel_logging(logging: bool) -> TcPrograms {
-        if logging {
-            TcPrograms::LOGGING
-        } else {
-            TcPrograms::PLAIN
+    /// --debug.wire-floor parse: the parser alone (keepalive-ebpf/src/tc_floor.rs).
+    pub const PARSE_FLOOR: TcPrograms = TcPrograms {
+        ingress: "ka_tc_parse_ing",
+        egress: "ka_tc_parse_egr",
+    };
+    /// --debug.wire-floor lookup: the parser and the flow-map lookup.
+    pub const LOOKUP_FLOOR: TcPrograms = TcPrograms {
+        ingress: "ka_tc_lkup_ing",
+        egress: "ka_tc_lkup_egr",
+    };
+
+    /// The pair to attach: a floor for --debug.wire-floor, otherwise the pair for
+    /// --log.kernel-level (`logging` when it is not off).
+    pub fn choose(floor: Option<WireFloor>, logging: bool) -> TcPrograms {
+        match (floor, logging) {
+            (Some(WireFloor::Parse), _) => TcPrograms::PARSE_FLOOR,
+            (Some(WireFloor::Lookup), _) => TcPrograms::LOOKUP_FLOOR,
+            (None, true) => TcPrograms::LOGGING,
+            (None, false) => TcPrograms::PLAIN,
         }
     }
 
@@ -109,11 +122,15 @@ impl TcPrograms {
 pub const BASELINE_PROGRAM: &str = "ka_tc_empty";
 /// Every tc program of ours, whichever pair this daemon loaded: another daemon, or a
 /// killed run, may have used the other pair.
-const ALL_PROGRAMS: [&str; 5] = [
+const ALL_PROGRAMS: [&str; 9] = [
     TcPrograms::PLAIN.ingress,
     TcPrograms::PLAIN.egress,
     TcPrograms::LOGGING.ingress,
     TcPrograms::LOGGING.egress,
+    TcPrograms::PARSE_FLOOR.ingress,
+    TcPrograms::PARSE_FLOOR.egress,
+    TcPrograms::LOOKUP_FLOOR.ingress,
+    TcPrograms::LOOKUP_FLOOR.egress,
     BASELINE_PROGRAM,
 ];
 

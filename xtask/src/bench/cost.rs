@@ -1,7 +1,8 @@
 //! Per-packet cost of the tc programs from kernel BPF statistics (run_time_ns /
 //! run_cnt), next to an empty tc program attached to the same hooks on the same traffic
 //! in the same run (the daemon's --debug.baseline-program), once after ours and once
-//! before them.
+//! before them. With --floors, the same for the floors of our path (the daemon's
+//! --debug.wire-floor): the parser alone, and the parser with the flow-map lookup.
 
 use aya::sys::{Stats, enable_stats};
 use keepalive_daemon::metric_names::{PROGRAM_RUN_SECONDS, PROGRAM_RUNS};
@@ -9,8 +10,33 @@ use keepalive_tests::scenarios::Setup;
 
 use super::{Options, Spread, iperf, spawn_daemon};
 
-const OURS: [&str; 2] = ["ka_tc_ingress", "ka_tc_egress"];
 const EMPTY: &str = "ka_tc_empty";
+
+/// What is measured against the empty program: its label, the --debug.wire-floor
+/// value (none for our real programs) and its ingress and egress programs.
+struct Variant {
+    label: &'static str,
+    floor: Option<&'static str>,
+    programs: [&'static str; 2],
+}
+
+const OURS: Variant = Variant {
+    label: "ours",
+    floor: None,
+    programs: ["ka_tc_ingress", "ka_tc_egress"],
+};
+const FLOORS: [Variant; 2] = [
+    Variant {
+        label: "parse floor",
+        floor: Some("parse"),
+        programs: ["ka_tc_parse_ing", "ka_tc_parse_egr"],
+    },
+    Variant {
+        label: "lookup floor",
+        floor: Some("lookup"),
+        programs: ["ka_tc_lkup_ing", "ka_tc_lkup_egr"],
+    },
+];
 
 #[derive(Clone, Copy, Default)]
 struct Totals {
@@ -27,14 +53,14 @@ fn totals(s: &keepalive_tests::metrics::Samples, programs: &[&str]) -> Totals {
     t
 }
 
-/// One round of one traffic shape: ns per run of ours (both hooks), of the empty
-/// program, and of each of our hooks.
+/// One round of one traffic shape: ns per run of the measured pair (both hooks), of
+/// the empty program, and of each hook of the pair.
 struct Round {
     ours: f64,
     empty: f64,
     ingress: f64,
     egress: f64,
-    /// Runs of ours (both hooks) in the round.
+    /// Runs of the measured pair (both hooks) in the round.
     runs: f64,
 }
 
@@ -47,6 +73,7 @@ impl Round {
 fn measure(
     daemon: &keepalive_tests::Daemon<'_>,
     setup: &Setup,
+    ours: [&str; 2],
     seconds: u64,
     small: bool,
 ) -> anyhow::Result<Round> {
@@ -59,11 +86,11 @@ fn measure(
         (b.seconds - a.seconds) / (b.runs - a.runs) * 1e9
     };
     Ok(Round {
-        ours: per_run(&OURS),
+        ours: per_run(&ours),
         empty: per_run(&[EMPTY]),
-        ingress: per_run(&OURS[..1]),
-        egress: per_run(&OURS[1..]),
-        runs: totals(&after, &OURS).runs - totals(&before, &OURS).runs,
+        ingress: per_run(&ours[..1]),
+        egress: per_run(&ours[1..]),
+        runs: totals(&after, &ours).runs - totals(&before, &ours).runs,
     })
 }
 
@@ -80,24 +107,57 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         opts.rounds, opts.seconds
     );
     println!(
-        "| traffic | empty program | runs per round | ours ns | empty ns | ratio | ingress ns | egress ns |"
+        "| traffic | measured, empty program | runs per round | measured ns | empty ns | ratio | ingress ns | egress ns |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let variants: Vec<&Variant> = std::iter::once(&OURS)
+        .chain(FLOORS.iter().filter(|_| opts.floors))
+        .collect();
+    let mut balanced = Vec::new();
+    for v in &variants {
+        balanced.push(measure_variant(setup, iface, opts, v)?);
+    }
+    println!();
+    println!(
+        "| traffic | measured | balanced ratio (both orders: sum of medians, measured / empty) |"
+    );
+    println!("| --- | --- | ---: |");
+    for (s, (name, _)) in SHAPES.iter().enumerate() {
+        for (v, ratios) in variants.iter().zip(&balanced) {
+            println!("| {name} | {} | {:.2} |", v.label, ratios[s]);
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Prints the rows of one variant in both orders; returns its balanced ratio per shape.
+fn measure_variant(
+    setup: &Setup,
+    iface: &str,
+    opts: &Options,
+    v: &Variant,
+) -> anyhow::Result<[f64; 2]> {
     // The first program on a hook pays for the hook's cold start (measured: 3-25 ns),
     // so each order gets its own daemon and rounds, and the balanced ratio puts both
     // programs in both places equally often.
     let mut medians = [[(0.0, 0.0); 2]; 2];
     for (o, order) in ORDERS.iter().enumerate() {
-        let flag = format!("--debug.baseline-program={order}");
-        let daemon = spawn_daemon(&setup.a, iface, &[flag.as_str()]);
+        let baseline = format!("--debug.baseline-program={order}");
+        let mut flags = vec![baseline.as_str()];
+        if let Some(floor) = v.floor {
+            flags.extend(["--debug.wire-floor", floor]);
+        }
+        let daemon = spawn_daemon(&setup.a, iface, &flags);
         for (s, (name, small)) in SHAPES.iter().enumerate() {
             let rounds = (0..opts.rounds.max(1))
-                .map(|_| measure(&daemon, setup, opts.seconds, *small))
+                .map(|_| measure(&daemon, setup, v.programs, opts.seconds, *small))
                 .collect::<anyhow::Result<Vec<Round>>>()?;
             let col = |f: fn(&Round) -> f64| Spread::of(rounds.iter().map(f).collect());
             medians[s][o] = (col(|r| r.ours).median, col(|r| r.empty).median);
             println!(
-                "| {name} | {order} ours | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {}, {order} | {} | {} | {} | {} | {} | {} |",
+                v.label,
                 col(|r| r.runs).show(0),
                 col(|r| r.ours).show(1),
                 col(|r| r.empty).show(1),
@@ -108,13 +168,5 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         }
         daemon.terminate();
     }
-    println!();
-    println!("| traffic | balanced ratio (both orders: sum of medians, ours / empty) |");
-    println!("| --- | ---: |");
-    for (s, (name, _)) in SHAPES.iter().enumerate() {
-        let [(oa, ea), (ob, eb)] = medians[s];
-        println!("| {name} | {:.2} |", (oa + ob) / (ea + eb));
-    }
-    println!();
-    Ok(())
+    Ok(medians.map(|[(oa, ea), (ob, eb)]| (oa + ob) / (ea + eb)))
 }

@@ -20,6 +20,8 @@ pub struct Options {
     pub rounds: usize,
     /// Only this section (cost, throughput, userspace, sweep, audit).
     pub only: Option<String>,
+    /// The cost section also measures the floors of our path (--debug.wire-floor).
+    pub floors: bool,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
