@@ -62,6 +62,9 @@ struct Round {
     egress: f64,
     /// Runs of the measured pair (both hooks) in the round.
     runs: f64,
+    /// The measured pair's run time over the round's wall time, in % of one CPU: an
+    /// upper bound on what the programs take from the traffic (statistics included).
+    cpu_percent: f64,
 }
 
 impl Round {
@@ -78,7 +81,9 @@ fn measure(
     small: bool,
 ) -> anyhow::Result<Round> {
     let before = daemon.scrape();
+    let started = std::time::Instant::now();
     let bps = iperf(setup, seconds, small)?;
+    let wall = started.elapsed().as_secs_f64();
     let after = daemon.scrape();
     eprintln!("round: {:.3} Gbit/s", bps / 1e9);
     let per_run = |programs: &[&str]| {
@@ -91,6 +96,8 @@ fn measure(
         ingress: per_run(&ours[..1]),
         egress: per_run(&ours[1..]),
         runs: totals(&after, &ours).runs - totals(&before, &ours).runs,
+        cpu_percent: (totals(&after, &ours).seconds - totals(&before, &ours).seconds) / wall
+            * 100.0,
     })
 }
 
@@ -107,9 +114,9 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         opts.rounds, opts.seconds
     );
     println!(
-        "| traffic | measured, empty program | runs per round | measured ns | empty ns | ratio | ingress ns | egress ns |"
+        "| traffic | measured, empty program | runs per round | measured ns | empty ns | ratio | ingress ns | egress ns | measured, % of one CPU |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let variants: Vec<&Variant> = std::iter::once(&OURS)
         .chain(FLOORS.iter().filter(|_| opts.floors))
         .collect();
@@ -156,7 +163,7 @@ fn measure_variant(
             let col = |f: fn(&Round) -> f64| Spread::of(rounds.iter().map(f).collect());
             medians[s][o] = (col(|r| r.ours).median, col(|r| r.empty).median);
             println!(
-                "| {name} | {}, {order} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {}, {order} | {} | {} | {} | {} | {} | {} | {} |",
                 v.label,
                 col(|r| r.runs).show(0),
                 col(|r| r.ours).show(1),
@@ -164,6 +171,7 @@ fn measure_variant(
                 col(Round::ratio).show(2),
                 col(|r| r.ingress).show(1),
                 col(|r| r.egress).show(1),
+                col(|r| r.cpu_percent).show(2),
             );
         }
         daemon.terminate();
