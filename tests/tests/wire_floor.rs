@@ -6,16 +6,16 @@
 
 use std::collections::BTreeSet;
 
-use keepalive_daemon::exporter::connections::Listing;
+use keepalive_daemon::{exporter::connections::Listing, wire::tc::TcPrograms};
 use keepalive_tests::bpf::{bpftool_links, bpftool_progs};
 use keepalive_tests::scenarios::Setup;
 use keepalive_tests::sockets::{exchange_byte, open_connections};
 use keepalive_tests::{Daemon, require_root};
 
-/// (floor, its ingress and egress programs, whether it fills the flow map)
-const FLOORS: [(&str, [&str; 2], bool); 2] = [
-    ("parse", ["ka_tc_parse_ing", "ka_tc_parse_egr"], false),
-    ("lookup", ["ka_tc_lkup_ing", "ka_tc_lkup_egr"], true),
+/// (floor as the flag takes it, its programs, whether it fills the flow map)
+const FLOORS: [(&str, TcPrograms, bool); 2] = [
+    ("parse", TcPrograms::PARSE_FLOOR, false),
+    ("lookup", TcPrograms::LOOKUP_FLOOR, true),
 ];
 
 #[test]
@@ -35,7 +35,7 @@ fn wire_floors_replace_ours_and_only_the_lookup_floor_tracks_connections() {
 
         // Kernel program names are cut at 15 characters; these are all shorter.
         let (attached, links) = attached_names(&daemon);
-        let want: BTreeSet<String> = programs.iter().map(|p| p.to_string()).collect();
+        let want: BTreeSet<String> = programs.names().map(str::to_owned).into();
         assert_eq!(attached, want, "{}", ctx());
 
         let conns = open_connections(&setup.a, &setup.b, 2, 1);

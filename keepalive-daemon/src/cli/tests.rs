@@ -170,13 +170,14 @@ fn clap_definition_is_consistent() {
     Args::command().debug_assert();
 }
 
+/// The daemon's arguments from `extra` after the program name.
+fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+    Args::try_parse_from(std::iter::once("keepalive-daemon").chain(extra.iter().copied()))
+}
+
 #[test]
 fn baseline_program_is_off_by_default_and_after_ours_without_a_value() {
-    let parse = |extra: &[&str]| {
-        let mut argv = vec!["keepalive-daemon"];
-        argv.extend_from_slice(extra);
-        Args::try_parse_from(argv).map(|a| a.baseline_program)
-    };
+    let parse = |extra: &[&str]| args(extra).map(|a| a.baseline_program);
     assert_eq!(parse(&[]).unwrap(), None);
     assert_eq!(
         parse(&["--debug.baseline-program"]).unwrap(),
@@ -200,11 +201,7 @@ fn baseline_program_is_off_by_default_and_after_ours_without_a_value() {
 
 #[test]
 fn wire_floor_is_off_by_default_and_takes_parse_or_lookup() {
-    let parse = |extra: &[&str]| {
-        let mut argv = vec!["keepalive-daemon"];
-        argv.extend_from_slice(extra);
-        Args::try_parse_from(argv).map(|a| a.wire_floor)
-    };
+    let parse = |extra: &[&str]| args(extra).map(|a| a.wire_floor);
     assert_eq!(parse(&[]).unwrap(), None);
     assert_eq!(
         parse(&["--debug.wire-floor", "parse"]).unwrap(),

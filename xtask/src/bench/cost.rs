@@ -5,37 +5,43 @@
 //! --debug.wire-floor): the parser alone, and the parser with the flow-map lookup.
 
 use aya::sys::{Stats, enable_stats};
-use keepalive_daemon::metric_names::{PROGRAM_RUN_SECONDS, PROGRAM_RUNS};
+use clap::ValueEnum as _;
+use keepalive_daemon::{
+    cli::WireFloor,
+    metric_names::{PROGRAM_RUN_SECONDS, PROGRAM_RUNS},
+    wire::tc::TcPrograms,
+};
 use keepalive_tests::scenarios::Setup;
 
 use super::{Options, Spread, iperf, spawn_daemon};
 
 const EMPTY: &str = "ka_tc_empty";
 
-/// What is measured against the empty program: its label, the --debug.wire-floor
-/// value (none for our real programs) and its ingress and egress programs.
-struct Variant {
-    label: &'static str,
-    floor: Option<&'static str>,
-    programs: [&'static str; 2],
+/// What is measured against the empty program: our wire programs (no floor), or a
+/// floor of them (--debug.wire-floor).
+#[derive(Clone, Copy)]
+struct Variant(Option<WireFloor>);
+
+impl Variant {
+    fn label(self) -> &'static str {
+        match self.0 {
+            None => "ours",
+            Some(WireFloor::Parse) => "parse floor",
+            Some(WireFloor::Lookup) => "lookup floor",
+        }
+    }
+
+    /// The ingress and egress programs the daemon attaches for it (without kernel-side
+    /// logging, as the bench runs the daemon).
+    fn programs(self) -> [&'static str; 2] {
+        TcPrograms::choose(self.0, false).names()
+    }
 }
 
-const OURS: Variant = Variant {
-    label: "ours",
-    floor: None,
-    programs: ["ka_tc_ingress", "ka_tc_egress"],
-};
+const OURS: Variant = Variant(None);
 const FLOORS: [Variant; 2] = [
-    Variant {
-        label: "parse floor",
-        floor: Some("parse"),
-        programs: ["ka_tc_parse_ing", "ka_tc_parse_egr"],
-    },
-    Variant {
-        label: "lookup floor",
-        floor: Some("lookup"),
-        programs: ["ka_tc_lkup_ing", "ka_tc_lkup_egr"],
-    },
+    Variant(Some(WireFloor::Parse)),
+    Variant(Some(WireFloor::Lookup)),
 ];
 
 #[derive(Clone, Copy, Default)]
@@ -117,11 +123,11 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
         "| traffic | measured, empty program | runs per round | measured ns | empty ns | ratio | ingress ns | egress ns | measured, % of one CPU |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let variants: Vec<&Variant> = std::iter::once(&OURS)
-        .chain(FLOORS.iter().filter(|_| opts.floors))
+    let variants: Vec<Variant> = std::iter::once(OURS)
+        .chain(FLOORS.into_iter().filter(|_| opts.floors))
         .collect();
     let mut balanced = Vec::new();
-    for v in &variants {
+    for &v in &variants {
         balanced.push(measure_variant(setup, iface, opts, v)?);
     }
     println!();
@@ -131,7 +137,7 @@ pub fn run(setup: &Setup, iface: &str, opts: &Options) -> anyhow::Result<()> {
     println!("| --- | --- | ---: |");
     for (s, (name, _)) in SHAPES.iter().enumerate() {
         for (v, ratios) in variants.iter().zip(&balanced) {
-            println!("| {name} | {} | {:.2} |", v.label, ratios[s]);
+            println!("| {name} | {} | {:.2} |", v.label(), ratios[s]);
         }
     }
     println!();
@@ -143,7 +149,7 @@ fn measure_variant(
     setup: &Setup,
     iface: &str,
     opts: &Options,
-    v: &Variant,
+    v: Variant,
 ) -> anyhow::Result<[f64; 2]> {
     // The first program on a hook pays for the hook's cold start (measured: 3-25 ns),
     // so each order gets its own daemon and rounds, and the balanced ratio puts both
@@ -151,20 +157,21 @@ fn measure_variant(
     let mut medians = [[(0.0, 0.0); 2]; 2];
     for (o, order) in ORDERS.iter().enumerate() {
         let baseline = format!("--debug.baseline-program={order}");
+        let floor = v.0.and_then(|f| f.to_possible_value());
         let mut flags = vec![baseline.as_str()];
-        if let Some(floor) = v.floor {
-            flags.extend(["--debug.wire-floor", floor]);
+        if let Some(floor) = &floor {
+            flags.extend(["--debug.wire-floor", floor.get_name()]);
         }
         let daemon = spawn_daemon(&setup.a, iface, &flags);
         for (s, (name, small)) in SHAPES.iter().enumerate() {
             let rounds = (0..opts.rounds.max(1))
-                .map(|_| measure(&daemon, setup, v.programs, opts.seconds, *small))
+                .map(|_| measure(&daemon, setup, v.programs(), opts.seconds, *small))
                 .collect::<anyhow::Result<Vec<Round>>>()?;
             let col = |f: fn(&Round) -> f64| Spread::of(rounds.iter().map(f).collect());
             medians[s][o] = (col(|r| r.ours).median, col(|r| r.empty).median);
             println!(
                 "| {name} | {}, {order} | {} | {} | {} | {} | {} | {} | {} |",
-                v.label,
+                v.label(),
                 col(|r| r.runs).show(0),
                 col(|r| r.ours).show(1),
                 col(|r| r.empty).show(1),
